@@ -1,0 +1,291 @@
+//! Docker's daemon.json: the typed subset of its keys and which of them dockerd reloads.
+//!
+//! An unknown key makes dockerd refuse to start, so it is refused here unless forced. The apply
+//! class of each key follows dockerd's documented reload list: those keys are applied with SIGHUP,
+//! everything else needs a restart.
+
+use serde_json::{Map, Value as Json};
+
+use crate::{ApplyClass, Error, Validation};
+
+/// The JSON type a daemon.json key must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonType {
+    Bool,
+    String,
+    /// One of a fixed set of strings.
+    Enum(&'static [&'static str]),
+    /// A non-negative integer.
+    Count,
+    StringList,
+    /// An object whose values are strings (log-opts, storage-opts as a map).
+    StringMap,
+    /// An object of any shape dockerd parses itself (runtimes, features, builder, ...).
+    Object,
+    /// `default-address-pools`: a list of `{"base": CIDR, "size": n}`.
+    AddressPools,
+    /// `labels`: a list of "key=value" strings.
+    Labels,
+}
+
+/// A known daemon.json key.
+#[derive(Debug, Clone, Copy)]
+pub struct DaemonKey {
+    pub name: &'static str,
+    pub ty: JsonType,
+    /// Reloaded on SIGHUP (DaemonReload) or not (DaemonRestart).
+    pub apply: ApplyClass,
+}
+
+const RELOAD: ApplyClass = ApplyClass::DaemonReload;
+const RESTART: ApplyClass = ApplyClass::DaemonRestart;
+const LOG_LEVELS: &[&str] = &["debug", "info", "warn", "error", "fatal"];
+
+const fn k(name: &'static str, ty: JsonType, apply: ApplyClass) -> DaemonKey {
+    DaemonKey { name, ty, apply }
+}
+
+/// The keys the schema knows. dockerd's reloadable set: debug, labels, live-restore,
+/// max-concurrent-downloads/uploads, max-download-attempts, default-runtime, runtimes,
+/// authorization-plugins, insecure-registries, registry-mirrors, shutdown-timeout, features,
+/// builder.
+pub static DAEMON_KEYS: &[DaemonKey] = &[
+    k("debug", JsonType::Bool, RELOAD),
+    k("labels", JsonType::Labels, RELOAD),
+    k("live-restore", JsonType::Bool, RELOAD),
+    k("max-concurrent-downloads", JsonType::Count, RELOAD),
+    k("max-concurrent-uploads", JsonType::Count, RELOAD),
+    k("max-download-attempts", JsonType::Count, RELOAD),
+    k("default-runtime", JsonType::String, RELOAD),
+    k("runtimes", JsonType::Object, RELOAD),
+    k("authorization-plugins", JsonType::StringList, RELOAD),
+    k("insecure-registries", JsonType::StringList, RELOAD),
+    k("registry-mirrors", JsonType::StringList, RELOAD),
+    k("shutdown-timeout", JsonType::Count, RELOAD),
+    k("features", JsonType::Object, RELOAD),
+    k("builder", JsonType::Object, RELOAD),
+    k("log-level", JsonType::Enum(LOG_LEVELS), RESTART),
+    k("log-driver", JsonType::String, RESTART),
+    k("log-opts", JsonType::StringMap, RESTART),
+    k("dns", JsonType::StringList, RESTART),
+    k("dns-opts", JsonType::StringList, RESTART),
+    k("dns-search", JsonType::StringList, RESTART),
+    k("default-address-pools", JsonType::AddressPools, RESTART),
+    k("bip", JsonType::String, RESTART),
+    k("mtu", JsonType::Count, RESTART),
+    k("ipv6", JsonType::Bool, RESTART),
+    k("fixed-cidr", JsonType::String, RESTART),
+    k("fixed-cidr-v6", JsonType::String, RESTART),
+    k("iptables", JsonType::Bool, RESTART),
+    k("ip6tables", JsonType::Bool, RESTART),
+    k("ip-forward", JsonType::Bool, RESTART),
+    k("ip-masq", JsonType::Bool, RESTART),
+    k("icc", JsonType::Bool, RESTART),
+    k("ip", JsonType::String, RESTART),
+    k("userland-proxy", JsonType::Bool, RESTART),
+    k("experimental", JsonType::Bool, RESTART),
+    k("data-root", JsonType::String, RESTART),
+    k("storage-driver", JsonType::String, RESTART),
+    k("storage-opts", JsonType::StringList, RESTART),
+    k("exec-opts", JsonType::StringList, RESTART),
+    k("hosts", JsonType::StringList, RESTART),
+    k("default-ulimits", JsonType::Object, RESTART),
+    k("default-shm-size", JsonType::String, RESTART),
+    k(
+        "default-cgroupns-mode",
+        JsonType::Enum(&["host", "private"]),
+        RESTART,
+    ),
+    k("cgroup-parent", JsonType::String, RESTART),
+    k("no-new-privileges", JsonType::Bool, RESTART),
+    k("userns-remap", JsonType::String, RESTART),
+    k("metrics-addr", JsonType::String, RESTART),
+    k("containerd", JsonType::String, RESTART),
+    k("seccomp-profile", JsonType::String, RESTART),
+    k("selinux-enabled", JsonType::Bool, RESTART),
+    k("init", JsonType::Bool, RESTART),
+    k("proxies", JsonType::StringMap, RESTART),
+];
+
+/// Looks up a daemon.json key.
+pub fn key(name: &str) -> Option<&'static DaemonKey> {
+    DAEMON_KEYS.iter().find(|k| k.name == name)
+}
+
+/// Parses and checks a daemon.json document; returns it pretty-printed with a trailing newline.
+pub(crate) fn normalize(setting: &str, text: &str, v: Validation) -> Result<Vec<u8>, Error> {
+    const ALLOWED: &str = "a JSON object with the keys of dockerd's daemon.json";
+    let refuse = |value: &str, problem: String, allowed: &str| {
+        Error::refused(setting, value, problem, allowed)
+    };
+    let json: Json = serde_json::from_str(text)
+        .map_err(|e| refuse(text, format!("is not valid JSON ({e})"), ALLOWED))?;
+    let Json::Object(map) = &json else {
+        return Err(refuse(text, "is not a JSON object".into(), ALLOWED));
+    };
+    for (name, value) in map {
+        match key(name) {
+            Some(known) => {
+                if !fits(known.ty, value) {
+                    let shown = value.to_string();
+                    let problem = format!("has the wrong type for {name}");
+                    return Err(refuse(&shown, problem, &describe(known.ty)));
+                }
+            }
+            None if v.force => {}
+            None => {
+                let problem = format!("is not a daemon.json key known to cairn ({name})");
+                let allowed =
+                    "the keys listed by `cairn schema daemon`, or --force to write it anyway";
+                return Err(refuse(name, problem, allowed));
+            }
+        }
+    }
+    let mut pretty = serde_json::to_vec_pretty(&json).expect("a parsed JSON value serialises");
+    pretty.push(b'\n');
+    Ok(pretty)
+}
+
+fn fits(ty: JsonType, value: &Json) -> bool {
+    let strings = |v: &Json| v.as_array().is_some_and(|a| a.iter().all(Json::is_string));
+    match ty {
+        JsonType::Bool => value.is_boolean(),
+        JsonType::String => value.is_string(),
+        JsonType::Enum(words) => value.as_str().is_some_and(|s| words.contains(&s)),
+        JsonType::Count => value.as_u64().is_some(),
+        JsonType::StringList => strings(value),
+        JsonType::Labels => {
+            strings(value)
+                && value.as_array().is_some_and(|a| {
+                    a.iter()
+                        .filter_map(Json::as_str)
+                        .all(|s| s.split_once('=').is_some_and(|(k, _)| !k.is_empty()))
+                })
+        }
+        JsonType::StringMap => value
+            .as_object()
+            .is_some_and(|m| m.values().all(Json::is_string)),
+        JsonType::Object => value.is_object(),
+        JsonType::AddressPools => value.as_array().is_some_and(|pools| {
+            pools.iter().all(|p| {
+                p.as_object().is_some_and(|o| {
+                    o.get("base").is_some_and(Json::is_string)
+                        && o.get("size")
+                            .is_some_and(|s| s.as_u64().is_some_and(|n| n <= 32))
+                        && o.keys().all(|k| k == "base" || k == "size")
+                })
+            })
+        }),
+    }
+}
+
+/// What a type accepts, for messages.
+pub fn describe(ty: JsonType) -> String {
+    let text = match ty {
+        JsonType::Enum(words) => {
+            let quoted: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
+            return format!("one of {}", quoted.join(", "));
+        }
+        JsonType::Bool => "true or false",
+        JsonType::String => "a string",
+        JsonType::Count => "a non-negative integer",
+        JsonType::StringList => "a list of strings",
+        JsonType::Labels => "a list of \"key=value\" strings",
+        JsonType::StringMap => "an object of strings",
+        JsonType::Object => "an object",
+        JsonType::AddressPools => "a list of {\"base\": \"CIDR\", \"size\": 0..32}",
+    };
+    text.to_owned()
+}
+
+/// The apply class of a change from `old` to `new` daemon.json: a reload when every top-level
+/// key that differs is reloadable, a restart otherwise (and for unknown keys, or unparsable input).
+pub fn change_class(old: &[u8], new: &[u8]) -> ApplyClass {
+    let parse = |b: &[u8]| serde_json::from_slice::<Map<String, Json>>(b).ok();
+    let (Some(old), Some(new)) = (parse(old), parse(new)) else {
+        return RESTART;
+    };
+    let names = old.keys().chain(new.keys());
+    let mut class = ApplyClass::None;
+    for name in names {
+        if old.get(name) != new.get(name) {
+            class = class.max(key(name).map_or(RESTART, |k| k.apply));
+        }
+    }
+    class
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(text: &str, force: bool) -> Result<String, String> {
+        normalize("daemon", text, Validation { force })
+            .map(|b| String::from_utf8(b).expect("utf-8"))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn typed_keys() {
+        assert_eq!(
+            norm(r#"{"debug":true}"#, false).unwrap(),
+            "{\n  \"debug\": true\n}\n"
+        );
+        let err = norm(r#"{"debug":"yes"}"#, false).unwrap_err();
+        assert_eq!(
+            err,
+            r#"daemon: "\"yes\"" has the wrong type for debug (allowed: true or false)"#
+        );
+        assert!(norm(r#"{"log-level":"loud"}"#, false).is_err());
+        assert!(norm(r#"{"labels":["a=b"]}"#, false).is_ok());
+        assert!(norm(r#"{"labels":["nolabel"]}"#, false).is_err());
+        assert!(norm(
+            r#"{"default-address-pools":[{"base":"10.10.0.0/16","size":24}]}"#,
+            false
+        )
+        .is_ok());
+        assert!(norm(
+            r#"{"default-address-pools":[{"base":"10.10.0.0/16"}]}"#,
+            false
+        )
+        .is_err());
+        assert!(norm(r#"{"max-concurrent-downloads":-1}"#, false).is_err());
+    }
+
+    #[test]
+    fn not_an_object_or_not_json() {
+        assert!(norm("[]", false)
+            .unwrap_err()
+            .contains("is not a JSON object"));
+        assert!(norm("{", false).unwrap_err().contains("is not valid JSON"));
+        assert!(norm("", false).is_err());
+    }
+
+    #[test]
+    fn unknown_keys_need_force() {
+        let err = norm(r#"{"debgu":true}"#, false).unwrap_err();
+        assert!(err.contains("(debgu)") && err.contains("--force"), "{err}");
+        assert!(norm(r#"{"debgu":true}"#, true).is_ok());
+    }
+
+    #[test]
+    fn apply_class_per_key() {
+        assert_eq!(
+            change_class(b"{}", br#"{"debug":true}"#),
+            ApplyClass::DaemonReload
+        );
+        assert_eq!(
+            change_class(br#"{"debug":true}"#, b"{}"),
+            ApplyClass::DaemonReload
+        );
+        assert_eq!(
+            change_class(b"{}", br#"{"debug":true,"log-level":"warn"}"#),
+            ApplyClass::DaemonRestart
+        );
+        assert_eq!(
+            change_class(b"{}", br#"{"unknown":1}"#),
+            ApplyClass::DaemonRestart
+        );
+        assert_eq!(change_class(b"{}", b"{}"), ApplyClass::None);
+    }
+}

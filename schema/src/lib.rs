@@ -1,0 +1,51 @@
+//! The catalogue of cairn settings.
+//!
+//! Every setting is a file in a git tree. This crate knows, for each one, its friendly name (what
+//! a user types), its path in the tree, its type, its default, a description, the related keys
+//! shown as its options, and its apply class (what the VM has to do when it changes). It turns
+//! what a user types into the canonical bytes stored in the tree, and refuses anything else with a
+//! message that names the key, the value and what is allowed.
+//!
+//! # Layout
+//! - [`catalogue`]: the table of keys ([`KEYS`]) and look-ups by name or path.
+//! - [`value`]: parsing and validation of each value type, and the typed (JSON) view of a value.
+//! - [`daemon`]: the typed subset of Docker's `daemon.json` and its per-key apply classes.
+//! - [`apply`]: the apply classes, ordered from least to most disruptive.
+//! - [`tree`]: validation of a whole configuration tree, as the database does before a commit.
+//! - [`migrate`]: schema versions and the migrations between them.
+//!
+//! The crate is pure: no I/O. What depends on the machine (its RAM and cores) comes in as a
+//! [`Host`].
+
+pub mod apply;
+pub mod catalogue;
+pub mod daemon;
+mod error;
+pub mod migrate;
+pub mod tree;
+pub mod value;
+
+pub use apply::ApplyClass;
+pub use catalogue::{by_name, by_path, Key, KEYS};
+pub use error::Error;
+pub use migrate::{migrate, CURRENT_VERSION};
+pub use tree::{validate_tree, Tree};
+pub use value::{Kind, Validation};
+
+/// The machine a configuration is validated for: limits such as `memory` and `ncpu` depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Host {
+    /// Physical memory in MiB.
+    pub ram_mib: u64,
+    /// Logical CPUs.
+    pub cores: u64,
+}
+
+impl Host {
+    /// A host that accepts any value the types allow; for tools that inspect a database copied
+    /// from elsewhere.
+    pub const UNLIMITED: Host = Host {
+        ram_mib: u64::MAX / 2,
+        cores: 1024,
+    };
+}

@@ -1,0 +1,182 @@
+//! Schema versions and the migrations between them.
+//!
+//! A migration is a pure function on a [`Tree`]. It adds keys a newer cairn knows, converts
+//! stored formats, and moves a default only where the user never changed the value; the database
+//! commits its result as a commit of its own, so `git log` shows exactly what an upgrade did.
+//!
+//! History:
+//! - v1: the first layout. `net/dns` held the servers on one comma-separated line, there was no
+//!   `net/mtu`, and `memory` defaulted to 1024 MiB.
+//! - v2: `net/mtu` (1500), `net/dns` one server per line, `memory` defaults to 2048 MiB.
+
+use crate::tree::{defaults, Tree};
+use crate::{by_name, Error, Host};
+
+/// The schema version this cairn writes.
+pub const CURRENT_VERSION: u32 = 2;
+
+/// The version a tree declares; a tree without `schema-version` predates it and is v1.
+pub fn version_of(tree: &Tree) -> Result<u32, Error> {
+    let Some(bytes) = tree.get("schema-version") else {
+        return Ok(1);
+    };
+    let text = String::from_utf8_lossy(bytes);
+    match text.trim().parse::<u32>() {
+        Ok(n) if n > CURRENT_VERSION => Err(Error::TooNew {
+            found: n,
+            supported: CURRENT_VERSION,
+        }),
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(Error::Migration {
+            to: CURRENT_VERSION,
+            key: "schema-version".into(),
+            reason: format!("{} is not a schema version", crate::error::quote(&text)),
+        }),
+    }
+}
+
+/// Brings `tree` to [`CURRENT_VERSION`]. `user_changed(path)` says whether the user ever changed
+/// the value at `path` (the database answers it from history); such values are never touched.
+/// Returns one line per step taken, for the commit message; empty when the tree was current.
+pub fn migrate(
+    tree: &mut Tree,
+    user_changed: &dyn Fn(&str) -> bool,
+    host: &Host,
+) -> Result<Vec<String>, Error> {
+    let mut notes = Vec::new();
+    let mut version = version_of(tree)?;
+    while version < CURRENT_VERSION {
+        match version {
+            1 => v1_to_v2(tree, user_changed, host, &mut notes)?,
+            other => unreachable!("no migration from v{other}; version_of bounds it"),
+        }
+        version += 1;
+        tree.insert("schema-version".into(), format!("{version}\n").into_bytes());
+        notes.push(format!("schema-version: v{}", version));
+    }
+    Ok(notes)
+}
+
+/// The tree a cairn of schema `version` wrote at `init`. Needed to know the old defaults, and to
+/// build upgrade fixtures.
+pub fn initial_tree(version: u32, host: &Host) -> Tree {
+    let mut tree = defaults(host);
+    if version == 1 {
+        tree.remove("net/mtu");
+        tree.insert(
+            "memory".into(),
+            V1_MEMORY_DEFAULT.min(host.ram_mib).to_string().into_bytes(),
+        );
+        tree.get_mut("memory").expect("inserted above").push(b'\n');
+        tree.insert("schema-version".into(), b"1\n".to_vec());
+    }
+    tree
+}
+
+const V1_MEMORY_DEFAULT: u64 = 1024;
+
+fn v1_to_v2(
+    tree: &mut Tree,
+    user_changed: &dyn Fn(&str) -> bool,
+    host: &Host,
+    notes: &mut Vec<String>,
+) -> Result<(), Error> {
+    if !tree.contains_key("net/mtu") {
+        let mtu = by_name("mtu").expect("mtu is in the catalogue");
+        tree.insert(mtu.path.into(), mtu.default_bytes(host));
+        notes.push("mtu: added with its default 1500".into());
+    }
+    if let Some(old) = tree.get("net/dns") {
+        let text = String::from_utf8_lossy(old).into_owned();
+        let servers: Vec<&str> = text
+            .split([',', ' ', '\n'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let converted: Vec<u8> = servers
+            .iter()
+            .flat_map(|s| format!("{s}\n").into_bytes())
+            .collect();
+        if converted != *old {
+            tree.insert("net/dns".into(), converted);
+            notes.push("dns: one server per line".into());
+        }
+    }
+    let memory = by_name("memory").expect("memory is in the catalogue");
+    let v1_default = format!("{}\n", V1_MEMORY_DEFAULT.min(host.ram_mib));
+    let at_old_default = tree
+        .get("memory")
+        .is_some_and(|m| *m == v1_default.as_bytes());
+    if at_old_default && !user_changed(memory.path) {
+        let new = memory.default_bytes(host);
+        if new != v1_default.as_bytes() {
+            notes.push(format!(
+                "memory: default {} -> {} MiB (never changed by the user)",
+                V1_MEMORY_DEFAULT,
+                String::from_utf8_lossy(&new).trim()
+            ));
+            tree.insert("memory".into(), new);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{validate_tree, Validation};
+
+    const HOST: Host = Host {
+        ram_mib: 8192,
+        cores: 4,
+    };
+
+    #[test]
+    fn v1_defaults_become_v2_defaults() {
+        let mut tree = initial_tree(1, &HOST);
+        let notes = migrate(&mut tree, &|_| false, &HOST).expect("migrates");
+        assert_eq!(tree, defaults(&HOST));
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("memory: default 1024 -> 2048")),
+            "{notes:?}"
+        );
+        validate_tree(&tree, &|_| true, &HOST, Validation::default()).expect("valid v2 tree");
+    }
+
+    #[test]
+    fn never_touches_values_the_user_changed() {
+        let mut tree = initial_tree(1, &HOST);
+        tree.insert("net/dns".into(), b"1.1.1.1, 8.8.8.8\n".to_vec());
+        tree.insert("etc/hostname".into(), b"mine\n".to_vec());
+        // memory still reads 1024, but the user set it explicitly: it stays.
+        migrate(&mut tree, &|path| path == "memory", &HOST).expect("migrates");
+        assert_eq!(tree["memory"], b"1024\n");
+        assert_eq!(tree["etc/hostname"], b"mine\n");
+        assert_eq!(tree["net/dns"], b"1.1.1.1\n8.8.8.8\n");
+        assert_eq!(tree["net/mtu"], b"1500\n");
+        assert_eq!(tree["schema-version"], b"2\n");
+    }
+
+    #[test]
+    fn a_user_value_other_than_the_old_default_stays() {
+        let mut tree = initial_tree(1, &HOST);
+        tree.insert("memory".into(), b"3072\n".to_vec());
+        migrate(&mut tree, &|_| false, &HOST).expect("migrates");
+        assert_eq!(tree["memory"], b"3072\n");
+    }
+
+    #[test]
+    fn current_trees_are_left_alone_and_newer_ones_refused() {
+        let mut tree = defaults(&HOST);
+        assert!(migrate(&mut tree, &|_| false, &HOST)
+            .expect("ok")
+            .is_empty());
+        tree.insert("schema-version".into(), b"9\n".to_vec());
+        assert!(matches!(
+            migrate(&mut tree, &|_| false, &HOST),
+            Err(Error::TooNew { found: 9, .. })
+        ));
+    }
+}

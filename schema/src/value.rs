@@ -1,0 +1,611 @@
+//! Value types: parsing what a user types (or writes into a file over 9P) into the canonical
+//! bytes stored in the tree, and the typed and one-line views of a stored value.
+//!
+//! Canonical forms: a scalar is its text and a newline; a list is one entry per line (an empty
+//! list is an empty file); daemon.json is pretty-printed JSON and a newline. Input is more
+//! forgiving: lists may be separated by commas, spaces or newlines, sizes may carry a unit.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use serde_json::Value as Json;
+
+use crate::error::quote;
+use crate::{Error, Host, Key};
+
+/// The type of a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An RFC 1123 host name label.
+    Hostname,
+    /// An integer in `min..=max`; `unit` completes "is not ..." in messages.
+    Int {
+        min: u64,
+        max: Limit,
+        unit: &'static str,
+    },
+    /// One of a fixed set of words.
+    Choice(&'static [&'static str]),
+    /// A list of `[ADDRESS:]HOSTPORT:GUESTPORT[/PROTO]`.
+    PortForwards,
+    /// A list of IP addresses.
+    IpList,
+    /// A proxy URL, or empty.
+    ProxyUrl,
+    /// A list of host names, domains, addresses or CIDR ranges.
+    HostList,
+    /// Docker's daemon.json.
+    DaemonJson,
+    /// sysctl.conf lines.
+    Sysctl,
+    /// The schema version of the tree.
+    SchemaVersion,
+}
+
+/// An upper bound that may depend on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Fixed(u64),
+    HostRam,
+    HostCores,
+}
+
+impl Limit {
+    fn resolve(self, host: &Host) -> u64 {
+        match self {
+            Limit::Fixed(n) => n,
+            Limit::HostRam => host.ram_mib,
+            Limit::HostCores => host.cores,
+        }
+    }
+}
+
+/// How strict validation is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Validation {
+    /// Accept daemon.json keys the schema does not know (`--force`).
+    pub force: bool,
+}
+
+/// Longest value accepted for a scalar; a longer one is a mistake, not a setting.
+const MAX_SCALAR: usize = 256;
+/// Longest value accepted for lists, sysctl.conf and daemon.json.
+const MAX_DOCUMENT: usize = 1 << 20;
+
+/// Parses `input` (what a user typed, or the content of a file) for `key` and returns the
+/// canonical bytes to store, or why it is refused.
+pub fn normalize(key: &Key, input: &[u8], host: &Host, v: Validation) -> Result<Vec<u8>, Error> {
+    let limit = if is_document(key.kind) {
+        MAX_DOCUMENT
+    } else {
+        MAX_SCALAR
+    };
+    let Ok(text) = std::str::from_utf8(input) else {
+        let lossy = String::from_utf8_lossy(input);
+        return Err(Error::refused(
+            key.name,
+            &lossy,
+            "is not UTF-8 text",
+            allowed(key, host),
+        ));
+    };
+    if input.len() > limit {
+        let problem = format!("is too long ({} bytes, at most {limit})", input.len());
+        return Err(Error::refused(key.name, text, problem, allowed(key, host)));
+    }
+    let refuse = |problem: &str| Error::refused(key.name, text, problem, allowed(key, host));
+    let trimmed = text.trim();
+    let canonical = match key.kind {
+        Kind::Hostname => line(hostname(trimmed).ok_or_else(|| refuse("is not a host name"))?),
+        Kind::Int { min, max, unit } => {
+            let n = if unit == "a size in MiB" {
+                parse_mib(trimmed)
+            } else {
+                trimmed.parse().ok()
+            };
+            let max = max.resolve(host);
+            match n {
+                Some(n) if (min..=max).contains(&n) => line(n.to_string()),
+                Some(_) => return Err(refuse("is out of range")),
+                None => return Err(refuse(&format!("is not {unit}"))),
+            }
+        }
+        Kind::Choice(words) => match words.iter().find(|w| **w == trimmed) {
+            Some(word) => line((*word).to_owned()),
+            None => return Err(refuse("is not one of the choices")),
+        },
+        Kind::PortForwards => lines(port_forwards(key, text, host)?),
+        Kind::IpList => {
+            let mut seen = BTreeSet::new();
+            let mut out = Vec::new();
+            for item in items(text) {
+                let ip: IpAddr = item.parse().map_err(|_| {
+                    Error::refused(key.name, item, "is not an IP address", allowed(key, host))
+                })?;
+                if seen.insert(ip) {
+                    out.push(ip.to_string());
+                }
+            }
+            lines(out)
+        }
+        Kind::ProxyUrl if trimmed.is_empty() => Vec::new(),
+        Kind::ProxyUrl => line(proxy_url(trimmed).ok_or_else(|| refuse("is not a proxy URL"))?),
+        Kind::HostList => {
+            let mut out = Vec::new();
+            for item in items(text) {
+                if !is_host_pattern(item) {
+                    return Err(Error::refused(
+                        key.name,
+                        item,
+                        "is not a host, domain, address or CIDR range",
+                        allowed(key, host),
+                    ));
+                }
+                out.push(item.to_owned());
+            }
+            lines(out)
+        }
+        Kind::DaemonJson => crate::daemon::normalize(key.name, text, v)?,
+        Kind::Sysctl => lines(sysctl(key, text, host)?),
+        Kind::SchemaVersion => match trimmed.parse::<u32>() {
+            Ok(n) if (1..=crate::CURRENT_VERSION).contains(&n) => line(n.to_string()),
+            Ok(n) if n > crate::CURRENT_VERSION => {
+                return Err(Error::TooNew {
+                    found: n,
+                    supported: crate::CURRENT_VERSION,
+                })
+            }
+            _ => return Err(refuse("is not a schema version")),
+        },
+    };
+    Ok(canonical)
+}
+
+/// Checks bytes found in a tree: valid for the key, canonical or not.
+pub fn check_stored(key: &Key, stored: &[u8], host: &Host) -> Result<(), Error> {
+    normalize(key, stored, host, Validation { force: true }).map(drop)
+}
+
+/// The canonical form of a default, which is valid by construction (a catalogue test checks).
+pub(crate) fn normalize_default(key: &Key, input: &str, host: &Host) -> Vec<u8> {
+    normalize(key, input.as_bytes(), host, Validation { force: true })
+        .unwrap_or_else(|_| input.as_bytes().to_vec())
+}
+
+/// What the key accepts, for messages and `cairn schema`.
+pub fn allowed(key: &Key, host: &Host) -> String {
+    match key.kind {
+        Kind::Hostname => "letters, digits and hyphens, 1 to 63 characters, no hyphen at either end".into(),
+        Kind::Int { min, max, .. } => format!("{min} to {}", max.resolve(host)),
+        Kind::Choice(words) => words.join(", "),
+        Kind::PortForwards => {
+            "[ADDRESS:]HOSTPORT:GUESTPORT[/tcp|/udp], ports 1 to 65535, separated by commas or spaces".into()
+        }
+        Kind::IpList => "IPv4 or IPv6 addresses separated by commas or spaces, or empty for the host's resolvers".into(),
+        Kind::ProxyUrl => "empty, or a URL http://HOST[:PORT], https://... or socks5://...".into(),
+        Kind::HostList => "host names, .domains, addresses or CIDR ranges separated by commas or spaces".into(),
+        Kind::DaemonJson => "a JSON object with the keys of dockerd's daemon.json".into(),
+        Kind::Sysctl => "lines NAME = VALUE, such as vm.max_map_count = 262144; # comments".into(),
+        Kind::SchemaVersion => format!("1 to {}", crate::CURRENT_VERSION),
+    }
+}
+
+/// The type's name, for `cairn schema`.
+pub fn type_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Hostname => "hostname",
+        Kind::Int {
+            unit: "a size in MiB",
+            ..
+        } => "MiB",
+        Kind::Int { .. } => "integer",
+        Kind::Choice(_) => "choice",
+        Kind::PortForwards => "list of port forwards",
+        Kind::IpList => "list of IP addresses",
+        Kind::ProxyUrl => "URL",
+        Kind::HostList => "list of hosts",
+        Kind::DaemonJson => "JSON object",
+        Kind::Sysctl => "sysctl lines",
+        Kind::SchemaVersion => "integer",
+    }
+}
+
+/// The typed view of a stored value, for `--json` and `export`: integers as numbers, lists as
+/// arrays, daemon.json as an object. A value that does not parse is shown as a string.
+pub fn to_json(key: &Key, stored: &[u8]) -> Json {
+    let text = String::from_utf8_lossy(stored);
+    let trimmed = text.trim();
+    match key.kind {
+        Kind::Int { .. } | Kind::SchemaVersion => trimmed
+            .parse::<u64>()
+            .map(Json::from)
+            .unwrap_or_else(|_| Json::from(trimmed)),
+        Kind::PortForwards | Kind::IpList | Kind::HostList | Kind::Sysctl => Json::Array(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| Json::from(l.trim()))
+                .collect(),
+        ),
+        Kind::DaemonJson => serde_json::from_str(&text).unwrap_or_else(|_| Json::from(trimmed)),
+        Kind::Hostname | Kind::Choice(_) | Kind::ProxyUrl => Json::from(trimmed),
+    }
+}
+
+/// Turns a typed JSON value (from `export`) back into input text for [`normalize`].
+pub fn from_json(key: &Key, value: &Json) -> String {
+    match (key.kind, value) {
+        (_, Json::String(s)) => s.clone(),
+        (Kind::DaemonJson, other) => other.to_string(),
+        (_, Json::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| i.to_string())
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        (_, other) => other.to_string(),
+    }
+}
+
+/// The value on one line, for tables and `key=value` output: lists joined by commas, JSON compact.
+pub fn display(key: &Key, stored: &[u8]) -> String {
+    match key.kind {
+        Kind::DaemonJson => match serde_json::from_slice::<Json>(stored) {
+            Ok(json) => json.to_string(),
+            Err(_) => String::from_utf8_lossy(stored).trim().to_owned(),
+        },
+        Kind::Sysctl => String::from_utf8_lossy(stored)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(|l| l.replace(" = ", "="))
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => String::from_utf8_lossy(stored)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+fn is_document(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::PortForwards | Kind::IpList | Kind::HostList | Kind::DaemonJson | Kind::Sysctl
+    )
+}
+
+fn line(text: String) -> Vec<u8> {
+    let mut bytes = text.into_bytes();
+    bytes.push(b'\n');
+    bytes
+}
+
+fn lines(items: Vec<String>) -> Vec<u8> {
+    items.into_iter().flat_map(line).collect()
+}
+
+/// List items separated by commas, whitespace or newlines.
+fn items(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+}
+
+fn hostname(text: &str) -> Option<String> {
+    let ok = (1..=63).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-');
+    ok.then(|| text.to_ascii_lowercase())
+}
+
+/// A size in MiB: a bare number, or a number with M, MiB, G or GiB.
+fn parse_mib(text: &str) -> Option<u64> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    match unit.trim() {
+        "" | "M" | "MiB" | "m" => Some(n),
+        "G" | "GiB" | "g" => n.checked_mul(1024),
+        _ => None,
+    }
+}
+
+fn port_forwards(key: &Key, text: &str, host: &Host) -> Result<Vec<String>, Error> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for item in items(text) {
+        let refuse = |problem: &str| Error::refused(key.name, item, problem, allowed(key, host));
+        let (spec, proto) = match item.rsplit_once('/') {
+            Some((spec, proto @ ("tcp" | "udp"))) => (spec, proto),
+            Some(_) => return Err(refuse("has an unknown protocol")),
+            None => (item, "tcp"),
+        };
+        let (rest, guest) = spec
+            .rsplit_once(':')
+            .ok_or_else(|| refuse("is not a port forward"))?;
+        let (address, host_port) = match rest.rsplit_once(':') {
+            Some((address, port)) => {
+                let address = address.trim_start_matches('[').trim_end_matches(']');
+                let ip: IpAddr = address
+                    .parse()
+                    .map_err(|_| refuse("has an address that is not an IP address"))?;
+                (ip, port)
+            }
+            None => (IpAddr::from([127, 0, 0, 1]), rest),
+        };
+        let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p != 0);
+        let (Some(host_port), Some(guest)) = (port(host_port), port(guest)) else {
+            return Err(refuse("has a port that is not 1 to 65535"));
+        };
+        if !seen.insert((address, host_port, proto)) {
+            return Err(refuse("repeats a host address, port and protocol"));
+        }
+        let address = match address {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            IpAddr::V4(v4) => v4.to_string(),
+        };
+        out.push(format!("{address}:{host_port}:{guest}/{proto}"));
+    }
+    Ok(out)
+}
+
+fn proxy_url(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_once("://")?;
+    if !matches!(scheme, "http" | "https" | "socks5" | "socks5h") {
+        return None;
+    }
+    let authority = rest.split('/').next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let host = match host_port.rsplit_once(':') {
+        Some((h, port)) if !h.ends_with(']') || host_port.starts_with('[') => {
+            port.parse::<u16>().ok()?;
+            h
+        }
+        _ => host_port,
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:_".contains(&b));
+    let rest_ok = !text.chars().any(|c| c.is_whitespace() || c.is_control());
+    (host_ok && rest_ok).then(|| text.to_owned())
+}
+
+fn is_host_pattern(item: &str) -> bool {
+    item == "*"
+        || (item.len() <= 255
+            && item
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:/[]*".contains(&b)))
+}
+
+fn sysctl(key: &Key, text: &str, host: &Host) -> Result<Vec<String>, Error> {
+    let mut names = BTreeSet::new();
+    let mut out = Vec::new();
+    for raw in text.lines() {
+        let entry = raw.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        if entry.starts_with('#') || entry.starts_with(';') {
+            out.push(entry.to_owned());
+            continue;
+        }
+        let refuse = |problem: &str| Error::refused(key.name, entry, problem, allowed(key, host));
+        let (name, value) = entry
+            .split_once('=')
+            .ok_or_else(|| refuse("is not NAME = VALUE"))?;
+        let (name, value) = (name.trim().trim_start_matches('-'), value.trim());
+        let name_ok = !name.is_empty()
+            && name.contains(['.', '/'])
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-/*".contains(&b));
+        if !name_ok {
+            return Err(refuse("does not start with a kernel parameter name"));
+        }
+        if value.is_empty() || value.chars().any(char::is_control) {
+            return Err(refuse("has an empty or unprintable value"));
+        }
+        if !names.insert(name.replace('/', ".")) {
+            return Err(refuse("sets a parameter twice"));
+        }
+        out.push(format!("{name} = {value}"));
+    }
+    Ok(out)
+}
+
+/// Quotes a value for display; re-exported for the CLI's own messages.
+pub fn quoted(value: &str) -> String {
+    quote(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::by_name;
+
+    const HOST: Host = Host {
+        ram_mib: 23552,
+        cores: 2,
+    };
+
+    fn norm(name: &str, input: &str) -> Result<String, String> {
+        let key = by_name(name).map_err(|e| e.to_string())?;
+        normalize(key, input.as_bytes(), &HOST, Validation::default())
+            .map(|b| String::from_utf8(b).expect("canonical values are UTF-8"))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn memory_message_names_key_value_and_range() {
+        assert_eq!(
+            norm("memory", "lots").unwrap_err(),
+            r#"memory: "lots" is not a size in MiB (allowed: 256 to 23552)"#
+        );
+        assert_eq!(
+            norm("memory", "99999").unwrap_err(),
+            r#"memory: "99999" is out of range (allowed: 256 to 23552)"#
+        );
+        assert_eq!(norm("memory", " 4G\n").unwrap(), "4096\n");
+        assert_eq!(norm("memory", "4096MiB").unwrap(), "4096\n");
+        assert!(norm("memory", "").is_err());
+        assert!(norm("memory", "-1").is_err());
+        assert!(norm("memory", "99999999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn ncpu_bounded_by_host() {
+        assert_eq!(norm("ncpu", "2").unwrap(), "2\n");
+        assert!(norm("ncpu", "3").unwrap_err().contains("(allowed: 1 to 2)"));
+        assert!(norm("ncpu", "0").is_err());
+    }
+
+    #[test]
+    fn hostname_rules() {
+        assert_eq!(norm("hostname", "My-VM").unwrap(), "my-vm\n");
+        for bad in ["", "-a", "a-", "a.b", "a b", &"x".repeat(64), "é"] {
+            assert!(norm("hostname", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn choices() {
+        assert_eq!(norm("hypervisor", "qemu\n").unwrap(), "qemu\n");
+        assert_eq!(
+            norm("hypervisor", "vbox").unwrap_err(),
+            r#"hypervisor: "vbox" is not one of the choices (allowed: native, qemu)"#
+        );
+        assert!(norm("network", "bridge").is_err());
+        assert!(norm("filesystem", "virtiofs").is_err());
+    }
+
+    #[test]
+    fn port_forwards_canonical_and_refused() {
+        assert_eq!(
+            norm(
+                "port-forwarding",
+                "8080:80, 0.0.0.0:53:53/udp [::1]:2222:22"
+            )
+            .unwrap(),
+            "127.0.0.1:8080:80/tcp\n0.0.0.0:53:53/udp\n[::1]:2222:22/tcp\n"
+        );
+        assert_eq!(norm("port-forwarding", "").unwrap(), "");
+        for bad in [
+            "80",
+            "0:80",
+            "80:70000",
+            "x:80:80",
+            "80:80/sctp",
+            "80:80,80:81",
+        ] {
+            assert!(norm("port-forwarding", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn dns_and_proxy() {
+        assert_eq!(
+            norm("dns", "1.1.1.1, 2606:4700::1111 1.1.1.1").unwrap(),
+            "1.1.1.1\n2606:4700::1111\n"
+        );
+        assert!(norm("dns", "one.one.one.one")
+            .unwrap_err()
+            .contains("is not an IP address"));
+        assert_eq!(
+            norm("proxy.http", "http://proxy.example:3128").unwrap(),
+            "http://proxy.example:3128\n"
+        );
+        assert_eq!(norm("proxy.http", "").unwrap(), "");
+        for bad in [
+            "proxy:3128",
+            "ftp://x",
+            "http://",
+            "http://a b",
+            "http://h:99999",
+        ] {
+            assert!(norm("proxy.http", bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            norm("proxy.exclude", "localhost,.corp 10.0.0.0/8").unwrap(),
+            "localhost\n.corp\n10.0.0.0/8\n"
+        );
+        assert!(norm("proxy.exclude", "a;b").is_err());
+    }
+
+    #[test]
+    fn sysctl_lines() {
+        assert_eq!(
+            norm(
+                "sysctl",
+                "# tuned\nvm.swappiness=10\nnet/ipv4/ip_forward = 1\n"
+            )
+            .unwrap(),
+            "# tuned\nvm.swappiness = 10\nnet/ipv4/ip_forward = 1\n"
+        );
+        for bad in [
+            "swappiness",
+            "vm.swappiness=",
+            "=1",
+            "vm.a=1\nvm.a=2",
+            "a b.c=1",
+        ] {
+            assert!(norm("sysctl", bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn non_utf8_and_huge_values_are_refused() {
+        let key = by_name("hostname").expect("hostname is a key");
+        let err = normalize(key, b"\xff\xfe", &HOST, Validation::default()).unwrap_err();
+        assert!(err.to_string().contains("is not UTF-8 text"), "{err}");
+        let huge = "a".repeat(MAX_SCALAR + 1);
+        let err = norm("hostname", &huge).unwrap_err();
+        assert!(
+            err.contains("is too long (257 bytes, at most 256)"),
+            "{err}"
+        );
+        assert!(err.len() < 300, "message is not cut: {err}");
+    }
+
+    #[test]
+    fn schema_version_is_bounded() {
+        assert!(norm("schema-version", "1").is_ok());
+        assert!(norm("schema-version", "99")
+            .unwrap_err()
+            .contains("newer than this cairn"));
+    }
+
+    #[test]
+    fn views() {
+        let pf = by_name("port-forwarding").expect("key");
+        let stored = b"127.0.0.1:8080:80/tcp\n0.0.0.0:53:53/udp\n";
+        assert_eq!(
+            display(pf, stored),
+            "127.0.0.1:8080:80/tcp,0.0.0.0:53:53/udp"
+        );
+        assert_eq!(
+            to_json(pf, stored),
+            serde_json::json!(["127.0.0.1:8080:80/tcp", "0.0.0.0:53:53/udp"])
+        );
+        let memory = by_name("memory").expect("key");
+        assert_eq!(to_json(memory, b"4096\n"), serde_json::json!(4096));
+        let daemon = by_name("daemon").expect("key");
+        assert_eq!(
+            display(daemon, b"{\n  \"debug\": true\n}\n"),
+            r#"{"debug":true}"#
+        );
+        let back = from_json(pf, &to_json(pf, stored));
+        assert_eq!(
+            normalize(pf, back.as_bytes(), &HOST, Validation::default()).ok(),
+            Some(stored.to_vec())
+        );
+    }
+}
