@@ -1,1 +1,26 @@
-fn main() {}
+//! The `cairn` command: parses arguments, runs a command from [`cmd`], prints, exits with a
+//! documented code. The work is done in the cairn crates.
+
+mod args;
+mod cmd;
+mod exit;
+mod output;
+
+use clap::Parser;
+
+fn main() {
+    let args = args::Cli::parse();
+    let code = match cmd::run(args) {
+        Ok(()) => exit::OK,
+        Err(err) => {
+            let code = exit::code_of(&err);
+            let mut message = format!("cairn: {err}");
+            for cause in err.chain().skip(1) {
+                message.push_str(&format!(": {cause}"));
+            }
+            eprintln!("{message}");
+            code
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,1 +1,131 @@
-pub fn x() {}
+//! The cairn configuration database: a git repository, on gix, whose branch `master` holds every
+//! setting as a file.
+//!
+//! Every change is one commit. The ref moves by compare-and-swap under git's own lock file
+//! (`refs/heads/master.lock`), so cairn processes, the 9P server and the git CLI exclude each
+//! other, and objects are flushed to disk before the ref points at them, so a process killed at
+//! any instant leaves the branch at a complete commit.
+//!
+//! # Layout
+//! - [`Db`] (this file): opening and creating a database, reading at any revision.
+//! - [`transaction`]: a set of changes committed as one commit, rebased when the head moved.
+//! - [`refs`]: the lock-file compare-and-swap on a ref, with fsync.
+//! - [`durable`]: flushing freshly written objects before the ref moves.
+//! - [`history`]: the branch log, per-key history, diffs and rollback.
+//! - [`watch`]: a subscription to a branch's head, for this process's writes and everyone else's.
+
+mod durable;
+mod error;
+pub mod history;
+mod read;
+pub mod refs;
+pub mod transaction;
+pub mod watch;
+
+use std::path::{Path, PathBuf};
+
+pub use cairn_schema as schema;
+use cairn_schema::{Host, Tree};
+pub use error::Error;
+pub use gix::ObjectId;
+pub use history::{CommitInfo, KeyChange, PathChange};
+pub use transaction::{Committed, Transaction};
+pub use watch::HeadWatch;
+
+/// The branch that holds the configuration.
+pub const CONFIG_BRANCH: &str = "master";
+
+/// An open configuration database.
+#[derive(Debug)]
+pub struct Db {
+    repo: gix::ThreadSafeRepository,
+    git_dir: PathBuf,
+    host: Host,
+}
+
+/// One commit and the whole tree it holds.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub commit: ObjectId,
+    pub tree: Tree,
+    /// The commit time, seconds since the epoch.
+    pub time: i64,
+}
+
+impl Db {
+    /// Creates a bare repository at `path` whose first commit holds every key at its default.
+    /// `HEAD` points at `refs/heads/master`. Refuses a directory that already holds a repository.
+    pub fn init(path: &Path, host: Host) -> Result<Db, Error> {
+        if path.join("HEAD").exists() || path.join(".git").exists() {
+            return Err(Error::AlreadyExists {
+                path: path.to_owned(),
+            });
+        }
+        std::fs::create_dir_all(path).map_err(|source| Error::io(path, source))?;
+        let repo = gix::init_bare(path).map_err(|e| Error::git("creating the repository", e))?;
+        let git_dir = repo.git_dir().to_owned();
+        let head = git_dir.join("HEAD");
+        std::fs::write(&head, format!("ref: refs/heads/{CONFIG_BRANCH}\n"))
+            .map_err(|source| Error::io(&head, source))?;
+        let db = Db {
+            repo: repo.into_sync(),
+            git_dir,
+            host,
+        };
+        let tree = cairn_schema::tree::defaults(&host);
+        let message = format!(
+            "init: defaults for schema v{}",
+            cairn_schema::CURRENT_VERSION
+        );
+        transaction::commit_tree(&db, CONFIG_BRANCH, None, &tree, &message)?;
+        Ok(db)
+    }
+
+    /// Opens the database at `path` (a bare repository, or a work tree's `.git`).
+    pub fn open(path: &Path, host: Host) -> Result<Db, Error> {
+        if !path.exists() {
+            return Err(Error::NotADatabase {
+                path: path.to_owned(),
+                reason: "it does not exist".into(),
+            });
+        }
+        let repo = gix::ThreadSafeRepository::open(path).map_err(|e| Error::NotADatabase {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let git_dir = repo.git_dir().to_owned();
+        let db = Db {
+            repo,
+            git_dir,
+            host,
+        };
+        if db.head(CONFIG_BRANCH)?.is_none() {
+            return Err(Error::NotADatabase {
+                path: path.to_owned(),
+                reason: format!("it has no branch {CONFIG_BRANCH}; run `cairn init`"),
+            });
+        }
+        Ok(db)
+    }
+
+    /// The repository's git directory.
+    pub fn git_dir(&self) -> &Path {
+        &self.git_dir
+    }
+
+    /// The host the schema's limits are checked against.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// A repository handle for the calling thread.
+    pub(crate) fn repo(&self) -> gix::Repository {
+        self.repo.to_thread_local()
+    }
+
+    /// Starts a transaction on `branch`, based on its current head.
+    pub fn transaction(&self, branch: &str) -> Result<Transaction<'_>, Error> {
+        let base = self.head(branch)?;
+        Ok(Transaction::new(self, branch, base))
+    }
+}

@@ -134,7 +134,7 @@ pub(crate) fn normalize(setting: &str, text: &str, v: Validation) -> Result<Vec<
             }
             None if v.force => {}
             None => {
-                let problem = format!("is not a daemon.json key known to cairn ({name})");
+                let problem = "is not a daemon.json key known to cairn".to_owned();
                 let allowed =
                     "the keys listed by `cairn schema daemon`, or --force to write it anyway";
                 return Err(refuse(name, problem, allowed));
@@ -264,7 +264,11 @@ mod tests {
     #[test]
     fn unknown_keys_need_force() {
         let err = norm(r#"{"debgu":true}"#, false).unwrap_err();
-        assert!(err.contains("(debgu)") && err.contains("--force"), "{err}");
+        assert!(
+            err.starts_with("daemon: \"debgu\" is not a daemon.json key")
+                && err.contains("--force"),
+            "{err}"
+        );
         assert!(norm(r#"{"debgu":true}"#, true).is_ok());
     }
 

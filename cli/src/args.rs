@@ -1,0 +1,155 @@
+//! The command line, declared with clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  cairn init                              create the database ($CAIRN_HOME/db)
+  cairn list                              every setting, its value and what it does
+  cairn get memory                        the bare value, for scripts
+  cairn set memory 4096                   one key, one commit
+  cairn set hypervisor qemu ncpu=4        a key and its options, one commit
+  cairn set memory=4G ncpu=2 -m 'bigger'  several keys, one commit, your message
+  cairn set daemon @daemon.json           a value from a file (- reads stdin)
+  cairn reset memory                      back to the default
+  cairn log memory                        every change of memory, old and new value
+  cairn diff HEAD~3                       what changed since three commits ago
+  cairn rollback 1a2b3c4                  a new commit restoring an old configuration
+  cairn export > saved.json && cairn apply saved.json
+  git -C \"$(cairn path)\" log --stat        the same history, with plain git
+
+Exit codes: 0 ok, 1 runtime error, 2 usage, 3 value refused by the schema,
+            5 conflict (--expect, or the same key changed by another writer).
+Output: a table on a terminal, plain lines when piped, JSON with --json.
+Colour only on a terminal, never with NO_COLOR set.";
+
+/// cairn: a git-backed configuration database for a managed Linux VM.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, after_help = EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    /// The database directory [default: $CAIRN_HOME/db].
+    #[arg(long, global = true, env = "CAIRN_DB", value_name = "DIR")]
+    pub db: Option<PathBuf>,
+
+    /// Print data as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the database with every key at its default (or upgrade an existing one).
+    Init,
+    /// Every key: value, options, what a change does, description.
+    #[command(alias = "ls")]
+    List,
+    /// Print a key's value exactly as stored (`git show master:PATH`).
+    Get {
+        /// Friendly name or path in the tree.
+        key: String,
+        /// Read at this branch or commit.
+        #[arg(long, default_value = "master")]
+        at: String,
+    },
+    /// Change keys: `set KEY VALUE [KEY=VALUE...]` or `set KEY=VALUE...`, one commit.
+    ///
+    /// A value `@FILE` is read from FILE and `-` from standard input.
+    Set {
+        /// KEY VALUE [KEY=VALUE...] or KEY=VALUE...
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true, value_name = "ARGS")]
+        args: Vec<String>,
+        #[command(flatten)]
+        write: WriteOpts,
+        /// Accept daemon.json keys the schema does not know (they may stop dockerd).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put keys back to their defaults.
+    Reset {
+        /// Keys to reset.
+        #[arg(required_unless_present = "all")]
+        keys: Vec<String>,
+        /// Reset every key.
+        #[arg(long, conflicts_with = "keys")]
+        all: bool,
+        #[command(flatten)]
+        write: WriteOpts,
+    },
+    /// The history of the configuration, or of one key with old and new values.
+    Log {
+        /// Only the commits that changed this key.
+        key: Option<String>,
+        /// At most this many commits.
+        #[arg(short = 'n', long)]
+        limit: Option<usize>,
+        /// Start from this branch or commit.
+        #[arg(long, default_value = "master")]
+        at: String,
+    },
+    /// What changed between two commits, per key [default: the last commit].
+    Diff {
+        /// From this commit [default: the parent of TO].
+        from: Option<String>,
+        /// To this commit [default: master].
+        to: Option<String>,
+    },
+    /// A new commit restoring the configuration of an earlier commit.
+    Rollback {
+        /// The commit to restore.
+        commit: String,
+        #[command(flatten)]
+        write: WriteOpts,
+    },
+    /// Every key as one JSON object (input for `apply`).
+    Export {
+        /// Export this branch or commit.
+        #[arg(long, default_value = "master")]
+        at: String,
+    },
+    /// Set many keys from a file, validated as a whole, one commit.
+    ///
+    /// FILE is a JSON object (as `export` writes) or KEY=VALUE lines; `-` reads standard input.
+    Apply {
+        file: String,
+        #[command(flatten)]
+        write: WriteOpts,
+        /// Accept daemon.json keys the schema does not know.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Edit a key in $VISUAL or $EDITOR; validated when you save.
+    Edit {
+        key: String,
+        #[command(flatten)]
+        write: WriteOpts,
+        /// Accept daemon.json keys the schema does not know.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The keys: types, defaults, what a change does; `schema KEY` for one, `schema daemon` for
+    /// daemon.json's keys.
+    Schema { key: Option<String> },
+    /// Print the database directory.
+    Path,
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Options of every command that writes.
+#[derive(Debug, Args, Clone, Default)]
+pub struct WriteOpts {
+    /// The commit message [default: generated, e.g. "set memory=4096"].
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// Refuse (exit 5) unless master is at this commit: compare-and-swap for scripts.
+    #[arg(long, value_name = "COMMIT")]
+    pub expect: Option<String>,
+}

@@ -1,0 +1,175 @@
+//! One module per command; each parses nothing and prints its own data.
+
+mod apply;
+mod diff;
+mod edit;
+mod export;
+mod get;
+mod init;
+mod list;
+mod log;
+mod reset;
+mod rollback;
+mod schema;
+mod set;
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cairn::db::{Committed, Db, Transaction};
+use serde_json::json;
+
+use crate::args::{Cli, Command, WriteOpts};
+use crate::exit::Usage;
+use crate::output::{self, Mode};
+
+/// What every command needs: where the database is and how to print.
+pub struct Ctx {
+    pub db_path: PathBuf,
+    pub mode: Mode,
+}
+
+impl Ctx {
+    /// Opens the database, with the host's limits for validation.
+    pub fn open(&self) -> anyhow::Result<Db> {
+        let host = cairn::host::detect()?;
+        Db::open(&self.db_path, host)
+            .with_context(|| format!("opening the database at {}", self.db_path.display()))
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let db_path = cairn::home::db_dir(cli.db.as_deref())?;
+    let ctx = Ctx {
+        db_path,
+        mode: output::mode(cli.json),
+    };
+    match cli.command {
+        Command::Init => init::run(&ctx),
+        Command::List => list::run(&ctx),
+        Command::Get { key, at } => get::run(&ctx, &key, &at),
+        Command::Set { args, write, force } => set::run(&ctx, &args, &write, force),
+        Command::Reset { keys, all, write } => reset::run(&ctx, &keys, all, &write),
+        Command::Log { key, limit, at } => log::run(&ctx, key.as_deref(), limit, &at),
+        Command::Diff { from, to } => diff::run(&ctx, from.as_deref(), to.as_deref()),
+        Command::Rollback { commit, write } => rollback::run(&ctx, &commit, &write),
+        Command::Export { at } => export::run(&ctx, &at),
+        Command::Apply { file, write, force } => apply::run(&ctx, &file, &write, force),
+        Command::Edit { key, write, force } => edit::run(&ctx, &key, &write, force),
+        Command::Schema { key } => schema::run(&ctx, key.as_deref()),
+        Command::Path => {
+            println!("{}", ctx.db_path.display());
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "cairn", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+/// Reads a value argument: `@FILE` from a file, `-` from standard input (once), else literal.
+pub fn value_arg(arg: &str, stdin_used: &mut bool) -> anyhow::Result<Vec<u8>> {
+    if arg == "-" {
+        if std::mem::replace(stdin_used, true) {
+            return Err(Usage("only one value can come from standard input".into()).into());
+        }
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading standard input")?;
+        return Ok(bytes);
+    }
+    if let Some(path) = arg.strip_prefix('@') {
+        return std::fs::read(path).with_context(|| format!("reading {path}"));
+    }
+    Ok(arg.as_bytes().to_vec())
+}
+
+/// Applies `--message` and `--expect` to a transaction.
+pub fn prepare(db: &Db, tx: &mut Transaction<'_>, write: &WriteOpts) -> anyhow::Result<()> {
+    if let Some(message) = &write.message {
+        tx.message(message.clone());
+    }
+    if let Some(expected) = &write.expect {
+        let id = db
+            .resolve(expected)
+            .with_context(|| format!("--expect {expected}"))?;
+        tx.expect(Some(id));
+    }
+    Ok(())
+}
+
+/// Prints the outcome of a write: the commit id on stdout (for scripts), a summary on a
+/// terminal's stderr, or JSON.
+pub fn report(ctx: &Ctx, db: &Db, done: &Committed, what: &str) -> anyhow::Result<()> {
+    if ctx.mode == Mode::Json {
+        let changes = match (done.parent, done.created) {
+            (Some(parent), true) => changes_json(db, &parent.to_string(), &done.id.to_string())?,
+            _ => Vec::new(),
+        };
+        return output::print_json(&json!({
+            "commit": done.id.to_string(),
+            "parent": done.parent.map(|p| p.to_string()),
+            "created": done.created,
+            "rebased": done.rebased,
+            "migration": done.migration.map(|m| m.to_string()),
+            "changes": changes,
+        }));
+    }
+    println!("{}", done.id);
+    if done.created {
+        let rebased = if done.rebased {
+            ", re-applied on a newer head"
+        } else {
+            ""
+        };
+        output::note(&format!(
+            "{what} (commit {}{rebased})",
+            output::short(&done.id)
+        ));
+    } else {
+        output::note(&format!("{what}: already so, no commit made"));
+    }
+    Ok(())
+}
+
+/// Per-key changes between two commits, as JSON objects.
+pub fn changes_json(db: &Db, from: &str, to: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    Ok(db
+        .diff(from, to)?
+        .into_iter()
+        .map(|change| {
+            let key = cairn::schema::by_path(&change.path);
+            let view = |v: &Option<Vec<u8>>| match (key, v) {
+                (Some(key), Some(bytes)) => cairn::schema::value::to_json(key, bytes),
+                (None, Some(bytes)) => json!(String::from_utf8_lossy(bytes)),
+                (_, None) => serde_json::Value::Null,
+            };
+            json!({
+                "key": key.map_or(change.path.as_str(), |k| k.name),
+                "path": change.path,
+                "old": view(&change.old),
+                "new": view(&change.new),
+                "apply": key.map(|k| apply_class(k, &change.old, &change.new).as_str()),
+            })
+        })
+        .collect())
+}
+
+/// The apply class of a change of `key`; daemon.json is decided per top-level key.
+pub fn apply_class(
+    key: &cairn::schema::Key,
+    old: &Option<Vec<u8>>,
+    new: &Option<Vec<u8>>,
+) -> cairn::schema::ApplyClass {
+    match (key.kind, old, new) {
+        (cairn::schema::Kind::DaemonJson, Some(old), Some(new)) => {
+            cairn::schema::daemon::change_class(old, new)
+        }
+        _ => key.apply,
+    }
+}

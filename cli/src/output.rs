@@ -1,0 +1,116 @@
+//! How data reaches the user: a table on a terminal, plain lines when piped, JSON when asked.
+//! Colour only on a terminal and never with NO_COLOR.
+
+use std::io::{IsTerminal, Write};
+
+use comfy_table::{presets, Attribute, Cell, ContentArrangement, Table};
+
+/// The output format of data on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Table,
+    Plain,
+    Json,
+}
+
+/// Picks the format: `--json` wins, then a terminal gets a table.
+pub fn mode(json: bool) -> Mode {
+    if json {
+        Mode::Json
+    } else if std::io::stdout().is_terminal() {
+        Mode::Table
+    } else {
+        Mode::Plain
+    }
+}
+
+/// Whether stdout may carry colour and bold.
+pub fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// A table with a header, sized to the terminal.
+pub fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.iter().map(|h| {
+            let cell = Cell::new(h);
+            if colour() {
+                cell.add_attribute(Attribute::Bold)
+            } else {
+                cell
+            }
+        }));
+    table
+}
+
+/// A cell, bold when `strong` and colour is allowed.
+pub fn cell(text: impl ToString, strong: bool) -> Cell {
+    let cell = Cell::new(text.to_string());
+    if strong && colour() {
+        cell.add_attribute(Attribute::Bold)
+    } else {
+        cell
+    }
+}
+
+/// Prints a table (its rows, when it has none the header alone is noise and is skipped).
+pub fn print_table(table: &Table) {
+    if table.row_count() > 0 {
+        println!("{table}");
+    }
+}
+
+/// Prints JSON, pretty.
+pub fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// A human note on stderr, only when stderr is a terminal: scripts see data or errors, nothing else.
+pub fn note(text: &str) {
+    if std::io::stderr().is_terminal() {
+        eprintln!("{text}");
+    }
+}
+
+/// `2026-11-22 21:30:05Z` for seconds since the epoch (UTC, so output is the same everywhere).
+pub fn time(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// The first `n` characters of a commit id.
+pub fn short(id: &cairn::db::ObjectId) -> String {
+    id.to_hex_with_len(10).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(super::time(0), "1970-01-01 00:00:00Z");
+        assert_eq!(super::time(1_795_297_805), "2026-11-21 21:50:05Z");
+        assert_eq!(super::time(951_782_400), "2000-02-29 00:00:00Z");
+    }
+}

@@ -1,0 +1,77 @@
+use std::path::{Path, PathBuf};
+
+use gix::ObjectId;
+
+/// What went wrong in the database. Variants name the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path} already holds a git repository")]
+    AlreadyExists { path: PathBuf },
+    #[error("{path} is not a cairn database: {reason}")]
+    NotADatabase { path: PathBuf, reason: String },
+    #[error("{rev}: no such branch or commit")]
+    UnknownRevision { rev: String },
+    #[error("branch {branch} does not exist")]
+    NoBranch { branch: String },
+    /// A value or tree the schema refuses; nothing was committed.
+    #[error(transparent)]
+    Refused(#[from] cairn_schema::Error),
+    /// The same key was changed since the transaction started.
+    #[error("conflict on {key}: it changed to {theirs} in {head} since this change started from {base}; re-read and try again")]
+    Conflict {
+        key: String,
+        base: String,
+        head: String,
+        theirs: String,
+    },
+    /// `--expect` was given and the branch is elsewhere.
+    #[error("{branch} is at {found}, not at the expected {expected}; nothing was changed")]
+    Moved {
+        branch: String,
+        expected: String,
+        found: String,
+    },
+    #[error("{lock} is held by another writer and was not released within {seconds} s")]
+    Locked { lock: PathBuf, seconds: u64 },
+    #[error("{path}: {value} is not a valid commit id")]
+    CorruptRef { path: PathBuf, value: String },
+    #[error("{action}")]
+    Git {
+        action: &'static str,
+        #[source]
+        source: gix::Error,
+    },
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("watching {path} for changes")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    pub(crate) fn git(action: &'static str, source: impl Into<gix::Error>) -> Self {
+        Error::Git {
+            action,
+            source: source.into(),
+        }
+    }
+}
+
+/// A short id for messages.
+pub(crate) fn short(id: &ObjectId) -> String {
+    id.to_hex_with_len(10).to_string()
+}

@@ -1,0 +1,128 @@
+//! Reading the database at any branch or commit.
+
+use cairn_schema::Tree;
+use gix::ObjectId;
+
+use crate::{Db, Error, Snapshot};
+
+impl Db {
+    /// The commit `branch` points at, or `None` when the branch does not exist.
+    pub fn head(&self, branch: &str) -> Result<Option<ObjectId>, Error> {
+        crate::refs::read(&self.repo(), branch)
+    }
+
+    /// Resolves a branch name, a full or abbreviated commit id, or any git revision
+    /// (`master~2`) to a commit id.
+    pub fn resolve(&self, rev: &str) -> Result<ObjectId, Error> {
+        let repo = self.repo();
+        resolve(&repo, rev)
+    }
+
+    /// The whole tree at `rev`.
+    pub fn snapshot(&self, rev: &str) -> Result<Snapshot, Error> {
+        let repo = self.repo();
+        let commit = resolve(&repo, rev)?;
+        snapshot_of(&repo, commit)
+    }
+
+    /// The content of `path` at `rev`, or `None` when the path is absent there.
+    pub fn read(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        let repo = self.repo();
+        let commit = resolve(&repo, rev)?;
+        match entry_id(&repo, commit, path)? {
+            Some(id) => read_blob(&repo, id).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+pub(crate) fn resolve(repo: &gix::Repository, rev: &str) -> Result<ObjectId, Error> {
+    let unknown = || Error::UnknownRevision {
+        rev: rev.to_owned(),
+    };
+    if let Some(id) = crate::refs::read(repo, rev)? {
+        return Ok(id);
+    }
+    let id = repo.rev_parse_single(rev).map_err(|_| unknown())?;
+    let object = id.object().map_err(|_| unknown())?;
+    let commit = object.peel_to_commit().map_err(|_| unknown())?;
+    Ok(commit.id)
+}
+
+pub(crate) fn snapshot_of(repo: &gix::Repository, commit: ObjectId) -> Result<Snapshot, Error> {
+    let object = repo
+        .find_commit(commit)
+        .map_err(|e| Error::git("reading a commit", e))?;
+    let time = object
+        .time()
+        .map_err(|e| Error::git("reading a commit time", e))?
+        .seconds;
+    let tree_id = object
+        .tree_id()
+        .map_err(|e| Error::git("reading a commit's tree", e))?;
+    let tree = read_tree(repo, tree_id.detach())?;
+    Ok(Snapshot { commit, tree, time })
+}
+
+/// Every file under the tree `id`, recursively, with its content.
+pub(crate) fn read_tree(repo: &gix::Repository, id: ObjectId) -> Result<Tree, Error> {
+    let mut out = Tree::new();
+    let mut stack = vec![(String::new(), id)];
+    while let Some((prefix, id)) = stack.pop() {
+        let tree = repo
+            .find_tree(id)
+            .map_err(|e| Error::git("reading a tree", e))?;
+        for entry in tree.iter() {
+            let entry = entry.map_err(|e| Error::git("decoding a tree", e))?;
+            let path = format!("{prefix}{}", entry.filename());
+            if entry.mode().is_tree() {
+                stack.push((format!("{path}/"), entry.object_id()));
+            } else if entry.mode().is_blob() || entry.mode().is_link() {
+                out.insert(path, read_blob(repo, entry.object_id())?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn read_blob(repo: &gix::Repository, id: ObjectId) -> Result<Vec<u8>, Error> {
+    let mut blob = repo
+        .find_blob(id)
+        .map_err(|e| Error::git("reading a blob", e))?;
+    Ok(blob.take_data())
+}
+
+/// The tree id of `commit`.
+pub(crate) fn tree_of(repo: &gix::Repository, commit: ObjectId) -> Result<ObjectId, Error> {
+    let object = repo
+        .find_commit(commit)
+        .map_err(|e| Error::git("reading a commit", e))?;
+    let tree = object
+        .tree_id()
+        .map_err(|e| Error::git("reading a commit's tree", e))?;
+    Ok(tree.detach())
+}
+
+/// The object id at `path` in `commit`'s tree, without reading anything else.
+pub(crate) fn entry_id(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    path: &str,
+) -> Result<Option<ObjectId>, Error> {
+    let tree = tree_of(repo, commit)?;
+    entry_in_tree(repo, tree, path)
+}
+
+pub(crate) fn entry_in_tree(
+    repo: &gix::Repository,
+    tree: ObjectId,
+    path: &str,
+) -> Result<Option<ObjectId>, Error> {
+    let tree = repo
+        .find_tree(tree)
+        .map_err(|e| Error::git("reading a tree", e))?;
+    let entry = tree
+        .lookup_entry(path.split('/'))
+        .map_err(|e| Error::git("looking up a path", e))?;
+    Ok(entry.map(|e| e.object_id()))
+}
