@@ -61,7 +61,7 @@ pub enum Command {
     /// A value `@FILE` is read from FILE and `-` from standard input.
     Set {
         /// KEY VALUE [KEY=VALUE...] or KEY=VALUE...
-        #[arg(required = true, num_args = 1.., allow_hyphen_values = true, value_name = "ARGS")]
+        #[arg(required = true, num_args = 1.., allow_negative_numbers = true, value_name = "ARGS")]
         args: Vec<String>,
         #[command(flatten)]
         write: WriteOpts,

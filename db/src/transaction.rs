@@ -185,19 +185,34 @@ impl<'db> Transaction<'db> {
                 .write()
                 .map_err(|e| Error::git("writing a tree", e))?
                 .detach();
-            if tree == parent_tree && migration.is_none() {
-                return match head {
-                    Some(id) => Ok(Committed {
+            if tree == parent_tree {
+                let Some(id) = parent else {
+                    return Err(Error::NoBranch {
+                        branch: self.branch.clone(),
+                    });
+                };
+                if migration.is_none() {
+                    return Ok(Committed {
                         id,
                         parent: head,
                         created: false,
                         rebased,
                         migration,
-                    }),
-                    None => Err(Error::NoBranch {
-                        branch: self.branch.clone(),
-                    }),
-                };
+                    });
+                }
+                // Nothing but the migration: it becomes the head.
+                match compare_and_swap(&repo, &self.branch, head, id)? {
+                    Swap::Done => {
+                        return Ok(Committed {
+                            id,
+                            parent: head,
+                            created: true,
+                            rebased,
+                            migration,
+                        })
+                    }
+                    Swap::Moved(_) => continue,
+                }
             }
             if validated {
                 let full = read_tree(&repo, tree)?;

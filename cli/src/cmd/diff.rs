@@ -29,6 +29,8 @@ pub fn run(ctx: &Ctx, from: Option<&str>, to: Option<&str>) -> anyhow::Result<()
         Mode::Plain | Mode::Table => {
             let text = |v: &serde_json::Value| match v {
                 serde_json::Value::Null => "(absent)".to_owned(),
+                serde_json::Value::String(s) if s.is_empty() => "\"\"".to_owned(),
+                serde_json::Value::Array(items) if items.is_empty() => "\"\"".to_owned(),
                 serde_json::Value::String(s) => s.clone(),
                 serde_json::Value::Array(items) => items
                     .iter()

@@ -138,9 +138,17 @@ pub fn report(ctx: &Ctx, db: &Db, done: &Committed, what: &str) -> anyhow::Resul
 }
 
 /// Per-key changes between two commits, as JSON objects.
+/// In the catalogue's order, the order `list` shows.
 pub fn changes_json(db: &Db, from: &str, to: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-    Ok(db
-        .diff(from, to)?
+    let mut changes = db.diff(from, to)?;
+    let rank = |path: &str| {
+        cairn::schema::KEYS
+            .iter()
+            .position(|k| k.path == path)
+            .unwrap_or(usize::MAX)
+    };
+    changes.sort_by_key(|c| rank(&c.path));
+    Ok(changes
         .into_iter()
         .map(|change| {
             let key = cairn::schema::by_path(&change.path);

@@ -1,0 +1,145 @@
+//! Bad input: refused with exit 3 and a message naming the key, the value and what is allowed;
+//! the head never moves.
+
+use crate::util::Env;
+
+/// Invalid values for every settable key: wrong type, out of range, malformed, empty.
+const CASES: &[(&str, &[&str])] = &[
+    (
+        "hostname",
+        &["", "-lead", "trail-", "has space", "dot.ted", "über"],
+    ),
+    (
+        "memory",
+        &["lots", "", "255", "99999999", "-1", "4T", "1.5G"],
+    ),
+    ("ncpu", &["0", "many", "", "1024", "-2"]),
+    ("hypervisor", &["virtualbox", "", "QEMU"]),
+    ("network", &["bridge", "", "nat hostnet"]),
+    (
+        "port-forwarding",
+        &[
+            "80",
+            "x:80",
+            "80:0",
+            "80:99999",
+            "80:80/sctp",
+            "1.2.3:80:80",
+            "80:80 80:81",
+        ],
+    ),
+    ("dns", &["one.one.one.one", "1.1.1.256", "8.8.8.8;"]),
+    ("mtu", &["575", "65536", "big", ""]),
+    (
+        "proxy.http",
+        &["proxy:3128", "ftp://proxy", "http://", "http://a b"],
+    ),
+    ("proxy.https", &["https//x", "http://host:port"]),
+    ("proxy.exclude", &["a;b", "x|y"]),
+    (
+        "daemon",
+        &[
+            "",
+            "[]",
+            "{",
+            "true",
+            r#"{"debug":"yes"}"#,
+            r#"{"labels":"a=b"}"#,
+            r#"{"max-concurrent-downloads":-3}"#,
+            r#"{"log-level":"chatty"}"#,
+            r#"{"debgu":true}"#,
+        ],
+    ),
+    (
+        "sysctl",
+        &["swappiness", "vm.swappiness=", "=1", "vm.a=1\nvm.a=2"],
+    ),
+    ("filesystem", &["virtiofs", "ext4", ""]),
+];
+
+#[test]
+fn every_key_refuses_bad_values_and_changes_nothing() {
+    let env = Env::new();
+    let head = env.head();
+    for (key, values) in CASES {
+        for value in *values {
+            // KEY=VALUE, so that values starting with a hyphen reach the schema as values.
+            let err = env.fails(&["set", &format!("{key}={value}")], 3);
+            assert!(
+                err.starts_with(&format!("cairn: {key}: ")),
+                "{key}={value:?}: {err}"
+            );
+            assert!(
+                err.contains("allowed:"),
+                "{key}={value:?}: no allowed values in {err}"
+            );
+            assert_eq!(env.head(), head, "{key}={value:?} moved the head");
+        }
+    }
+    env.fsck();
+}
+
+#[test]
+fn every_settable_key_has_bad_cases() {
+    for key in cairn::schema::KEYS.iter().filter(|k| !k.internal) {
+        assert!(
+            CASES.iter().any(|(name, _)| *name == key.name),
+            "no bad-input cases for {}",
+            key.name
+        );
+    }
+}
+
+#[test]
+fn messages_quote_the_value_and_the_range() {
+    let env = Env::new();
+    let err = env.fails(&["set", "memory", "lots"], 3);
+    let max = cairn::host::detect().expect("host").ram_mib;
+    assert_eq!(
+        err.trim(),
+        format!("cairn: memory: \"lots\" is not a size in MiB (allowed: 256 to {max})")
+    );
+    let err = env.fails(&["set", "hypervisor", "vbox"], 3);
+    assert_eq!(
+        err.trim(),
+        "cairn: hypervisor: \"vbox\" is not one of the choices (allowed: native, qemu)"
+    );
+}
+
+#[test]
+fn non_utf8_huge_and_unknown_are_refused() {
+    let env = Env::new();
+    let head = env.head();
+    let binary = env.dir.path().join("binary");
+    std::fs::write(&binary, b"\xff\xfe\x00garbage").expect("write");
+    let err = env.fails(&["set", "hostname", &format!("@{}", binary.display())], 3);
+    assert!(err.contains("is not UTF-8 text"), "{err}");
+    let huge = env.dir.path().join("huge.json");
+    let mut text = String::from("{\"labels\": [");
+    while text.len() < 2 << 20 {
+        text.push_str("\"k=vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv\",");
+    }
+    text.push_str("\"k=v\"]}");
+    std::fs::write(&huge, text).expect("write");
+    let err = env.fails(&["set", "daemon", &format!("@{}", huge.display())], 3);
+    assert!(err.contains("is too long"), "{err}");
+    assert!(err.len() < 400, "the message stays short: {err}");
+    let err = env.fails(&["set", "memroy", "4096"], 3);
+    assert!(
+        err.contains("no such key") && err.contains("memory"),
+        "{err}"
+    );
+    let err = env.fails(&["set", "schema-version", "3"], 3);
+    assert!(err.contains("managed by cairn"), "{err}");
+    assert_eq!(env.head(), head);
+}
+
+#[test]
+fn force_accepts_unknown_daemon_keys_and_later_sets_still_work() {
+    let env = Env::new();
+    env.ok(&["set", "daemon", r#"{"experimental-thing": 1}"#, "--force"]);
+    env.ok(&["set", "memory", "1024"]);
+    assert!(env.ok(&["get", "daemon"]).contains("experimental-thing"));
+    // Wrong types of known keys stay refused even with --force.
+    env.fails(&["set", "daemon", r#"{"debug": 1}"#, "--force"], 3);
+}

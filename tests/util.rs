@@ -1,0 +1,161 @@
+//! Shared helpers: a temporary CAIRN_HOME, the real `cairn` binary, the git CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The `cairn` binary next to this test binary (target/<profile>/cairn), or `$CAIRN_BIN`.
+pub fn cairn_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("CAIRN_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let bin = profile_dir.join("cairn");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bins` before the tests",
+        bin.display()
+    );
+    bin
+}
+
+/// A fixture script under tests/fixtures.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A temporary data directory with an initialised database.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// A fresh CAIRN_HOME with `cairn init` done.
+    pub fn new() -> Env {
+        let env = Env::empty();
+        env.ok(&["init"]);
+        env
+    }
+
+    /// A fresh CAIRN_HOME without a database.
+    pub fn empty() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.home().join("db")
+    }
+
+    /// A `cairn` command with this environment and no inherited CAIRN_* settings.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(cairn_bin());
+        cmd.args(args)
+            .env("CAIRN_HOME", self.home())
+            .env_remove("CAIRN_DB")
+            .env("NO_COLOR", "1")
+            .env("GIT_AUTHOR_NAME", "Test Author")
+            .env("GIT_AUTHOR_EMAIL", "author@example.com")
+            .env("GIT_COMMITTER_NAME", "Test Author")
+            .env("GIT_COMMITTER_EMAIL", "author@example.com")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("cairn runs")
+    }
+
+    /// Runs cairn, expects success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "cairn {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("stdout is UTF-8")
+    }
+
+    /// Runs cairn, expects exit `code`, returns stderr.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "cairn {args:?}: stderr {stderr}"
+        );
+        stderr
+    }
+
+    /// Runs git in the database, expects success, returns stdout.
+    pub fn git(&self, args: &[&str]) -> String {
+        git_in(&self.db(), args)
+    }
+
+    /// The commit master points at, by the git CLI.
+    pub fn head(&self) -> String {
+        self.git(&["rev-parse", "master"]).trim().to_owned()
+    }
+
+    /// `git fsck --strict` must be clean.
+    pub fn fsck(&self) {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(self.db())
+            .args(["fsck", "--strict", "--no-progress"])
+            .output()
+            .expect("git runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "git fsck --strict failed: {stderr}");
+        assert!(!stderr.contains("error"), "git fsck reported: {stderr}");
+    }
+
+    /// Commits PATH=VALUE with git plumbing, as an outside tool would.
+    pub fn git_set(&self, path: &str, value: &str) -> String {
+        let out = Command::new("sh")
+            .arg(fixture("git-set.sh"))
+            .arg(self.db())
+            .args([path, value])
+            .env("GIT_AUTHOR_NAME", "Outsider")
+            .env("GIT_AUTHOR_EMAIL", "out@example.com")
+            .env("GIT_COMMITTER_NAME", "Outsider")
+            .env("GIT_COMMITTER_EMAIL", "out@example.com")
+            .output()
+            .expect("sh runs");
+        assert!(
+            out.status.success(),
+            "git-set.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+/// Runs git with `--git-dir DIR`, expects success, returns stdout.
+pub fn git_in(git_dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(git_dir)
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("git output is UTF-8")
+}
