@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gix::ObjectId;
 
-use crate::read::{entry_id, read_blob, read_tree, resolve, tree_of};
+use crate::read::{entry_in_tree, read_blob, read_tree, resolve, tree_of};
 use crate::{Committed, Db, Error, CONFIG_BRANCH};
 
 /// One commit, as `log` shows it.
@@ -76,24 +76,19 @@ impl Db {
         limit: Option<usize>,
     ) -> Result<Vec<KeyChange>, Error> {
         let repo = self.repo();
-        let mut current = Some(resolve(&repo, rev)?);
-        let mut out = Vec::new();
         let limit = limit.unwrap_or(usize::MAX);
-        let mut entry = current
-            .map(|c| entry_id(&repo, c, path))
-            .transpose()?
-            .flatten();
-        while let Some(id) = current {
-            if out.len() >= limit {
-                break;
-            }
-            let commit = repo
-                .find_commit(id)
-                .map_err(|e| Error::git("reading a commit", e))?;
-            let parent = commit.parent_ids().next().map(|p| p.detach());
-            let parent_entry = match parent {
-                Some(p) => entry_id(&repo, p, path)?,
-                None => None,
+        let mut out = Vec::new();
+        // Each commit is read once: its tree and first parent, then the entry at `path`.
+        let mut id = resolve(&repo, rev)?;
+        let (tree, mut parent) = tree_and_first_parent(&repo, id)?;
+        let mut entry = entry_in_tree(&repo, tree, path)?;
+        while out.len() < limit {
+            let (parent_entry, grandparent) = match parent {
+                Some(p) => {
+                    let (parent_tree, grandparent) = tree_and_first_parent(&repo, p)?;
+                    (entry_in_tree(&repo, parent_tree, path)?, grandparent)
+                }
+                None => (None, None),
             };
             if parent_entry != entry {
                 let read = |e: Option<ObjectId>| e.map(|e| read_blob(&repo, e)).transpose();
@@ -103,8 +98,8 @@ impl Db {
                     new: read(entry)?,
                 });
             }
-            current = parent;
-            entry = parent_entry;
+            let Some(next) = parent else { break };
+            (id, parent, entry) = (next, grandparent, parent_entry);
         }
         Ok(out)
     }
@@ -234,4 +229,19 @@ fn tree_entries(
         }
     }
     Ok(out)
+}
+
+/// A commit's tree and first parent, from one read of the commit.
+fn tree_and_first_parent(
+    repo: &gix::Repository,
+    id: ObjectId,
+) -> Result<(ObjectId, Option<ObjectId>), Error> {
+    let commit = repo
+        .find_commit(id)
+        .map_err(|e| Error::git("reading a commit", e))?;
+    let decoded = commit
+        .decode()
+        .map_err(|e| Error::git("decoding a commit", e))?;
+    let parent = decoded.parents().next();
+    Ok((decoded.tree(), parent))
 }

@@ -32,6 +32,9 @@ pub use history::{CommitInfo, KeyChange, PathChange};
 pub use transaction::{Committed, Transaction};
 pub use watch::HeadWatch;
 
+/// Size of the per-handle object cache.
+const OBJECT_CACHE_BYTES: usize = 4 << 20;
+
 /// The branch that holds the configuration.
 pub const CONFIG_BRANCH: &str = "master";
 
@@ -89,9 +92,15 @@ impl Db {
                 reason: "it does not exist".into(),
             });
         }
-        let repo = gix::ThreadSafeRepository::open(path).map_err(|e| Error::NotADatabase {
-            path: path.to_owned(),
-            reason: e.to_string(),
+        // git's own default delta-base cache; gix's is a 64-entry list, which thrashes on the
+        // long delta chains of trees that history walks decode (measured: 2.5x slower `log KEY`).
+        let options =
+            gix::open::Options::default().config_overrides(["core.deltaBaseCacheLimit=96m"]);
+        let repo = gix::ThreadSafeRepository::open_opts(path, options).map_err(|e| {
+            Error::NotADatabase {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            }
         })?;
         let git_dir = repo.git_dir().to_owned();
         let db = Db {
@@ -118,9 +127,12 @@ impl Db {
         &self.host
     }
 
-    /// A repository handle for the calling thread.
+    /// A repository handle for the calling thread, with an object cache: history walks read the
+    /// same subtrees again and again.
     pub(crate) fn repo(&self) -> gix::Repository {
-        self.repo.to_thread_local()
+        let mut repo = self.repo.to_thread_local();
+        repo.object_cache_size_if_unset(OBJECT_CACHE_BYTES);
+        repo
     }
 
     /// Starts a transaction on `branch`, based on its current head.

@@ -7,7 +7,7 @@ use super::{changes_json, Ctx};
 use crate::output::{self, Mode};
 
 pub fn run(ctx: &Ctx, from: Option<&str>, to: Option<&str>) -> anyhow::Result<()> {
-    let db = ctx.open()?;
+    let db = ctx.open_read()?;
     let to = to.unwrap_or(CONFIG_BRANCH);
     let from = match from {
         Some(from) => from.to_owned(),

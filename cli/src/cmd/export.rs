@@ -6,7 +6,7 @@ use super::Ctx;
 use crate::output;
 
 pub fn run(ctx: &Ctx, at: &str) -> anyhow::Result<()> {
-    let db = ctx.open()?;
+    let db = ctx.open_read()?;
     let snapshot = db.snapshot(at)?;
     let object: serde_json::Map<String, serde_json::Value> = KEYS
         .iter()

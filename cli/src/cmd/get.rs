@@ -7,7 +7,7 @@ use crate::output::{self, Mode};
 
 pub fn run(ctx: &Ctx, name: &str, at: &str) -> anyhow::Result<()> {
     let key = cairn::schema::by_name(name)?;
-    let db = ctx.open()?;
+    let db = ctx.open_read()?;
     let stored = db
         .read(at, key.path)?
         .with_context(|| format!("{}: not present at {at} (path {})", key.name, key.path))?;

@@ -15,7 +15,7 @@ pub fn run(ctx: &Ctx, key: Option<&str>, limit: Option<usize>, at: &str) -> anyh
 }
 
 fn branch_log(ctx: &Ctx, limit: Option<usize>, at: &str) -> anyhow::Result<()> {
-    let db = ctx.open()?;
+    let db = ctx.open_read()?;
     let commits = db.log(at, limit)?;
     match ctx.mode {
         Mode::Json => {
@@ -44,7 +44,7 @@ fn branch_log(ctx: &Ctx, limit: Option<usize>, at: &str) -> anyhow::Result<()> {
 }
 
 fn key_log(ctx: &Ctx, key: &Key, limit: Option<usize>, at: &str) -> anyhow::Result<()> {
-    let db = ctx.open()?;
+    let db = ctx.open_read()?;
     let changes = db.key_history(at, key.path, limit)?;
     let show = |v: &Option<Vec<u8>>| {
         v.as_ref()

@@ -33,7 +33,16 @@ pub struct Ctx {
 impl Ctx {
     /// Opens the database, with the host's limits for validation.
     pub fn open(&self) -> anyhow::Result<Db> {
-        let host = cairn::host::detect()?;
+        self.open_with(cairn::host::detect()?)
+    }
+
+    /// Opens the database for commands that only read stored values: they check no limits, so
+    /// they skip reading the host's (`get` is the command scripts run most).
+    pub fn open_read(&self) -> anyhow::Result<Db> {
+        self.open_with(cairn::schema::Host::UNLIMITED)
+    }
+
+    fn open_with(&self, host: cairn::schema::Host) -> anyhow::Result<Db> {
         Db::open(&self.db_path, host)
             .with_context(|| format!("opening the database at {}", self.db_path.display()))
     }
