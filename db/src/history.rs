@@ -75,6 +75,59 @@ impl Db {
         path: &str,
         limit: Option<usize>,
     ) -> Result<Vec<KeyChange>, Error> {
+        match crate::history_index::bit_of(path) {
+            Some(bit) => self.key_history_indexed(rev, path, bit, limit),
+            None => self.key_history_walk(rev, path, limit),
+        }
+    }
+
+    /// [`Self::key_history`] for a catalogue key, through the history index.
+    fn key_history_indexed(
+        &self,
+        rev: &str,
+        path: &str,
+        bit: u32,
+        limit: Option<usize>,
+    ) -> Result<Vec<KeyChange>, Error> {
+        let repo = self.repo();
+        let mut index = crate::history_index::HistoryIndex::load(self.git_dir());
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        let mut current = Some(resolve(&repo, rev)?);
+        while let Some(id) = current {
+            if out.len() >= limit {
+                break;
+            }
+            let record = index.record(&repo, id)?;
+            if record.changed & bit != 0 {
+                let value = |commit: Option<ObjectId>| -> Result<Option<Vec<u8>>, Error> {
+                    match commit {
+                        Some(c) => match crate::read::entry_id(&repo, c, path)? {
+                            Some(blob) => read_blob(&repo, blob).map(Some),
+                            None => Ok(None),
+                        },
+                        None => Ok(None),
+                    }
+                };
+                out.push(KeyChange {
+                    commit: commit_info(&repo, id)?,
+                    old: value(record.parent)?,
+                    new: value(Some(id))?,
+                });
+            }
+            current = record.parent;
+        }
+        index.save();
+        Ok(out)
+    }
+
+    /// [`Self::key_history`] for any path, by looking it up in every commit.
+    fn key_history_walk(
+        &self,
+        rev: &str,
+        path: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<KeyChange>, Error> {
         let repo = self.repo();
         let limit = limit.unwrap_or(usize::MAX);
         let mut out = Vec::new();
@@ -208,7 +261,7 @@ pub(crate) fn changed_paths_after_root(
 }
 
 /// Path to blob id for every file in a tree.
-fn tree_entries(
+pub(crate) fn tree_entries(
     repo: &gix::Repository,
     root: ObjectId,
 ) -> Result<BTreeMap<String, ObjectId>, Error> {

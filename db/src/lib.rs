@@ -10,13 +10,15 @@
 //! - [`Db`] (this file): opening and creating a database, reading at any revision.
 //! - [`transaction`]: a set of changes committed as one commit, rebased when the head moved.
 //! - [`refs`]: the lock-file compare-and-swap on a ref, with fsync.
-//! - [`durable`]: flushing freshly written objects before the ref moves.
-//! - [`history`]: the branch log, per-key history, diffs and rollback.
+//! - `durable`: flushing freshly written objects before the ref moves.
+//! - [`history`]: the branch log, per-key history (through an index of changed keys), diffs
+//!   and rollback.
 //! - [`watch`]: a subscription to a branch's head, for this process's writes and everyone else's.
 
 mod durable;
 mod error;
 pub mod history;
+mod history_index;
 mod read;
 pub mod refs;
 pub mod transaction;

@@ -12,7 +12,7 @@
 //! - [`daemon`]: the typed subset of Docker's `daemon.json` and its per-key apply classes.
 //! - [`apply`]: the apply classes, ordered from least to most disruptive.
 //! - [`tree`]: validation of a whole configuration tree, as the database does before a commit.
-//! - [`migrate`]: schema versions and the migrations between them.
+//! - [`mod@migrate`]: schema versions and the migrations between them.
 //!
 //! The crate is pure: no I/O. What depends on the machine (its RAM and cores) comes in as a
 //! [`Host`].
