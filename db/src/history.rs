@@ -2,11 +2,11 @@
 //!
 //! Nothing here rewrites history: a rollback is a new commit whose tree is an old one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use gix::ObjectId;
 
-use crate::read::{entry_in_tree, read_blob, read_tree, resolve, tree_of};
+use crate::read::{entry_in_tree, read_blob, read_tree, resolve, tree_entries, tree_of};
 use crate::{Committed, Db, Error, CONFIG_BRANCH};
 
 /// One commit, as `log` shows it.
@@ -258,30 +258,6 @@ pub(crate) fn changed_paths_after_root(
         entries = parent_entries;
     }
     Ok(changed)
-}
-
-/// Path to blob id for every file in a tree.
-pub(crate) fn tree_entries(
-    repo: &gix::Repository,
-    root: ObjectId,
-) -> Result<BTreeMap<String, ObjectId>, Error> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![(String::new(), root)];
-    while let Some((prefix, id)) = stack.pop() {
-        let tree = repo
-            .find_tree(id)
-            .map_err(|e| Error::git("reading a tree", e))?;
-        for entry in tree.iter() {
-            let entry = entry.map_err(|e| Error::git("decoding a tree", e))?;
-            let path = format!("{prefix}{}", entry.filename());
-            if entry.mode().is_tree() {
-                stack.push((format!("{path}/"), entry.object_id()));
-            } else {
-                out.insert(path, entry.object_id());
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// A commit's tree and first parent, from one read of the commit.

@@ -112,7 +112,7 @@ impl HistoryIndex {
                 return Ok(entries.clone());
             }
         }
-        let entries = crate::history::tree_entries(repo, tree)?;
+        let entries = crate::read::tree_entries(repo, tree)?;
         self.last_tree = Some((tree, entries.clone()));
         Ok(entries)
     }

@@ -1,5 +1,7 @@
 //! Reading the database at any branch or commit.
 
+use std::collections::BTreeMap;
+
 use cairn_schema::Tree;
 use gix::ObjectId;
 
@@ -66,8 +68,19 @@ pub(crate) fn snapshot_of(repo: &gix::Repository, commit: ObjectId) -> Result<Sn
 
 /// Every file under the tree `id`, recursively, with its content.
 pub(crate) fn read_tree(repo: &gix::Repository, id: ObjectId) -> Result<Tree, Error> {
-    let mut out = Tree::new();
-    let mut stack = vec![(String::new(), id)];
+    tree_entries(repo, id)?
+        .into_iter()
+        .map(|(path, blob)| Ok((path, read_blob(repo, blob)?)))
+        .collect()
+}
+
+/// Every file (blob or symlink) under the tree `root`, recursively, with its object id.
+pub(crate) fn tree_entries(
+    repo: &gix::Repository,
+    root: ObjectId,
+) -> Result<BTreeMap<String, ObjectId>, Error> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(String::new(), root)];
     while let Some((prefix, id)) = stack.pop() {
         let tree = repo
             .find_tree(id)
@@ -78,7 +91,7 @@ pub(crate) fn read_tree(repo: &gix::Repository, id: ObjectId) -> Result<Tree, Er
             if entry.mode().is_tree() {
                 stack.push((format!("{path}/"), entry.object_id()));
             } else if entry.mode().is_blob() || entry.mode().is_link() {
-                out.insert(path, read_blob(repo, entry.object_id())?);
+                out.insert(path, entry.object_id());
             }
         }
     }
