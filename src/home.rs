@@ -11,11 +11,7 @@ use crate::Error;
 
 /// The data directory.
 pub fn cairn_home() -> Result<PathBuf, Error> {
-    home_from(|name| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    })
+    home_from(|name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from))
 }
 
 /// The database directory: `explicit` (from `--db` or `CAIRN_DB`) or `$CAIRN_HOME/db`.
@@ -33,9 +29,7 @@ fn home_from(var: impl Fn(&str) -> Option<PathBuf>) -> Result<PathBuf, Error> {
     if let Some(data) = var("XDG_DATA_HOME") {
         return Ok(data.join("cairn"));
     }
-    var("HOME")
-        .map(|home| home.join(".local/share/cairn"))
-        .ok_or(Error::NoHome)
+    var("HOME").map(|home| home.join(".local/share/cairn")).ok_or(Error::NoHome)
 }
 
 #[cfg(test)]
@@ -43,30 +37,15 @@ mod tests {
     use super::*;
 
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<PathBuf> + 'a {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| PathBuf::from(v))
-        }
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| PathBuf::from(v))
     }
 
     #[test]
     fn precedence() {
-        let all = [
-            ("CAIRN_HOME", "/c"),
-            ("XDG_DATA_HOME", "/x"),
-            ("HOME", "/h"),
-        ];
+        let all = [("CAIRN_HOME", "/c"), ("XDG_DATA_HOME", "/x"), ("HOME", "/h")];
         assert_eq!(home_from(env(&all)).ok(), Some(PathBuf::from("/c")));
-        assert_eq!(
-            home_from(env(&all[1..])).ok(),
-            Some(PathBuf::from("/x/cairn"))
-        );
-        assert_eq!(
-            home_from(env(&all[2..])).ok(),
-            Some(PathBuf::from("/h/.local/share/cairn"))
-        );
+        assert_eq!(home_from(env(&all[1..])).ok(), Some(PathBuf::from("/x/cairn")));
+        assert_eq!(home_from(env(&all[2..])).ok(), Some(PathBuf::from("/h/.local/share/cairn")));
         assert!(matches!(home_from(env(&[])), Err(Error::NoHome)));
     }
 }

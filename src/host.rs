@@ -8,10 +8,8 @@ const MEMINFO: &str = "/proc/meminfo";
 
 /// Reads this machine's RAM and CPU count.
 pub fn detect() -> Result<Host, Error> {
-    let meminfo = std::fs::read_to_string(MEMINFO).map_err(|source| Error::HostMemory {
-        path: MEMINFO,
-        source,
-    })?;
+    let meminfo = std::fs::read_to_string(MEMINFO)
+        .map_err(|source| Error::HostMemory { path: MEMINFO, source })?;
     let ram_mib = mem_total_mib(&meminfo).ok_or(Error::NoMemTotal { path: MEMINFO })?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     Ok(Host { ram_mib, cores })
@@ -32,10 +30,7 @@ mod tests {
 
     #[test]
     fn parses_mem_total() {
-        assert_eq!(
-            mem_total_mib("MemTotal:       24674304 kB\nMemFree: 1 kB\n"),
-            Some(23552)
-        );
+        assert_eq!(mem_total_mib("MemTotal:       24674304 kB\nMemFree: 1 kB\n"), Some(23552));
         assert_eq!(mem_total_mib("MemTotal: 1048576 kB\n"), Some(1024));
         assert_eq!(mem_total_mib("MemFree: 1 kB\n"), None);
     }

@@ -5,35 +5,18 @@ use crate::util::Env;
 
 /// Invalid values for every settable key: wrong type, out of range, malformed, empty.
 const CASES: &[(&str, &[&str])] = &[
-    (
-        "hostname",
-        &["", "-lead", "trail-", "has space", "dot.ted", "über"],
-    ),
-    (
-        "memory",
-        &["lots", "", "255", "99999999", "-1", "4T", "1.5G"],
-    ),
+    ("hostname", &["", "-lead", "trail-", "has space", "dot.ted", "über"]),
+    ("memory", &["lots", "", "255", "99999999", "-1", "4T", "1.5G"]),
     ("ncpu", &["0", "many", "", "1024", "-2"]),
     ("hypervisor", &["virtualbox", "", "QEMU"]),
     ("network", &["bridge", "", "nat hostnet"]),
     (
         "port-forwarding",
-        &[
-            "80",
-            "x:80",
-            "80:0",
-            "80:99999",
-            "80:80/sctp",
-            "1.2.3:80:80",
-            "80:80 80:81",
-        ],
+        &["80", "x:80", "80:0", "80:99999", "80:80/sctp", "1.2.3:80:80", "80:80 80:81"],
     ),
     ("dns", &["one.one.one.one", "1.1.1.256", "8.8.8.8;"]),
     ("mtu", &["575", "65536", "big", ""]),
-    (
-        "proxy.http",
-        &["proxy:3128", "ftp://proxy", "http://", "http://a b"],
-    ),
+    ("proxy.http", &["proxy:3128", "ftp://proxy", "http://", "http://a b"]),
     ("proxy.https", &["https//x", "http://host:port"]),
     ("proxy.exclude", &["a;b", "x|y"]),
     (
@@ -50,10 +33,7 @@ const CASES: &[(&str, &[&str])] = &[
             r#"{"debgu":true}"#,
         ],
     ),
-    (
-        "sysctl",
-        &["swappiness", "vm.swappiness=", "=1", "vm.a=1\nvm.a=2"],
-    ),
+    ("sysctl", &["swappiness", "vm.swappiness=", "=1", "vm.a=1\nvm.a=2"]),
     ("filesystem", &["virtiofs", "ext4", ""]),
 ];
 
@@ -65,14 +45,8 @@ fn every_key_refuses_bad_values_and_changes_nothing() {
         for value in *values {
             // KEY=VALUE, so that values starting with a hyphen reach the schema as values.
             let err = env.fails(&["set", &format!("{key}={value}")], 3);
-            assert!(
-                err.starts_with(&format!("cairn: {key}: ")),
-                "{key}={value:?}: {err}"
-            );
-            assert!(
-                err.contains("allowed:"),
-                "{key}={value:?}: no allowed values in {err}"
-            );
+            assert!(err.starts_with(&format!("cairn: {key}: ")), "{key}={value:?}: {err}");
+            assert!(err.contains("allowed:"), "{key}={value:?}: no allowed values in {err}");
             assert_eq!(env.head(), head, "{key}={value:?} moved the head");
         }
     }
@@ -125,10 +99,7 @@ fn non_utf8_huge_and_unknown_are_refused() {
     assert!(err.contains("is too long"), "{err}");
     assert!(err.len() < 400, "the message stays short: {err}");
     let err = env.fails(&["set", "memroy", "4096"], 3);
-    assert!(
-        err.contains("no such key") && err.contains("memory"),
-        "{err}"
-    );
+    assert!(err.contains("no such key") && err.contains("memory"), "{err}");
     let err = env.fails(&["set", "schema-version", "3"], 3);
     assert!(err.contains("managed by cairn"), "{err}");
     assert_eq!(env.head(), head);

@@ -8,25 +8,12 @@ use crate::util::Env;
 #[test]
 fn init_writes_every_default_in_one_commit_on_master() {
     let env = Env::new();
-    assert_eq!(
-        env.git(&["symbolic-ref", "HEAD"]).trim(),
-        "refs/heads/master"
-    );
-    assert_eq!(
-        env.git(&["rev-parse", "--is-bare-repository"]).trim(),
-        "true"
-    );
-    assert_eq!(
-        env.git(&["log", "--format=%s", "master"]).trim(),
-        "init: defaults for schema v2"
-    );
+    assert_eq!(env.git(&["symbolic-ref", "HEAD"]).trim(), "refs/heads/master");
+    assert_eq!(env.git(&["rev-parse", "--is-bare-repository"]).trim(), "true");
+    assert_eq!(env.git(&["log", "--format=%s", "master"]).trim(), "init: defaults for schema v2");
     let files = env.git(&["ls-tree", "-r", "--name-only", "master"]);
     for key in cairn::schema::KEYS {
-        assert!(
-            files.lines().any(|f| f == key.path),
-            "{} missing from {files}",
-            key.path
-        );
+        assert!(files.lines().any(|f| f == key.path), "{} missing from {files}", key.path);
     }
     assert_eq!(env.git(&["show", "master:memory"]), "2048\n");
     assert_eq!(env.git(&["show", "master:etc/hostname"]), "cairn\n");
@@ -97,12 +84,7 @@ fn values_from_files_and_stdin() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"vm.max_map_count=262144\n")
-        .expect("write");
+    child.stdin.take().expect("stdin").write_all(b"vm.max_map_count=262144\n").expect("write");
     assert!(child.wait_with_output().expect("wait").status.success());
     assert_eq!(env.ok(&["get", "sysctl"]), "vm.max_map_count = 262144\n");
     env.fsck();
@@ -117,20 +99,14 @@ fn list_plain_json_and_defaults() {
     assert!(plain.lines().any(|l| l == "hostname=cairn"), "{plain}");
     let json: serde_json::Value = serde_json::from_str(&env.ok(&["--json", "list"])).expect("json");
     let rows = json.as_array().expect("array");
-    let memory = rows
-        .iter()
-        .find(|r| r["key"] == "memory")
-        .expect("memory row");
+    let memory = rows.iter().find(|r| r["key"] == "memory").expect("memory row");
     assert_eq!(memory["value"], 4096);
     assert_eq!(memory["default"], 2048);
     assert_eq!(memory["changed"], true);
     assert_eq!(memory["apply"], "reboot");
     let hypervisor = rows.iter().find(|r| r["key"] == "hypervisor").expect("row");
     assert_eq!(hypervisor["options"]["memory"], 4096);
-    assert_eq!(
-        rows.iter().find(|r| r["key"] == "hostname").expect("row")["changed"],
-        false
-    );
+    assert_eq!(rows.iter().find(|r| r["key"] == "hostname").expect("row")["changed"], false);
 }
 
 #[test]
@@ -140,38 +116,24 @@ fn log_of_the_branch_and_of_a_key() {
     env.ok(&["set", "hostname", "one"]);
     env.ok(&["set", "memory", "3072", "-m", "smaller"]);
     let log = env.ok(&["log"]);
-    let subjects: Vec<&str> = log
-        .lines()
-        .map(|l| l.rsplit('\t').next().unwrap_or(""))
-        .collect();
+    let subjects: Vec<&str> = log.lines().map(|l| l.rsplit('\t').next().unwrap_or("")).collect();
     assert_eq!(
         subjects,
-        [
-            "smaller",
-            "set hostname=one",
-            "set memory=4096",
-            "init: defaults for schema v2"
-        ]
+        ["smaller", "set hostname=one", "set memory=4096", "init: defaults for schema v2"]
     );
     let memory = env.ok(&["log", "memory"]);
     let rows: Vec<Vec<&str>> = memory.lines().map(|l| l.split('\t').collect()).collect();
     assert_eq!(rows.len(), 3, "{memory}");
     assert_eq!(rows[0][2..], ["4096", "3072", "smaller"]);
     assert_eq!(rows[1][2..], ["2048", "4096", "set memory=4096"]);
-    assert_eq!(
-        rows[2][2..],
-        ["(absent)", "2048", "init: defaults for schema v2"]
-    );
+    assert_eq!(rows[2][2..], ["(absent)", "2048", "init: defaults for schema v2"]);
     let git: Vec<String> = env
         .git(&["log", "--format=%H", "master", "--", "memory"])
         .lines()
         .map(str::to_owned)
         .collect();
     let ours: Vec<String> = rows.iter().map(|r| r[0].to_owned()).collect();
-    assert_eq!(
-        ours, git,
-        "cairn log KEY lists the commits git log -- PATH lists"
-    );
+    assert_eq!(ours, git, "cairn log KEY lists the commits git log -- PATH lists");
     let json: serde_json::Value =
         serde_json::from_str(&env.ok(&["--json", "log", "memory", "-n", "1"])).expect("json");
     assert_eq!(json[0]["old"], 4096);
@@ -183,27 +145,16 @@ fn diff_between_commits() {
     let env = Env::new();
     let init = env.head();
     env.ok(&["set", "memory=4096", "dns=1.1.1.1,9.9.9.9"]);
-    assert_eq!(
-        env.ok(&["diff"]),
-        "memory: 2048 -> 4096\ndns: \"\" -> 1.1.1.1,9.9.9.9\n"
-    );
+    assert_eq!(env.ok(&["diff"]), "memory: 2048 -> 4096\ndns: \"\" -> 1.1.1.1,9.9.9.9\n");
     env.ok(&["set", "hostname", "x"]);
     let all = env.ok(&["diff", &init]);
     assert_eq!(all.lines().count(), 3, "{all}");
     let json: serde_json::Value =
         serde_json::from_str(&env.ok(&["--json", "diff", &init, "master"])).expect("json");
-    let memory = json
-        .as_array()
-        .expect("array")
-        .iter()
-        .find(|c| c["key"] == "memory")
-        .expect("memory");
+    let memory =
+        json.as_array().expect("array").iter().find(|c| c["key"] == "memory").expect("memory");
     assert_eq!(
-        (
-            memory["old"].clone(),
-            memory["new"].clone(),
-            memory["apply"].clone()
-        ),
+        (memory["old"].clone(), memory["new"].clone(), memory["apply"].clone()),
         (2048.into(), 4096.into(), "reboot".into())
     );
 }
@@ -239,10 +190,7 @@ fn reset_puts_defaults_back() {
     env.ok(&["reset", "memory", "hostname"]);
     assert_eq!(env.ok(&["get", "memory"]), "2048\n");
     assert_eq!(env.ok(&["get", "mtu"]), "9000\n");
-    assert_eq!(
-        env.git(&["log", "-1", "--format=%s", "master"]).trim(),
-        "reset memory hostname"
-    );
+    assert_eq!(env.git(&["log", "-1", "--format=%s", "master"]).trim(), "reset memory hostname");
     env.ok(&["reset", "--all"]);
     assert_eq!(env.ok(&["get", "mtu"]), "1500\n");
 }
@@ -250,12 +198,7 @@ fn reset_puts_defaults_back() {
 #[test]
 fn export_and_apply_round_trip() {
     let env = Env::new();
-    env.ok(&[
-        "set",
-        "memory=4096",
-        "port-forwarding=8080:80,53:53/udp",
-        "daemon={\"debug\":true}",
-    ]);
+    env.ok(&["set", "memory=4096", "port-forwarding=8080:80,53:53/udp", "daemon={\"debug\":true}"]);
     let exported = env.ok(&["export"]);
     let file = env.dir.path().join("saved.json");
     std::fs::write(&file, &exported).expect("write");
@@ -268,12 +211,7 @@ fn export_and_apply_round_trip() {
     );
     let lines = env.dir.path().join("keys.txt");
     std::fs::write(&lines, "# tuning\nmemory=1024\nncpu = 1\n").expect("write");
-    env.ok(&[
-        "apply",
-        lines.to_str().expect("utf-8 path"),
-        "-m",
-        "from lines",
-    ]);
+    env.ok(&["apply", lines.to_str().expect("utf-8 path"), "-m", "from lines"]);
     assert_eq!(env.ok(&["get", "memory"]), "1024\n");
     assert_eq!(env.ok(&["get", "ncpu"]), "1\n");
     // An apply with one bad key changes nothing.
@@ -309,11 +247,7 @@ fn edit_validates_on_save() {
         .env_remove("VISUAL")
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(env.ok(&["get", "daemon"]), "{\n  \"debug\": true\n}\n");
     let head = env.head();
     let bad = editor(r#"printf '{"debug": "very"}\n' > "$1""#);
@@ -354,11 +288,7 @@ fn db_flag_and_env_choose_the_database() {
     let other = other.to_str().expect("utf-8 path");
     env.ok(&["--db", other, "init"]);
     env.ok(&["--db", other, "set", "memory", "512"]);
-    let out = env
-        .command(&["get", "memory"])
-        .env("CAIRN_DB", other)
-        .output()
-        .expect("run");
+    let out = env.command(&["get", "memory"]).env("CAIRN_DB", other).output().expect("run");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "512\n");
     assert_eq!(env.ok(&["--db", other, "path"]).trim(), other);
 }
@@ -369,16 +299,22 @@ fn schema_and_completions() {
     let json: serde_json::Value =
         serde_json::from_str(&env.ok(&["--json", "schema"])).expect("json");
     assert_eq!(json["schema-version"], cairn::schema::CURRENT_VERSION);
-    assert!(json["keys"]
-        .as_array()
-        .is_some_and(|k| k.len() == cairn::schema::KEYS.len()));
+    assert!(json["keys"].as_array().is_some_and(|k| k.len() == cairn::schema::KEYS.len()));
     let daemon = env.ok(&["schema", "daemon.json"]);
     assert!(daemon.lines().any(|l| l.starts_with("debug\t")), "{daemon}");
     let bash = env.ok(&["completions", "bash"]);
     assert!(bash.contains("_cairn"), "completion script");
     let help = env.ok(&["--help"]);
-    assert!(
-        help.contains("Examples:") && help.contains("Exit codes"),
-        "{help}"
-    );
+    assert!(help.contains("Examples:") && help.contains("Exit codes"), "{help}");
+}
+
+#[test]
+fn init_refuses_a_directory_that_holds_other_files() {
+    let env = Env::empty();
+    std::fs::create_dir_all(env.db()).expect("mkdir");
+    std::fs::write(env.db().join("notes.txt"), "mine").expect("write");
+    let err = env.fails(&["init"], 1);
+    assert!(err.contains("is not empty and not a git repository"), "{err}");
+    assert!(env.db().join("notes.txt").exists());
+    assert!(!env.db().join("HEAD").exists());
 }

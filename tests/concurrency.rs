@@ -13,24 +13,10 @@ fn plan() -> Vec<(&'static str, Vec<String>)> {
         ("mtu", (0..n).map(|i| (1000 + i).to_string()).collect()),
         ("hostname", (0..n).map(|i| format!("host-{i}")).collect()),
         ("dns", (0..n).map(|i| format!("10.0.0.{}", i + 1)).collect()),
-        (
-            "port-forwarding",
-            (0..n).map(|i| format!("{}:80", 8000 + i)).collect(),
-        ),
-        (
-            "sysctl",
-            (0..n).map(|i| format!("vm.swappiness = {i}")).collect(),
-        ),
-        (
-            "proxy.http",
-            (0..n)
-                .map(|i| format!("http://proxy-{i}.example:3128"))
-                .collect(),
-        ),
-        (
-            "proxy.exclude",
-            (0..n).map(|i| format!("host-{i}.example")).collect(),
-        ),
+        ("port-forwarding", (0..n).map(|i| format!("{}:80", 8000 + i)).collect()),
+        ("sysctl", (0..n).map(|i| format!("vm.swappiness = {i}")).collect()),
+        ("proxy.http", (0..n).map(|i| format!("http://proxy-{i}.example:3128")).collect()),
+        ("proxy.exclude", (0..n).map(|i| format!("host-{i}.example")).collect()),
     ]
 }
 
@@ -64,11 +50,7 @@ fn eight_writers_of_distinct_keys_lose_nothing() {
         let out = child.wait_with_output().expect("writer finishes");
         assert!(out.status.success(), "writer of {key} failed");
     }
-    assert_eq!(
-        env.git(&["rev-list", "--count", "master"]).trim(),
-        "401",
-        "400 sets + init"
-    );
+    assert_eq!(env.git(&["rev-list", "--count", "master"]).trim(), "401", "400 sets + init");
     for (key, values) in &plan {
         let key_info = cairn::schema::by_name(key).expect("key");
         let history = env.ok(&["log", key]);

@@ -9,10 +9,9 @@ use crate::util::Env;
 #[test]
 fn sigkill_during_sets_never_corrupts() {
     let env = Env::new();
-    let seed = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-        | 1;
+    let seed =
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+            | 1;
     eprintln!("crash test seed {seed}");
     let mut rng = seed;
     let mut next = move || {
@@ -45,10 +44,7 @@ fn sigkill_during_sets_never_corrupts() {
         assert_eq!(env.git(&["cat-file", "-t", &head]).trim(), "commit");
         env.git(&["ls-tree", "-r", &head]);
         let memory = env.ok(&["get", "memory"]);
-        assert!(
-            memory.trim().parse::<u32>().is_ok(),
-            "round {round}: memory {memory:?}"
-        );
+        assert!(memory.trim().parse::<u32>().is_ok(), "round {round}: memory {memory:?}");
         env.ok(&["set", "ncpu", if round % 2 == 0 { "1" } else { "2" }]);
     }
     eprintln!("{stale_locks} of 20 kills left a stale ref lock behind, which cairn removed");

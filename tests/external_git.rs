@@ -14,10 +14,7 @@ fn plumbing_commits_gc_and_packed_refs() {
 
     env.git(&["gc", "--prune=now", "--quiet"]);
     env.git(&["pack-refs", "--all"]);
-    assert!(
-        !env.db().join("refs/heads/master").exists(),
-        "master is packed now"
-    );
+    assert!(!env.db().join("refs/heads/master").exists(), "master is packed now");
     assert_eq!(env.ok(&["get", "memory"]), "1024\n");
     env.ok(&["set", "hostname", "after-gc"]);
     assert_eq!(env.git(&["show", "master:etc/hostname"]), "after-gc\n");
@@ -48,16 +45,9 @@ fn the_git_cli_and_cairn_share_the_ref_lock() {
     let env = Env::new();
     let lock = env.db().join("refs/heads/master.lock");
     std::fs::write(&lock, "").expect("take the lock as git would");
-    let child = env
-        .command(&["set", "memory", "4096"])
-        .spawn()
-        .expect("spawn");
+    let child = env.command(&["set", "memory", "4096"]).spawn().expect("spawn");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(
-        env.ok(&["get", "memory"]),
-        "2048\n",
-        "no write while git holds the lock"
-    );
+    assert_eq!(env.ok(&["get", "memory"]), "2048\n", "no write while git holds the lock");
     std::fs::remove_file(&lock).expect("release");
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success());

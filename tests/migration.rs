@@ -18,11 +18,7 @@ fn v1_env(changed_memory: bool) -> Env {
         .env("GIT_COMMITTER_EMAIL", "old@example.com")
         .output()
         .expect("sh runs");
-    assert!(
-        out.status.success(),
-        "v1-db.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "v1-db.sh: {}", String::from_utf8_lossy(&out.stderr));
     env
 }
 
@@ -32,16 +28,10 @@ fn first_write_migrates_v1_in_its_own_commit() {
     let old_head = env.head();
     env.ok(&["set", "hostname", "upgraded"]);
     let subjects = env.git(&["log", "--format=%s", "-2", "master"]);
-    assert_eq!(
-        subjects,
-        "set hostname=upgraded\nschema: migrate v1 to v2\n"
-    );
+    assert_eq!(subjects, "set hostname=upgraded\nschema: migrate v1 to v2\n");
     assert_eq!(env.git(&["rev-parse", "master~2"]).trim(), old_head);
     let body = env.git(&["log", "-1", "--format=%b", "master~1"]);
-    assert!(
-        body.contains("mtu: added") && body.contains("memory: default 1024 -> 2048"),
-        "{body}"
-    );
+    assert!(body.contains("mtu: added") && body.contains("memory: default 1024 -> 2048"), "{body}");
     assert_eq!(env.git(&["show", "master:schema-version"]), "2\n");
     assert_eq!(env.git(&["show", "master:net/mtu"]), "1500\n");
     assert_eq!(
@@ -49,11 +39,7 @@ fn first_write_migrates_v1_in_its_own_commit() {
         "1.1.1.1\n8.8.8.8\n",
         "the user's servers, converted"
     );
-    assert_eq!(
-        env.git(&["show", "master:memory"]),
-        "2048\n",
-        "never changed: new default"
-    );
+    assert_eq!(env.git(&["show", "master:memory"]), "2048\n", "never changed: new default");
     env.fsck();
 }
 
@@ -61,10 +47,7 @@ fn first_write_migrates_v1_in_its_own_commit() {
 fn a_memory_value_the_user_set_survives_even_if_it_equals_the_old_default() {
     let env = v1_env(true);
     env.ok(&["init"]);
-    assert_eq!(
-        env.git(&["log", "-1", "--format=%s", "master"]).trim(),
-        "schema: migrate v1 to v2"
-    );
+    assert_eq!(env.git(&["log", "-1", "--format=%s", "master"]).trim(), "schema: migrate v1 to v2");
     assert_eq!(env.git(&["show", "master:memory"]), "1024\n");
     assert_eq!(env.git(&["show", "master:net/mtu"]), "1500\n");
     // A second init has nothing left to do.

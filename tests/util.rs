@@ -9,10 +9,7 @@ pub fn cairn_bin() -> PathBuf {
         return PathBuf::from(bin);
     }
     let exe = std::env::current_exe().expect("the test binary has a path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
     let bin = profile_dir.join("cairn");
     assert!(
         bin.exists(),
@@ -24,9 +21,7 @@ pub fn cairn_bin() -> PathBuf {
 
 /// A fixture script under tests/fixtures.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// A temporary data directory with an initialised database.
@@ -44,9 +39,7 @@ impl Env {
 
     /// A fresh CAIRN_HOME without a database.
     pub fn empty() -> Env {
-        Env {
-            dir: tempfile::tempdir().expect("a temporary directory"),
-        }
+        Env { dir: tempfile::tempdir().expect("a temporary directory") }
     }
 
     pub fn home(&self) -> PathBuf {
@@ -92,11 +85,7 @@ impl Env {
     pub fn fails(&self, args: &[&str], code: i32) -> String {
         let out = self.run(args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "cairn {args:?}: stderr {stderr}"
-        );
+        assert_eq!(out.status.code(), Some(code), "cairn {args:?}: stderr {stderr}");
         stderr
     }
 
@@ -135,27 +124,15 @@ impl Env {
             .env("GIT_COMMITTER_EMAIL", "out@example.com")
             .output()
             .expect("sh runs");
-        assert!(
-            out.status.success(),
-            "git-set.sh: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "git-set.sh: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 }
 
 /// Runs git with `--git-dir DIR`, expects success, returns stdout.
 pub fn git_in(git_dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("--git-dir")
-        .arg(git_dir)
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        Command::new("git").arg("--git-dir").arg(git_dir).args(args).output().expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("git output is UTF-8")
 }

@@ -39,10 +39,8 @@ pub fn table(header: &[&str]) -> Table {
     // A pseudo-terminal without a size (script, some CI runners) reports width 0, which would
     // squeeze every column to one character: fall back to $COLUMNS, then 120.
     if table.width().is_none_or(|w| w < 40) {
-        let columns = std::env::var("COLUMNS")
-            .ok()
-            .and_then(|c| c.parse().ok())
-            .filter(|c| *c >= 40);
+        let columns =
+            std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).filter(|c| *c >= 40);
         table.set_width(columns.unwrap_or(120));
     }
     table

@@ -7,6 +7,8 @@ use gix::ObjectId;
 pub enum Error {
     #[error("{path} already holds a git repository")]
     AlreadyExists { path: PathBuf },
+    #[error("{path} is not empty and not a git repository; choose an empty or new directory")]
+    NotEmpty { path: PathBuf },
     #[error("{path} is not a cairn database: {reason}")]
     NotADatabase { path: PathBuf, reason: String },
     #[error("{rev}: no such branch or commit")]
@@ -18,21 +20,14 @@ pub enum Error {
     Refused(#[from] cairn_schema::Error),
     /// The same key was changed since the transaction started.
     #[error("conflict on {key}: it changed to {theirs} in {head} since this change started from {base}; re-read and try again")]
-    Conflict {
-        key: String,
-        base: String,
-        head: String,
-        theirs: String,
-    },
+    Conflict { key: String, base: String, head: String, theirs: String },
     /// `--expect` was given and the branch is elsewhere.
     #[error("{branch} is at {found}, not at the expected {expected}; nothing was changed")]
-    Moved {
-        branch: String,
-        expected: String,
-        found: String,
-    },
+    Moved { branch: String, expected: String, found: String },
     #[error("{lock} is held by another writer and was not released within {seconds} s")]
     Locked { lock: PathBuf, seconds: u64 },
+    #[error("{branch} kept moving under this commit ({attempts} attempts); is something rewriting it in a loop?")]
+    Contended { branch: String, attempts: u32 },
     #[error("{path}: {value} is not a valid commit id")]
     CorruptRef { path: PathBuf, value: String },
     #[error("{action}")]
@@ -57,17 +52,11 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.to_owned(),
-            source,
-        }
+        Error::Io { path: path.to_owned(), source }
     }
 
     pub(crate) fn git(action: &'static str, source: impl Into<gix::Error>) -> Self {
-        Error::Git {
-            action,
-            source: source.into(),
-        }
+        Error::Git { action, source: source.into() }
     }
 }
 

@@ -53,9 +53,7 @@ impl Db {
         let tip = resolve(&repo, rev)?;
         let walk = repo
             .rev_walk([tip])
-            .sorting(gix::revision::walk::Sorting::ByCommitTime(
-                Default::default(),
-            ))
+            .sorting(gix::revision::walk::Sorting::ByCommitTime(Default::default()))
             .all()
             .map_err(|e| Error::git("walking history", e))?;
         let mut out = Vec::new();
@@ -193,9 +191,7 @@ impl Db {
         if expect.is_some() {
             tx.expect(expect);
         }
-        let head = tx.base().ok_or_else(|| Error::NoBranch {
-            branch: CONFIG_BRANCH.into(),
-        })?;
+        let head = tx.base().ok_or_else(|| Error::NoBranch { branch: CONFIG_BRANCH.into() })?;
         let current = read_tree(&repo, tree_of(&repo, head)?)?;
         for (path, content) in &tree {
             if current.get(path) != Some(content) {
@@ -213,15 +209,9 @@ impl Db {
 }
 
 pub(crate) fn commit_info(repo: &gix::Repository, id: ObjectId) -> Result<CommitInfo, Error> {
-    let commit = repo
-        .find_commit(id)
-        .map_err(|e| Error::git("reading a commit", e))?;
-    let decoded = commit
-        .decode()
-        .map_err(|e| Error::git("decoding a commit", e))?;
-    let author = decoded
-        .author()
-        .map_err(|e| Error::git("decoding a commit's author", e))?;
+    let commit = repo.find_commit(id).map_err(|e| Error::git("reading a commit", e))?;
+    let decoded = commit.decode().map_err(|e| Error::git("decoding a commit", e))?;
+    let author = decoded.author().map_err(|e| Error::git("decoding a commit's author", e))?;
     let time = author.time().map(|t| t.seconds).unwrap_or(0);
     Ok(CommitInfo {
         id,
@@ -265,12 +255,8 @@ fn tree_and_first_parent(
     repo: &gix::Repository,
     id: ObjectId,
 ) -> Result<(ObjectId, Option<ObjectId>), Error> {
-    let commit = repo
-        .find_commit(id)
-        .map_err(|e| Error::git("reading a commit", e))?;
-    let decoded = commit
-        .decode()
-        .map_err(|e| Error::git("decoding a commit", e))?;
+    let commit = repo.find_commit(id).map_err(|e| Error::git("reading a commit", e))?;
+    let decoded = commit.decode().map_err(|e| Error::git("decoding a commit", e))?;
     let parent = decoded.parents().next();
     Ok((decoded.tree(), parent))
 }

@@ -60,16 +60,8 @@ impl HistoryIndex {
     /// Loads the index of the repository at `git_dir`; an absent or unreadable one is empty.
     pub fn load(git_dir: &Path) -> HistoryIndex {
         let path = git_dir.join("cairn").join("history-index");
-        let records = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| parse(&bytes))
-            .unwrap_or_default();
-        HistoryIndex {
-            path,
-            records,
-            added: 0,
-            last_tree: None,
-        }
+        let records = std::fs::read(&path).ok().and_then(|bytes| parse(&bytes)).unwrap_or_default();
+        HistoryIndex { path, records, added: 0, last_tree: None }
     }
 
     /// The record of `commit`, computed and remembered if new.
@@ -77,12 +69,8 @@ impl HistoryIndex {
         if let Some(record) = self.records.get(&commit) {
             return Ok(*record);
         }
-        let object = repo
-            .find_commit(commit)
-            .map_err(|e| Error::git("reading a commit", e))?;
-        let decoded = object
-            .decode()
-            .map_err(|e| Error::git("decoding a commit", e))?;
+        let object = repo.find_commit(commit).map_err(|e| Error::git("reading a commit", e))?;
+        let decoded = object.decode().map_err(|e| Error::git("decoding a commit", e))?;
         let parent = decoded.parents().next();
         let tree = decoded.tree();
         let entries = self.entries(repo, tree)?;
@@ -156,11 +144,7 @@ fn parse(bytes: &[u8]) -> Option<HashMap<ObjectId, Record>> {
     for chunk in body.chunks_exact(RECORD) {
         let commit = ObjectId::try_from(&chunk[..20]).ok()?;
         let parent = &chunk[20..40];
-        let parent = if parent == [0; 20] {
-            None
-        } else {
-            Some(ObjectId::try_from(parent).ok()?)
-        };
+        let parent = if parent == [0; 20] { None } else { Some(ObjectId::try_from(parent).ok()?) };
         let changed = u32::from_le_bytes(chunk[40..44].try_into().ok()?);
         records.insert(commit, Record { parent, changed });
     }
@@ -177,20 +161,8 @@ mod tests {
         let mut index = HistoryIndex::load(dir.path());
         let a = ObjectId::from_hex(b"1111111111111111111111111111111111111111").expect("hex");
         let b = ObjectId::from_hex(b"2222222222222222222222222222222222222222").expect("hex");
-        index.records.insert(
-            a,
-            Record {
-                parent: Some(b),
-                changed: 0b101,
-            },
-        );
-        index.records.insert(
-            b,
-            Record {
-                parent: None,
-                changed: OTHER,
-            },
-        );
+        index.records.insert(a, Record { parent: Some(b), changed: 0b101 });
+        index.records.insert(b, Record { parent: None, changed: OTHER });
         index.added = 2;
         index.save();
         let loaded = HistoryIndex::load(dir.path());

@@ -62,9 +62,11 @@ impl Db {
     /// `HEAD` points at `refs/heads/master`. Refuses a directory that already holds a repository.
     pub fn init(path: &Path, host: Host) -> Result<Db, Error> {
         if path.join("HEAD").exists() || path.join(".git").exists() {
-            return Err(Error::AlreadyExists {
-                path: path.to_owned(),
-            });
+            return Err(Error::AlreadyExists { path: path.to_owned() });
+        }
+        let occupied = std::fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(false);
+        if occupied {
+            return Err(Error::NotEmpty { path: path.to_owned() });
         }
         std::fs::create_dir_all(path).map_err(|source| Error::io(path, source))?;
         let repo = gix::init_bare(path).map_err(|e| Error::git("creating the repository", e))?;
@@ -72,16 +74,9 @@ impl Db {
         let head = git_dir.join("HEAD");
         std::fs::write(&head, format!("ref: refs/heads/{CONFIG_BRANCH}\n"))
             .map_err(|source| Error::io(&head, source))?;
-        let db = Db {
-            repo: repo.into_sync(),
-            git_dir,
-            host,
-        };
+        let db = Db { repo: repo.into_sync(), git_dir, host };
         let tree = cairn_schema::tree::defaults(&host);
-        let message = format!(
-            "init: defaults for schema v{}",
-            cairn_schema::CURRENT_VERSION
-        );
+        let message = format!("init: defaults for schema v{}", cairn_schema::CURRENT_VERSION);
         transaction::commit_tree(&db, CONFIG_BRANCH, None, &tree, &message)?;
         Ok(db)
     }
@@ -98,18 +93,10 @@ impl Db {
         // long delta chains of trees that history walks decode (measured: 2.5x slower `log KEY`).
         let options =
             gix::open::Options::default().config_overrides(["core.deltaBaseCacheLimit=96m"]);
-        let repo = gix::ThreadSafeRepository::open_opts(path, options).map_err(|e| {
-            Error::NotADatabase {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            }
-        })?;
+        let repo = gix::ThreadSafeRepository::open_opts(path, options)
+            .map_err(|e| Error::NotADatabase { path: path.to_owned(), reason: e.to_string() })?;
         let git_dir = repo.git_dir().to_owned();
-        let db = Db {
-            repo,
-            git_dir,
-            host,
-        };
+        let db = Db { repo, git_dir, host };
         if db.head(CONFIG_BRANCH)?.is_none() {
             return Err(Error::NotADatabase {
                 path: path.to_owned(),

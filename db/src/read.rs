@@ -39,9 +39,7 @@ impl Db {
 }
 
 pub(crate) fn resolve(repo: &gix::Repository, rev: &str) -> Result<ObjectId, Error> {
-    let unknown = || Error::UnknownRevision {
-        rev: rev.to_owned(),
-    };
+    let unknown = || Error::UnknownRevision { rev: rev.to_owned() };
     if let Some(id) = crate::refs::read(repo, rev)? {
         return Ok(id);
     }
@@ -52,16 +50,9 @@ pub(crate) fn resolve(repo: &gix::Repository, rev: &str) -> Result<ObjectId, Err
 }
 
 pub(crate) fn snapshot_of(repo: &gix::Repository, commit: ObjectId) -> Result<Snapshot, Error> {
-    let object = repo
-        .find_commit(commit)
-        .map_err(|e| Error::git("reading a commit", e))?;
-    let time = object
-        .time()
-        .map_err(|e| Error::git("reading a commit time", e))?
-        .seconds;
-    let tree_id = object
-        .tree_id()
-        .map_err(|e| Error::git("reading a commit's tree", e))?;
+    let object = repo.find_commit(commit).map_err(|e| Error::git("reading a commit", e))?;
+    let time = object.time().map_err(|e| Error::git("reading a commit time", e))?.seconds;
+    let tree_id = object.tree_id().map_err(|e| Error::git("reading a commit's tree", e))?;
     let tree = read_tree(repo, tree_id.detach())?;
     Ok(Snapshot { commit, tree, time })
 }
@@ -82,9 +73,7 @@ pub(crate) fn tree_entries(
     let mut out = BTreeMap::new();
     let mut stack = vec![(String::new(), root)];
     while let Some((prefix, id)) = stack.pop() {
-        let tree = repo
-            .find_tree(id)
-            .map_err(|e| Error::git("reading a tree", e))?;
+        let tree = repo.find_tree(id).map_err(|e| Error::git("reading a tree", e))?;
         for entry in tree.iter() {
             let entry = entry.map_err(|e| Error::git("decoding a tree", e))?;
             let path = format!("{prefix}{}", entry.filename());
@@ -99,20 +88,14 @@ pub(crate) fn tree_entries(
 }
 
 pub(crate) fn read_blob(repo: &gix::Repository, id: ObjectId) -> Result<Vec<u8>, Error> {
-    let mut blob = repo
-        .find_blob(id)
-        .map_err(|e| Error::git("reading a blob", e))?;
+    let mut blob = repo.find_blob(id).map_err(|e| Error::git("reading a blob", e))?;
     Ok(blob.take_data())
 }
 
 /// The tree id of `commit`.
 pub(crate) fn tree_of(repo: &gix::Repository, commit: ObjectId) -> Result<ObjectId, Error> {
-    let object = repo
-        .find_commit(commit)
-        .map_err(|e| Error::git("reading a commit", e))?;
-    let tree = object
-        .tree_id()
-        .map_err(|e| Error::git("reading a commit's tree", e))?;
+    let object = repo.find_commit(commit).map_err(|e| Error::git("reading a commit", e))?;
+    let tree = object.tree_id().map_err(|e| Error::git("reading a commit's tree", e))?;
     Ok(tree.detach())
 }
 
@@ -131,11 +114,8 @@ pub(crate) fn entry_in_tree(
     tree: ObjectId,
     path: &str,
 ) -> Result<Option<ObjectId>, Error> {
-    let tree = repo
-        .find_tree(tree)
-        .map_err(|e| Error::git("reading a tree", e))?;
-    let entry = tree
-        .lookup_entry(path.split('/'))
-        .map_err(|e| Error::git("looking up a path", e))?;
+    let tree = repo.find_tree(tree).map_err(|e| Error::git("reading a tree", e))?;
+    let entry =
+        tree.lookup_entry(path.split('/')).map_err(|e| Error::git("looking up a path", e))?;
     Ok(entry.map(|e| e.object_id()))
 }

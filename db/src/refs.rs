@@ -35,15 +35,12 @@ pub(crate) fn read(repo: &gix::Repository, branch: &str) -> Result<Option<Object
     if gix::refs::FullName::try_from(name.as_str()).is_err() {
         return Ok(None);
     }
-    let Some(reference) = repo
-        .try_find_reference(name.as_str())
-        .map_err(|e| Error::git("reading a ref", e))?
+    let Some(reference) =
+        repo.try_find_reference(name.as_str()).map_err(|e| Error::git("reading a ref", e))?
     else {
         return Ok(None);
     };
-    let id = reference
-        .into_fully_peeled_id()
-        .map_err(|e| Error::git("peeling a ref", e))?;
+    let id = reference.into_fully_peeled_id().map_err(|e| Error::git("peeling a ref", e))?;
     Ok(Some(id.detach()))
 }
 
@@ -102,10 +99,7 @@ pub fn compare_and_swap(
     let name = full_name(branch);
     let ref_path = git_dir.join(&name);
     let lock_path = PathBuf::from(format!("{}.lock", ref_path.display()));
-    let dir = ref_path
-        .parent()
-        .expect("a ref path has a parent directory")
-        .to_owned();
+    let dir = ref_path.parent().expect("a ref path has a parent directory").to_owned();
     std::fs::create_dir_all(&dir).map_err(|source| Error::io(&dir, source))?;
     let mut lock = acquire_git_lock(&lock_path)?;
     let result = (|| {
@@ -160,10 +154,7 @@ fn acquire_git_lock(path: &Path) -> Result<File, Error> {
             (Some(id), _) => seen = Some((id, Instant::now())),
         }
         if started.elapsed() > GIVE_UP {
-            return Err(Error::Locked {
-                lock: path.to_owned(),
-                seconds: GIVE_UP.as_secs(),
-            });
+            return Err(Error::Locked { lock: path.to_owned(), seconds: GIVE_UP.as_secs() });
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
@@ -172,7 +163,5 @@ fn acquire_git_lock(path: &Path) -> Result<File, Error> {
 
 /// Flushes a directory so that a rename in it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| Error::io(dir, source))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| Error::io(dir, source))
 }

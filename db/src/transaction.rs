@@ -84,10 +84,7 @@ impl<'db> Transaction<'db> {
     pub fn set_key(&mut self, name: &str, input: &[u8]) -> Result<&'static Key, Error> {
         let key = by_name(name)?;
         if key.internal {
-            return Err(cairn_schema::Error::Internal {
-                key: key.name.into(),
-            }
-            .into());
+            return Err(cairn_schema::Error::Internal { key: key.name.into() }.into());
         }
         let canonical =
             cairn_schema::value::normalize(key, input, self.db.host(), self.validation)?;
@@ -99,13 +96,9 @@ impl<'db> Transaction<'db> {
     pub fn reset_key(&mut self, name: &str) -> Result<&'static Key, Error> {
         let key = by_name(name)?;
         if key.internal {
-            return Err(cairn_schema::Error::Internal {
-                key: key.name.into(),
-            }
-            .into());
+            return Err(cairn_schema::Error::Internal { key: key.name.into() }.into());
         }
-        self.changes
-            .insert(key.path.to_owned(), Some(key.default_bytes(self.db.host())));
+        self.changes.insert(key.path.to_owned(), Some(key.default_bytes(self.db.host())));
         Ok(key)
     }
 
@@ -130,7 +123,10 @@ impl<'db> Transaction<'db> {
     pub fn commit(self) -> Result<Committed, Error> {
         let repo = self.db.repo();
         let _writer = WriterLock::acquire(self.db.git_dir())?;
-        loop {
+        // Only an outside writer (the git CLI) can move the branch while we hold the writer lock;
+        // give up rather than spin if one does so without pause.
+        const ATTEMPTS: u32 = 50;
+        for _ in 0..ATTEMPTS {
             let head = crate::refs::read(&repo, &self.branch)?;
             if let Some(expected) = self.expect {
                 if head != expected {
@@ -155,9 +151,8 @@ impl<'db> Transaction<'db> {
                 Some(commit) => tree_of(&repo, commit)?,
                 None => ObjectId::empty_tree(repo.object_hash()),
             };
-            let mut editor = repo
-                .edit_tree(parent_tree)
-                .map_err(|e| Error::git("editing a tree", e))?;
+            let mut editor =
+                repo.edit_tree(parent_tree).map_err(|e| Error::git("editing a tree", e))?;
             let mut written = Vec::new();
             for (path, change) in &self.changes {
                 match change {
@@ -181,24 +176,13 @@ impl<'db> Transaction<'db> {
                     }
                 }
             }
-            let tree = editor
-                .write()
-                .map_err(|e| Error::git("writing a tree", e))?
-                .detach();
+            let tree = editor.write().map_err(|e| Error::git("writing a tree", e))?.detach();
             if tree == parent_tree {
                 let Some(id) = parent else {
-                    return Err(Error::NoBranch {
-                        branch: self.branch.clone(),
-                    });
+                    return Err(Error::NoBranch { branch: self.branch.clone() });
                 };
                 if migration.is_none() {
-                    return Ok(Committed {
-                        id,
-                        parent: head,
-                        created: false,
-                        rebased,
-                        migration,
-                    });
+                    return Ok(Committed { id, parent: head, created: false, rebased, migration });
                 }
                 // Nothing but the migration: it becomes the head.
                 match compare_and_swap(&repo, &self.branch, head, id)? {
@@ -244,15 +228,14 @@ impl<'db> Transaction<'db> {
                 Swap::Moved(_) => continue,
             }
         }
+        Err(Error::Contended { branch: self.branch.clone(), attempts: ATTEMPTS })
     }
 
     /// Refuses the commit if `head` changed any path this transaction changes since its base,
     /// to a value other than ours.
     fn check_conflicts(&self, repo: &gix::Repository, head: Option<ObjectId>) -> Result<(), Error> {
         let Some(head) = head else {
-            return Err(Error::NoBranch {
-                branch: self.branch.clone(),
-            });
+            return Err(Error::NoBranch { branch: self.branch.clone() });
         };
         for (path, change) in &self.changes {
             let at_base = match self.base {
@@ -315,24 +298,16 @@ pub(crate) fn write_tree(
     tree: &Tree,
 ) -> Result<(ObjectId, Vec<ObjectId>), Error> {
     let empty = ObjectId::empty_tree(repo.object_hash());
-    let mut editor = repo
-        .edit_tree(empty)
-        .map_err(|e| Error::git("editing a tree", e))?;
+    let mut editor = repo.edit_tree(empty).map_err(|e| Error::git("editing a tree", e))?;
     let mut written = Vec::new();
     for (path, content) in tree {
-        let blob = repo
-            .write_blob(content)
-            .map_err(|e| Error::git("writing a blob", e))?
-            .detach();
+        let blob = repo.write_blob(content).map_err(|e| Error::git("writing a blob", e))?.detach();
         written.push(blob);
         editor
             .upsert(path.as_str(), gix::object::tree::EntryKind::Blob, blob)
             .map_err(|e| Error::git("editing a tree", e))?;
     }
-    let root = editor
-        .write()
-        .map_err(|e| Error::git("writing a tree", e))?
-        .detach();
+    let root = editor.write().map_err(|e| Error::git("writing a tree", e))?.detach();
     for path in tree.keys() {
         written.extend(trees_along(repo, root, path)?);
     }
@@ -370,11 +345,7 @@ pub(crate) fn write_commit(
             Some(sig) => (sig.name.to_owned(), sig.email.to_owned()),
             None => ("cairn".into(), "cairn@localhost".into()),
         };
-        gix::actor::Signature {
-            name,
-            email,
-            time: now,
-        }
+        gix::actor::Signature { name, email, time: now }
     };
     let mut message = message.trim_end().to_owned();
     message.push('\n');
@@ -387,9 +358,7 @@ pub(crate) fn write_commit(
         message: message.into(),
         extra_headers: Vec::new(),
     };
-    let id = repo
-        .write_object(&commit)
-        .map_err(|e| Error::git("writing a commit", e))?;
+    let id = repo.write_object(&commit).map_err(|e| Error::git("writing a commit", e))?;
     Ok(id.detach())
 }
 

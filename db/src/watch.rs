@@ -5,7 +5,9 @@
 //! or the git CLI. A slow poll backs the events up, for file systems that do not report them.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use gix::ObjectId;
@@ -21,6 +23,14 @@ const POLL: Duration = Duration::from_millis(500);
 pub struct HeadWatch {
     heads: Receiver<Option<ObjectId>>,
     initial: Option<ObjectId>,
+    /// Tells the thread to stop; it checks at least every [`POLL`].
+    closed: Arc<AtomicBool>,
+}
+
+impl Drop for HeadWatch {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
 }
 
 impl HeadWatch {
@@ -38,9 +48,7 @@ impl HeadWatch {
     /// Like [`Self::recv`], giving up after `timeout` (`Err(true)`: timed out, `Err(false)`:
     /// the watcher stopped).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<ObjectId>, bool> {
-        self.heads
-            .recv_timeout(timeout)
-            .map_err(|e| e == RecvTimeoutError::Timeout)
+        self.heads.recv_timeout(timeout).map_err(|e| e == RecvTimeoutError::Timeout)
     }
 }
 
@@ -54,34 +62,27 @@ impl Db {
             notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
                 let _ = event_tx.send(());
             })
-            .map_err(|source| Error::Watch {
-                path: refs_dir.clone(),
-                source,
-            })?;
+            .map_err(|source| Error::Watch { path: refs_dir.clone(), source })?;
         watcher
             .watch(&refs_dir, RecursiveMode::Recursive)
-            .map_err(|source| Error::Watch {
-                path: refs_dir.clone(),
-                source,
-            })?;
+            .map_err(|source| Error::Watch { path: refs_dir.clone(), source })?;
         watcher
             .watch(&git_dir, RecursiveMode::NonRecursive)
-            .map_err(|source| Error::Watch {
-                path: git_dir.clone(),
-                source,
-            })?;
+            .map_err(|source| Error::Watch { path: git_dir.clone(), source })?;
         let initial = self.head(branch)?;
         let (head_tx, heads) = mpsc::channel();
         let repo = self.repo.clone();
         let branch = branch.to_owned();
         let name = format!("watch {branch}");
+        let closed = Arc::new(AtomicBool::new(false));
+        let stop = closed.clone();
         std::thread::Builder::new()
             .name(name)
             .spawn(move || {
                 let _watcher = watcher;
                 let repo = repo.to_thread_local();
                 let mut last = initial;
-                loop {
+                while !stop.load(Ordering::Relaxed) {
                     match event_rx.recv_timeout(POLL) {
                         Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => return,
@@ -104,6 +105,6 @@ impl Db {
                 }
             })
             .map_err(|source| Error::io(&PathBuf::from("watch thread"), source))?;
-        Ok(HeadWatch { heads, initial })
+        Ok(HeadWatch { heads, initial, closed })
     }
 }

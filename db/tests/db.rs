@@ -7,23 +7,11 @@ use std::time::Duration;
 use cairn_db::{Db, Error, CONFIG_BRANCH};
 use cairn_schema::Host;
 
-const HOST: Host = Host {
-    ram_mib: 8192,
-    cores: 4,
-};
+const HOST: Host = Host { ram_mib: 8192, cores: 4 };
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("--git-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("git").arg("--git-dir").arg(dir).args(args).output().expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -44,14 +32,8 @@ fn a_moved_head_is_rebased_when_keys_differ() {
     let second = slow.commit().expect("rebased commit");
     assert!(second.rebased && !first.rebased);
     assert_eq!(second.parent, Some(first.id));
-    assert_eq!(
-        db.read(CONFIG_BRANCH, "memory").expect("read"),
-        Some(b"4096\n".to_vec())
-    );
-    assert_eq!(
-        db.read(CONFIG_BRANCH, "etc/hostname").expect("read"),
-        Some(b"slow\n".to_vec())
-    );
+    assert_eq!(db.read(CONFIG_BRANCH, "memory").expect("read"), Some(b"4096\n".to_vec()));
+    assert_eq!(db.read(CONFIG_BRANCH, "etc/hostname").expect("read"), Some(b"slow\n".to_vec()));
 }
 
 #[test]
@@ -64,10 +46,7 @@ fn the_same_key_changed_underneath_is_a_conflict() {
     fast.set_key("memory", b"4096").expect("valid");
     let winner = fast.commit().expect("commit");
     let err = slow.commit().expect_err("conflict");
-    assert!(
-        matches!(err, Error::Conflict { ref key, .. } if key == "memory"),
-        "{err}"
-    );
+    assert!(matches!(err, Error::Conflict { ref key, .. } if key == "memory"), "{err}");
     assert!(err.to_string().contains("changed to 4096"), "{err}");
     assert_ne!(Some(winner.id), head);
     assert_eq!(db.head(CONFIG_BRANCH).expect("head"), Some(winner.id));
@@ -93,14 +72,10 @@ fn an_invalid_tree_never_becomes_the_head() {
 fn other_branches_hold_free_form_state() {
     let (dir, db) = fresh();
     let mut tx = db.transaction("state").expect("tx");
-    tx.set_path("applied-commit", b"abc\n".to_vec())
-        .message("guest: applied abc");
+    tx.set_path("applied-commit", b"abc\n".to_vec()).message("guest: applied abc");
     let done = tx.commit().expect("a new branch");
     assert_eq!(done.parent, None);
-    assert_eq!(
-        git(&dir.path().join("db"), &["show", "state:applied-commit"]),
-        "abc\n"
-    );
+    assert_eq!(git(&dir.path().join("db"), &["show", "state:applied-commit"]), "abc\n");
 }
 
 #[test]
@@ -116,10 +91,7 @@ fn watch_sees_own_writes_and_the_git_cli() {
     // Another process: the git CLI resets master to its parent.
     let parent = git(&git_dir, &["rev-parse", "master~1"]).trim().to_owned();
     git(&git_dir, &["update-ref", "refs/heads/master", &parent]);
-    let seen = watch
-        .recv_timeout(Duration::from_secs(5))
-        .expect("an event")
-        .expect("a head");
+    let seen = watch.recv_timeout(Duration::from_secs(5)).expect("an event").expect("a head");
     assert_eq!(seen.to_string(), parent);
     // And packing refs changes nothing a watcher would report.
     git(&git_dir, &["pack-refs", "--all"]);
@@ -135,27 +107,14 @@ fn history_and_rollback() {
         tx.set_key("memory", value.as_bytes()).expect("valid");
         tx.commit().expect("commit");
     }
-    let history = db
-        .key_history(CONFIG_BRANCH, "memory", None)
-        .expect("history");
+    let history = db.key_history(CONFIG_BRANCH, "memory", None).expect("history");
     let values: Vec<_> = history
         .iter()
-        .map(|c| {
-            String::from_utf8_lossy(c.new.as_deref().unwrap_or(b"-"))
-                .trim()
-                .to_owned()
-        })
+        .map(|c| String::from_utf8_lossy(c.new.as_deref().unwrap_or(b"-")).trim().to_owned())
         .collect();
     assert_eq!(values, ["1024", "4096", "1024", "2048"]);
-    let done = db
-        .rollback(&init.to_string(), None, None)
-        .expect("rollback");
-    let tree = |rev: &str| {
-        git(
-            &dir.path().join("db"),
-            &["rev-parse", &format!("{rev}^{{tree}}")],
-        )
-    };
+    let done = db.rollback(&init.to_string(), None, None).expect("rollback");
+    let tree = |rev: &str| git(&dir.path().join("db"), &["rev-parse", &format!("{rev}^{{tree}}")]);
     assert_eq!(tree(&done.id.to_string()), tree(&init.to_string()));
     assert_eq!(db.log(CONFIG_BRANCH, None).expect("log").len(), 5);
     let diff = db.diff(&init.to_string(), "master~1").expect("diff");

@@ -50,27 +50,12 @@ mod tests {
 
     #[test]
     fn order_is_least_to_most_disruptive() {
-        let mut classes = vec![
-            Reboot,
-            GuestLive,
-            Network,
-            DaemonReload,
-            None,
-            DaemonRestart,
-            NetworkLive,
-        ];
+        let mut classes =
+            vec![Reboot, GuestLive, Network, DaemonReload, None, DaemonRestart, NetworkLive];
         classes.sort();
         assert_eq!(
             classes,
-            vec![
-                None,
-                GuestLive,
-                NetworkLive,
-                DaemonReload,
-                DaemonRestart,
-                Network,
-                Reboot
-            ]
+            vec![None, GuestLive, NetworkLive, DaemonReload, DaemonRestart, Network, Reboot]
         );
     }
 }

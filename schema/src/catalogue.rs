@@ -261,10 +261,7 @@ pub fn by_name(name: &str) -> Result<&'static Key, Error> {
     KEYS.iter()
         .find(|key| key.name == name)
         .or_else(|| KEYS.iter().find(|key| key.path == name))
-        .ok_or_else(|| Error::UnknownKey {
-            name: crate::error::quote(name),
-            known: known_names(),
-        })
+        .ok_or_else(|| Error::UnknownKey { name: crate::error::quote(name), known: known_names() })
 }
 
 /// Finds the key stored at `path`.
@@ -274,11 +271,7 @@ pub fn by_path(path: &str) -> Option<&'static Key> {
 
 /// The user-settable names, comma separated, for error messages.
 pub(crate) fn known_names() -> String {
-    KEYS.iter()
-        .filter(|k| !k.internal)
-        .map(|k| k.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    KEYS.iter().filter(|k| !k.internal).map(|k| k.name).collect::<Vec<_>>().join(", ")
 }
 
 /// Every key path, for error messages.
@@ -304,27 +297,14 @@ mod tests {
     fn options_name_existing_keys() {
         for key in KEYS {
             for option in key.options {
-                assert!(
-                    by_name(option).is_ok(),
-                    "{}: option {option} is not a key",
-                    key.name
-                );
+                assert!(by_name(option).is_ok(), "{}: option {option} is not a key", key.name);
             }
         }
     }
 
     #[test]
     fn every_default_is_valid_on_small_and_large_hosts() {
-        for host in [
-            Host {
-                ram_mib: 512,
-                cores: 1,
-            },
-            Host {
-                ram_mib: 65536,
-                cores: 64,
-            },
-        ] {
+        for host in [Host { ram_mib: 512, cores: 1 }, Host { ram_mib: 65536, cores: 64 }] {
             for key in KEYS {
                 let stored = key.default_bytes(&host);
                 crate::value::check_stored(key, &stored, &host).unwrap_or_else(|e| {
@@ -342,9 +322,6 @@ mod tests {
     fn lookup_by_path_and_unknown_key_message() {
         assert_eq!(by_name("etc/hostname").map(|k| k.name), Ok("hostname"));
         let err = by_name("memroy").unwrap_err().to_string();
-        assert!(
-            err.starts_with("\"memroy\": no such key (known keys: hostname, memory"),
-            "{err}"
-        );
+        assert!(err.starts_with("\"memroy\": no such key (known keys: hostname, memory"), "{err}");
     }
 }

@@ -91,11 +91,7 @@ pub static DAEMON_KEYS: &[DaemonKey] = &[
     k("hosts", JsonType::StringList, RESTART),
     k("default-ulimits", JsonType::Object, RESTART),
     k("default-shm-size", JsonType::String, RESTART),
-    k(
-        "default-cgroupns-mode",
-        JsonType::Enum(&["host", "private"]),
-        RESTART,
-    ),
+    k("default-cgroupns-mode", JsonType::Enum(&["host", "private"]), RESTART),
     k("cgroup-parent", JsonType::String, RESTART),
     k("no-new-privileges", JsonType::Bool, RESTART),
     k("userns-remap", JsonType::String, RESTART),
@@ -162,16 +158,13 @@ fn fits(ty: JsonType, value: &Json) -> bool {
                         .all(|s| s.split_once('=').is_some_and(|(k, _)| !k.is_empty()))
                 })
         }
-        JsonType::StringMap => value
-            .as_object()
-            .is_some_and(|m| m.values().all(Json::is_string)),
+        JsonType::StringMap => value.as_object().is_some_and(|m| m.values().all(Json::is_string)),
         JsonType::Object => value.is_object(),
         JsonType::AddressPools => value.as_array().is_some_and(|pools| {
             pools.iter().all(|p| {
                 p.as_object().is_some_and(|o| {
                     o.get("base").is_some_and(Json::is_string)
-                        && o.get("size")
-                            .is_some_and(|s| s.as_u64().is_some_and(|n| n <= 32))
+                        && o.get("size").is_some_and(|s| s.as_u64().is_some_and(|n| n <= 32))
                         && o.keys().all(|k| k == "base" || k == "size")
                 })
             })
@@ -227,10 +220,7 @@ mod tests {
 
     #[test]
     fn typed_keys() {
-        assert_eq!(
-            norm(r#"{"debug":true}"#, false).unwrap(),
-            "{\n  \"debug\": true\n}\n"
-        );
+        assert_eq!(norm(r#"{"debug":true}"#, false).unwrap(), "{\n  \"debug\": true\n}\n");
         let err = norm(r#"{"debug":"yes"}"#, false).unwrap_err();
         assert_eq!(
             err,
@@ -239,24 +229,16 @@ mod tests {
         assert!(norm(r#"{"log-level":"loud"}"#, false).is_err());
         assert!(norm(r#"{"labels":["a=b"]}"#, false).is_ok());
         assert!(norm(r#"{"labels":["nolabel"]}"#, false).is_err());
-        assert!(norm(
-            r#"{"default-address-pools":[{"base":"10.10.0.0/16","size":24}]}"#,
-            false
-        )
-        .is_ok());
-        assert!(norm(
-            r#"{"default-address-pools":[{"base":"10.10.0.0/16"}]}"#,
-            false
-        )
-        .is_err());
+        assert!(
+            norm(r#"{"default-address-pools":[{"base":"10.10.0.0/16","size":24}]}"#, false).is_ok()
+        );
+        assert!(norm(r#"{"default-address-pools":[{"base":"10.10.0.0/16"}]}"#, false).is_err());
         assert!(norm(r#"{"max-concurrent-downloads":-1}"#, false).is_err());
     }
 
     #[test]
     fn not_an_object_or_not_json() {
-        assert!(norm("[]", false)
-            .unwrap_err()
-            .contains("is not a JSON object"));
+        assert!(norm("[]", false).unwrap_err().contains("is not a JSON object"));
         assert!(norm("{", false).unwrap_err().contains("is not valid JSON"));
         assert!(norm("", false).is_err());
     }
@@ -274,22 +256,13 @@ mod tests {
 
     #[test]
     fn apply_class_per_key() {
-        assert_eq!(
-            change_class(b"{}", br#"{"debug":true}"#),
-            ApplyClass::DaemonReload
-        );
-        assert_eq!(
-            change_class(br#"{"debug":true}"#, b"{}"),
-            ApplyClass::DaemonReload
-        );
+        assert_eq!(change_class(b"{}", br#"{"debug":true}"#), ApplyClass::DaemonReload);
+        assert_eq!(change_class(br#"{"debug":true}"#, b"{}"), ApplyClass::DaemonReload);
         assert_eq!(
             change_class(b"{}", br#"{"debug":true,"log-level":"warn"}"#),
             ApplyClass::DaemonRestart
         );
-        assert_eq!(
-            change_class(b"{}", br#"{"unknown":1}"#),
-            ApplyClass::DaemonRestart
-        );
+        assert_eq!(change_class(b"{}", br#"{"unknown":1}"#), ApplyClass::DaemonRestart);
         assert_eq!(change_class(b"{}", b"{}"), ApplyClass::None);
     }
 }

@@ -6,12 +6,7 @@ pub enum Error {
     UnknownKey { name: String, known: String },
     /// The value does not fit the key's type or range.
     #[error("{key}: {value} {problem} (allowed: {allowed})")]
-    Refused {
-        key: String,
-        value: String,
-        problem: String,
-        allowed: String,
-    },
+    Refused { key: String, value: String, problem: String, allowed: String },
     /// The key is maintained by cairn itself.
     #[error("{key}: is managed by cairn and cannot be set")]
     Internal { key: String },
@@ -26,11 +21,7 @@ pub enum Error {
     TooNew { found: u32, supported: u32 },
     /// A migration step could not convert a stored value.
     #[error("migration to schema v{to}: {key}: {reason}")]
-    Migration {
-        to: u32,
-        key: String,
-        reason: String,
-    },
+    Migration { to: u32, key: String, reason: String },
 }
 
 impl Error {
@@ -57,11 +48,7 @@ pub(crate) fn quote(value: &str) -> String {
     if value.chars().count() > MAX {
         let head: String = value.chars().take(MAX).collect();
         let quoted = serde_json::Value::String(head).to_string();
-        format!(
-            "{}...\" ({} bytes)",
-            &quoted[..quoted.len() - 1],
-            value.len()
-        )
+        format!("{}...\" ({} bytes)", &quoted[..quoted.len() - 1], value.len())
     } else {
         serde_json::Value::String(value.to_owned()).to_string()
     }

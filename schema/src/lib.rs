@@ -44,8 +44,5 @@ pub struct Host {
 impl Host {
     /// A host that accepts any value the types allow; for tools that inspect a database copied
     /// from elsewhere.
-    pub const UNLIMITED: Host = Host {
-        ram_mib: u64::MAX / 2,
-        cores: 1024,
-    };
+    pub const UNLIMITED: Host = Host { ram_mib: u64::MAX / 2, cores: 1024 };
 }

@@ -22,10 +22,7 @@ pub fn version_of(tree: &Tree) -> Result<u32, Error> {
     };
     let text = String::from_utf8_lossy(bytes);
     match text.trim().parse::<u32>() {
-        Ok(n) if n > CURRENT_VERSION => Err(Error::TooNew {
-            found: n,
-            supported: CURRENT_VERSION,
-        }),
+        Ok(n) if n > CURRENT_VERSION => Err(Error::TooNew { found: n, supported: CURRENT_VERSION }),
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(Error::Migration {
             to: CURRENT_VERSION,
@@ -63,10 +60,7 @@ pub fn initial_tree(version: u32, host: &Host) -> Tree {
     let mut tree = defaults(host);
     if version == 1 {
         tree.remove("net/mtu");
-        tree.insert(
-            "memory".into(),
-            V1_MEMORY_DEFAULT.min(host.ram_mib).to_string().into_bytes(),
-        );
+        tree.insert("memory".into(), V1_MEMORY_DEFAULT.min(host.ram_mib).to_string().into_bytes());
         tree.get_mut("memory").expect("inserted above").push(b'\n');
         tree.insert("schema-version".into(), b"1\n".to_vec());
     }
@@ -88,15 +82,10 @@ fn v1_to_v2(
     }
     if let Some(old) = tree.get("net/dns") {
         let text = String::from_utf8_lossy(old).into_owned();
-        let servers: Vec<&str> = text
-            .split([',', ' ', '\n'])
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        let converted: Vec<u8> = servers
-            .iter()
-            .flat_map(|s| format!("{s}\n").into_bytes())
-            .collect();
+        let servers: Vec<&str> =
+            text.split([',', ' ', '\n']).map(str::trim).filter(|s| !s.is_empty()).collect();
+        let converted: Vec<u8> =
+            servers.iter().flat_map(|s| format!("{s}\n").into_bytes()).collect();
         if converted != *old {
             tree.insert("net/dns".into(), converted);
             notes.push("dns: one server per line".into());
@@ -104,9 +93,7 @@ fn v1_to_v2(
     }
     let memory = by_name("memory").expect("memory is in the catalogue");
     let v1_default = format!("{}\n", V1_MEMORY_DEFAULT.min(host.ram_mib));
-    let at_old_default = tree
-        .get("memory")
-        .is_some_and(|m| *m == v1_default.as_bytes());
+    let at_old_default = tree.get("memory").is_some_and(|m| *m == v1_default.as_bytes());
     if at_old_default && !user_changed(memory.path) {
         let new = memory.default_bytes(host);
         if new != v1_default.as_bytes() {
@@ -126,22 +113,14 @@ mod tests {
     use super::*;
     use crate::{validate_tree, Validation};
 
-    const HOST: Host = Host {
-        ram_mib: 8192,
-        cores: 4,
-    };
+    const HOST: Host = Host { ram_mib: 8192, cores: 4 };
 
     #[test]
     fn v1_defaults_become_v2_defaults() {
         let mut tree = initial_tree(1, &HOST);
         let notes = migrate(&mut tree, &|_| false, &HOST).expect("migrates");
         assert_eq!(tree, defaults(&HOST));
-        assert!(
-            notes
-                .iter()
-                .any(|n| n.starts_with("memory: default 1024 -> 2048")),
-            "{notes:?}"
-        );
+        assert!(notes.iter().any(|n| n.starts_with("memory: default 1024 -> 2048")), "{notes:?}");
         validate_tree(&tree, &|_| true, &HOST, Validation::default()).expect("valid v2 tree");
     }
 
@@ -170,9 +149,7 @@ mod tests {
     #[test]
     fn current_trees_are_left_alone_and_newer_ones_refused() {
         let mut tree = defaults(&HOST);
-        assert!(migrate(&mut tree, &|_| false, &HOST)
-            .expect("ok")
-            .is_empty());
+        assert!(migrate(&mut tree, &|_| false, &HOST).expect("ok").is_empty());
         tree.insert("schema-version".into(), b"9\n".to_vec());
         assert!(matches!(
             migrate(&mut tree, &|_| false, &HOST),

@@ -11,9 +11,7 @@ pub type Tree = BTreeMap<String, Vec<u8>>;
 
 /// The tree `init` writes: every key at its default.
 pub fn defaults(host: &Host) -> Tree {
-    KEYS.iter()
-        .map(|key| (key.path.to_owned(), key.default_bytes(host)))
-        .collect()
+    KEYS.iter().map(|key| (key.path.to_owned(), key.default_bytes(host))).collect()
 }
 
 /// Checks a tree of the current schema version before it becomes a head.
@@ -28,19 +26,11 @@ pub fn validate_tree(
     v: Validation,
 ) -> Result<(), Error> {
     if let Some(path) = tree.keys().find(|path| by_path(path).is_none()) {
-        return Err(Error::UnknownPath {
-            path: path.clone(),
-            known: known_paths(),
-        });
+        return Err(Error::UnknownPath { path: path.clone(), known: known_paths() });
     }
     for key in KEYS {
         match tree.get(key.path) {
-            None => {
-                return Err(Error::Missing {
-                    key: key.name.into(),
-                    path: key.path.into(),
-                })
-            }
+            None => return Err(Error::Missing { key: key.name.into(), path: key.path.into() }),
             Some(content) if changed(key.path) => {
                 normalize(key, content, host, v)?;
             }
@@ -62,10 +52,7 @@ pub fn validate_tree(
 mod tests {
     use super::*;
 
-    const HOST: Host = Host {
-        ram_mib: 4096,
-        cores: 4,
-    };
+    const HOST: Host = Host { ram_mib: 4096, cores: 4 };
 
     #[test]
     fn defaults_validate() {
@@ -84,11 +71,7 @@ mod tests {
         let mut tree = defaults(&HOST);
         tree.insert("etc/motd".into(), b"hi\n".to_vec());
         let err = validate_tree(&tree, &|_| true, &HOST, Validation::default()).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("etc/motd: not a configuration key"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("etc/motd: not a configuration key"), "{err}");
 
         let mut tree = defaults(&HOST);
         tree.insert("memory".into(), b"lots\n".to_vec());
@@ -100,10 +83,7 @@ mod tests {
     #[test]
     fn forced_daemon_keys_survive_unrelated_changes() {
         let mut tree = defaults(&HOST);
-        tree.insert(
-            "etc/docker/daemon.json".into(),
-            br#"{"custom": 1}"#.to_vec(),
-        );
+        tree.insert("etc/docker/daemon.json".into(), br#"{"custom": 1}"#.to_vec());
         let strict = Validation::default();
         assert!(validate_tree(&tree, &|_| true, &HOST, strict).is_err());
         assert!(validate_tree(&tree, &|_| true, &HOST, Validation { force: true }).is_ok());

@@ -19,11 +19,7 @@ pub enum Kind {
     /// An RFC 1123 host name label.
     Hostname,
     /// An integer in `min..=max`; `unit` completes "is not ..." in messages.
-    Int {
-        min: u64,
-        max: Limit,
-        unit: &'static str,
-    },
+    Int { min: u64, max: Limit, unit: &'static str },
     /// One of a fixed set of words.
     Choice(&'static [&'static str]),
     /// A list of `[ADDRESS:]HOSTPORT:GUESTPORT[/PROTO]`.
@@ -75,19 +71,10 @@ const MAX_DOCUMENT: usize = 1 << 20;
 /// Parses `input` (what a user typed, or the content of a file) for `key` and returns the
 /// canonical bytes to store, or why it is refused.
 pub fn normalize(key: &Key, input: &[u8], host: &Host, v: Validation) -> Result<Vec<u8>, Error> {
-    let limit = if is_document(key.kind) {
-        MAX_DOCUMENT
-    } else {
-        MAX_SCALAR
-    };
+    let limit = if is_document(key.kind) { MAX_DOCUMENT } else { MAX_SCALAR };
     let Ok(text) = std::str::from_utf8(input) else {
         let lossy = String::from_utf8_lossy(input);
-        return Err(Error::refused(
-            key.name,
-            &lossy,
-            "is not UTF-8 text",
-            allowed(key, host),
-        ));
+        return Err(Error::refused(key.name, &lossy, "is not UTF-8 text", allowed(key, host)));
     };
     if input.len() > limit {
         let problem = format!("is too long ({} bytes, at most {limit})", input.len());
@@ -98,11 +85,7 @@ pub fn normalize(key: &Key, input: &[u8], host: &Host, v: Validation) -> Result<
     let canonical = match key.kind {
         Kind::Hostname => line(hostname(trimmed).ok_or_else(|| refuse("is not a host name"))?),
         Kind::Int { min, max, unit } => {
-            let n = if unit == "a size in MiB" {
-                parse_mib(trimmed)
-            } else {
-                trimmed.parse().ok()
-            };
+            let n = if unit == "a size in MiB" { parse_mib(trimmed) } else { trimmed.parse().ok() };
             let max = max.resolve(host);
             match n {
                 Some(n) if (min..=max).contains(&n) => line(n.to_string()),
@@ -150,10 +133,7 @@ pub fn normalize(key: &Key, input: &[u8], host: &Host, v: Validation) -> Result<
         Kind::SchemaVersion => match trimmed.parse::<u32>() {
             Ok(n) if (1..=crate::CURRENT_VERSION).contains(&n) => line(n.to_string()),
             Ok(n) if n > crate::CURRENT_VERSION => {
-                return Err(Error::TooNew {
-                    found: n,
-                    supported: crate::CURRENT_VERSION,
-                })
+                return Err(Error::TooNew { found: n, supported: crate::CURRENT_VERSION })
             }
             _ => return Err(refuse("is not a schema version")),
         },
@@ -194,10 +174,7 @@ pub fn allowed(key: &Key, host: &Host) -> String {
 pub fn type_name(kind: Kind) -> &'static str {
     match kind {
         Kind::Hostname => "hostname",
-        Kind::Int {
-            unit: "a size in MiB",
-            ..
-        } => "MiB",
+        Kind::Int { unit: "a size in MiB", .. } => "MiB",
         Kind::Int { .. } => "integer",
         Kind::Choice(_) => "choice",
         Kind::PortForwards => "list of port forwards",
@@ -216,15 +193,11 @@ pub fn to_json(key: &Key, stored: &[u8]) -> Json {
     let text = String::from_utf8_lossy(stored);
     let trimmed = text.trim();
     match key.kind {
-        Kind::Int { .. } | Kind::SchemaVersion => trimmed
-            .parse::<u64>()
-            .map(Json::from)
-            .unwrap_or_else(|_| Json::from(trimmed)),
+        Kind::Int { .. } | Kind::SchemaVersion => {
+            trimmed.parse::<u64>().map(Json::from).unwrap_or_else(|_| Json::from(trimmed))
+        }
         Kind::PortForwards | Kind::IpList | Kind::HostList | Kind::Sysctl => Json::Array(
-            text.lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| Json::from(l.trim()))
-                .collect(),
+            text.lines().filter(|l| !l.trim().is_empty()).map(|l| Json::from(l.trim())).collect(),
         ),
         Kind::DaemonJson => serde_json::from_str(&text).unwrap_or_else(|_| Json::from(trimmed)),
         Kind::Hostname | Kind::Choice(_) | Kind::ProxyUrl => Json::from(trimmed),
@@ -238,11 +211,7 @@ pub fn from_json(key: &Key, value: &Json) -> String {
         (Kind::DaemonJson, other) => other.to_string(),
         (_, Json::Array(items)) => items
             .iter()
-            .map(|i| {
-                i.as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| i.to_string())
-            })
+            .map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string()))
             .collect::<Vec<_>>()
             .join("\n"),
         (_, other) => other.to_string(),
@@ -291,8 +260,7 @@ fn lines(items: Vec<String>) -> Vec<u8> {
 
 /// List items separated by commas, whitespace or newlines.
 fn items(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
+    text.split(|c: char| c == ',' || c.is_whitespace()).filter(|s| !s.is_empty())
 }
 
 fn hostname(text: &str) -> Option<String> {
@@ -305,9 +273,7 @@ fn hostname(text: &str) -> Option<String> {
 
 /// A size in MiB: a bare number, or a number with M, MiB, G or GiB.
 fn parse_mib(text: &str) -> Option<u64> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let n: u64 = digits.parse().ok()?;
     match unit.trim() {
@@ -327,9 +293,7 @@ fn port_forwards(key: &Key, text: &str, host: &Host) -> Result<Vec<String>, Erro
             Some(_) => return Err(refuse("has an unknown protocol")),
             None => (item, "tcp"),
         };
-        let (rest, guest) = spec
-            .rsplit_once(':')
-            .ok_or_else(|| refuse("is not a port forward"))?;
+        let (rest, guest) = spec.rsplit_once(':').ok_or_else(|| refuse("is not a port forward"))?;
         let (address, host_port) = match rest.rsplit_once(':') {
             Some((address, port)) => {
                 let address = address.trim_start_matches('[').trim_end_matches(']');
@@ -371,9 +335,7 @@ fn proxy_url(text: &str) -> Option<String> {
         _ => host_port,
     };
     let host_ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:_".contains(&b));
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.[]:_".contains(&b));
     let rest_ok = !text.chars().any(|c| c.is_whitespace() || c.is_control());
     (host_ok && rest_ok).then(|| text.to_owned())
 }
@@ -381,9 +343,7 @@ fn proxy_url(text: &str) -> Option<String> {
 fn is_host_pattern(item: &str) -> bool {
     item == "*"
         || (item.len() <= 255
-            && item
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._:/[]*".contains(&b)))
+            && item.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:/[]*".contains(&b)))
 }
 
 fn sysctl(key: &Key, text: &str, host: &Host) -> Result<Vec<String>, Error> {
@@ -399,15 +359,11 @@ fn sysctl(key: &Key, text: &str, host: &Host) -> Result<Vec<String>, Error> {
             continue;
         }
         let refuse = |problem: &str| Error::refused(key.name, entry, problem, allowed(key, host));
-        let (name, value) = entry
-            .split_once('=')
-            .ok_or_else(|| refuse("is not NAME = VALUE"))?;
+        let (name, value) = entry.split_once('=').ok_or_else(|| refuse("is not NAME = VALUE"))?;
         let (name, value) = (name.trim().trim_start_matches('-'), value.trim());
         let name_ok = !name.is_empty()
             && name.contains(['.', '/'])
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-/*".contains(&b));
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-/*".contains(&b));
         if !name_ok {
             return Err(refuse("does not start with a kernel parameter name"));
         }
@@ -432,10 +388,7 @@ mod tests {
     use super::*;
     use crate::by_name;
 
-    const HOST: Host = Host {
-        ram_mib: 23552,
-        cores: 2,
-    };
+    const HOST: Host = Host { ram_mib: 23552, cores: 2 };
 
     fn norm(name: &str, input: &str) -> Result<String, String> {
         let key = by_name(name).map_err(|e| e.to_string())?;
@@ -490,22 +443,11 @@ mod tests {
     #[test]
     fn port_forwards_canonical_and_refused() {
         assert_eq!(
-            norm(
-                "port-forwarding",
-                "8080:80, 0.0.0.0:53:53/udp [::1]:2222:22"
-            )
-            .unwrap(),
+            norm("port-forwarding", "8080:80, 0.0.0.0:53:53/udp [::1]:2222:22").unwrap(),
             "127.0.0.1:8080:80/tcp\n0.0.0.0:53:53/udp\n[::1]:2222:22/tcp\n"
         );
         assert_eq!(norm("port-forwarding", "").unwrap(), "");
-        for bad in [
-            "80",
-            "0:80",
-            "80:70000",
-            "x:80:80",
-            "80:80/sctp",
-            "80:80,80:81",
-        ] {
+        for bad in ["80", "0:80", "80:70000", "x:80:80", "80:80/sctp", "80:80,80:81"] {
             assert!(norm("port-forwarding", bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -516,21 +458,13 @@ mod tests {
             norm("dns", "1.1.1.1, 2606:4700::1111 1.1.1.1").unwrap(),
             "1.1.1.1\n2606:4700::1111\n"
         );
-        assert!(norm("dns", "one.one.one.one")
-            .unwrap_err()
-            .contains("is not an IP address"));
+        assert!(norm("dns", "one.one.one.one").unwrap_err().contains("is not an IP address"));
         assert_eq!(
             norm("proxy.http", "http://proxy.example:3128").unwrap(),
             "http://proxy.example:3128\n"
         );
         assert_eq!(norm("proxy.http", "").unwrap(), "");
-        for bad in [
-            "proxy:3128",
-            "ftp://x",
-            "http://",
-            "http://a b",
-            "http://h:99999",
-        ] {
+        for bad in ["proxy:3128", "ftp://x", "http://", "http://a b", "http://h:99999"] {
             assert!(norm("proxy.http", bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(
@@ -543,20 +477,10 @@ mod tests {
     #[test]
     fn sysctl_lines() {
         assert_eq!(
-            norm(
-                "sysctl",
-                "# tuned\nvm.swappiness=10\nnet/ipv4/ip_forward = 1\n"
-            )
-            .unwrap(),
+            norm("sysctl", "# tuned\nvm.swappiness=10\nnet/ipv4/ip_forward = 1\n").unwrap(),
             "# tuned\nvm.swappiness = 10\nnet/ipv4/ip_forward = 1\n"
         );
-        for bad in [
-            "swappiness",
-            "vm.swappiness=",
-            "=1",
-            "vm.a=1\nvm.a=2",
-            "a b.c=1",
-        ] {
+        for bad in ["swappiness", "vm.swappiness=", "=1", "vm.a=1\nvm.a=2", "a b.c=1"] {
             assert!(norm("sysctl", bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -568,29 +492,21 @@ mod tests {
         assert!(err.to_string().contains("is not UTF-8 text"), "{err}");
         let huge = "a".repeat(MAX_SCALAR + 1);
         let err = norm("hostname", &huge).unwrap_err();
-        assert!(
-            err.contains("is too long (257 bytes, at most 256)"),
-            "{err}"
-        );
+        assert!(err.contains("is too long (257 bytes, at most 256)"), "{err}");
         assert!(err.len() < 300, "message is not cut: {err}");
     }
 
     #[test]
     fn schema_version_is_bounded() {
         assert!(norm("schema-version", "1").is_ok());
-        assert!(norm("schema-version", "99")
-            .unwrap_err()
-            .contains("newer than this cairn"));
+        assert!(norm("schema-version", "99").unwrap_err().contains("newer than this cairn"));
     }
 
     #[test]
     fn views() {
         let pf = by_name("port-forwarding").expect("key");
         let stored = b"127.0.0.1:8080:80/tcp\n0.0.0.0:53:53/udp\n";
-        assert_eq!(
-            display(pf, stored),
-            "127.0.0.1:8080:80/tcp,0.0.0.0:53:53/udp"
-        );
+        assert_eq!(display(pf, stored), "127.0.0.1:8080:80/tcp,0.0.0.0:53:53/udp");
         assert_eq!(
             to_json(pf, stored),
             serde_json::json!(["127.0.0.1:8080:80/tcp", "0.0.0.0:53:53/udp"])
@@ -598,10 +514,7 @@ mod tests {
         let memory = by_name("memory").expect("key");
         assert_eq!(to_json(memory, b"4096\n"), serde_json::json!(4096));
         let daemon = by_name("daemon").expect("key");
-        assert_eq!(
-            display(daemon, b"{\n  \"debug\": true\n}\n"),
-            r#"{"debug":true}"#
-        );
+        assert_eq!(display(daemon, b"{\n  \"debug\": true\n}\n"), r#"{"debug":true}"#);
         let back = from_json(pf, &to_json(pf, stored));
         assert_eq!(
             normalize(pf, back.as_bytes(), &HOST, Validation::default()).ok(),

@@ -10,11 +10,7 @@ use crate::args::WriteOpts;
 use crate::exit::Usage;
 
 pub fn run(ctx: &Ctx, file: &str, write: &WriteOpts, force: bool) -> anyhow::Result<()> {
-    let source = if file == "-" {
-        "-".to_owned()
-    } else {
-        format!("@{file}")
-    };
+    let source = if file == "-" { "-".to_owned() } else { format!("@{file}") };
     let bytes = value_arg(&source, &mut false)?;
     let text = String::from_utf8(bytes).map_err(|_| Usage(format!("{file}: not UTF-8 text")))?;
     let pairs = parse(&text).with_context(|| format!("reading {file}"))?;
@@ -23,21 +19,13 @@ pub fn run(ctx: &Ctx, file: &str, write: &WriteOpts, force: bool) -> anyhow::Res
     tx.force(force);
     prepare(&db, &mut tx, write)?;
     if write.message.is_none() {
-        tx.message(format!(
-            "apply {}",
-            if file == "-" { "standard input" } else { file }
-        ));
+        tx.message(format!("apply {}", if file == "-" { "standard input" } else { file }));
     }
     for (name, input) in &pairs {
         tx.set_key(name, input.as_bytes())?;
     }
     let done = tx.commit()?;
-    report(
-        ctx,
-        &db,
-        &done,
-        &format!("applied {} keys from {file}", pairs.len()),
-    )
+    report(ctx, &db, &done, &format!("applied {} keys from {file}", pairs.len()))
 }
 
 /// Reads a JSON object or KEY=VALUE lines into (key, input) pairs. `schema-version` is checked,
@@ -58,10 +46,7 @@ fn parse(text: &str) -> anyhow::Result<Vec<(String, String)>> {
                 continue;
             }
             let (name, input) = line.split_once('=').ok_or_else(|| {
-                Usage(format!(
-                    "line {}: expected KEY=VALUE, found {line:?}",
-                    n + 1
-                ))
+                Usage(format!("line {}: expected KEY=VALUE, found {line:?}", n + 1))
             })?;
             pairs.push((name.trim().to_owned(), input.trim().to_owned()));
         }
@@ -93,19 +78,10 @@ mod tests {
                 .expect("json");
         assert_eq!(
             pairs,
-            vec![
-                ("memory".into(), "4096".into()),
-                ("dns".into(), "1.1.1.1\n8.8.8.8".into())
-            ]
+            vec![("memory".into(), "4096".into()), ("dns".into(), "1.1.1.1\n8.8.8.8".into())]
         );
         let pairs = parse("# comment\nmemory=4096\n\nncpu = 2\n").expect("lines");
-        assert_eq!(
-            pairs,
-            vec![
-                ("memory".into(), "4096".into()),
-                ("ncpu".into(), "2".into())
-            ]
-        );
+        assert_eq!(pairs, vec![("memory".into(), "4096".into()), ("ncpu".into(), "2".into())]);
         assert!(parse("memory 4096").is_err());
         assert!(parse(r#"{"schema-version": 1}"#).is_err());
         assert!(parse(r#"{"nosuch": 1}"#).is_err());

@@ -41,12 +41,7 @@ pub fn run(ctx: &Ctx, from: Option<&str>, to: Option<&str>) -> anyhow::Result<()
             };
             if ctx.mode == Mode::Plain {
                 for c in &changes {
-                    println!(
-                        "{}: {} -> {}",
-                        str_of(&c["key"]),
-                        text(&c["old"]),
-                        text(&c["new"])
-                    );
+                    println!("{}: {} -> {}", str_of(&c["key"]), text(&c["old"]), text(&c["new"]));
                 }
                 return Ok(());
             }

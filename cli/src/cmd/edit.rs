@@ -15,16 +15,9 @@ pub fn run(ctx: &Ctx, name: &str, write: &WriteOpts, force: bool) -> anyhow::Res
     let mut tx = db.transaction(CONFIG_BRANCH)?;
     tx.force(force);
     prepare(&db, &mut tx, write)?;
-    let base = tx
-        .base()
-        .map(|b| b.to_string())
-        .unwrap_or_else(|| CONFIG_BRANCH.into());
+    let base = tx.base().map(|b| b.to_string()).unwrap_or_else(|| CONFIG_BRANCH.into());
     let current = db.read(&base, key.path)?.unwrap_or_default();
-    let suffix = if key.path.ends_with(".json") {
-        ".json"
-    } else {
-        ".txt"
-    };
+    let suffix = if key.path.ends_with(".json") { ".json" } else { ".txt" };
     let mut file = tempfile::Builder::new()
         .prefix(&format!("cairn-{}-", key.name))
         .suffix(suffix)
@@ -55,10 +48,8 @@ pub fn run(ctx: &Ctx, name: &str, write: &WriteOpts, force: bool) -> anyhow::Res
     }
     if let Err(refused) = tx.set_key(key.name, &edited) {
         let (_, kept) = file.keep().context("keeping the edited file")?;
-        return Err(anyhow::Error::new(refused).context(format!(
-            "nothing changed; your edit is kept in {}",
-            kept.display()
-        )));
+        return Err(anyhow::Error::new(refused)
+            .context(format!("nothing changed; your edit is kept in {}", kept.display())));
     }
     let done = tx.commit()?;
     report(ctx, &db, &done, &format!("edited {}", key.name))

@@ -11,10 +11,7 @@ pub fn run(ctx: &Ctx, at: &str) -> anyhow::Result<()> {
     let object: serde_json::Map<String, serde_json::Value> = KEYS
         .iter()
         .filter_map(|key| {
-            snapshot
-                .tree
-                .get(key.path)
-                .map(|v| (key.name.to_owned(), value::to_json(key, v)))
+            snapshot.tree.get(key.path).map(|v| (key.name.to_owned(), value::to_json(key, v)))
         })
         .collect();
     output::print_json(&serde_json::Value::Object(object))

@@ -12,10 +12,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
         Ok(db) => {
             let head = db.head(CONFIG_BRANCH)?.expect("init made the first commit");
             println!("{head}");
-            output::note(&format!(
-                "initialised {} with every key at its default",
-                path.display()
-            ));
+            output::note(&format!("initialised {} with every key at its default", path.display()));
             Ok(())
         }
         Err(DbError::AlreadyExists { .. }) => {

@@ -68,11 +68,7 @@ fn options(key: &Key, tree: &Tree) -> String {
         .iter()
         .filter_map(|name| cairn::schema::by_name(name).ok())
         .map(|o| {
-            format!(
-                "{}={}",
-                o.name,
-                value::display(o, tree.get(o.path).map_or(&[][..], |v| v))
-            )
+            format!("{}={}", o.name, value::display(o, tree.get(o.path).map_or(&[][..], |v| v)))
         })
         .collect::<Vec<_>>()
         .join(", ")

@@ -46,24 +46,18 @@ fn branch_log(ctx: &Ctx, limit: Option<usize>, at: &str) -> anyhow::Result<()> {
 fn key_log(ctx: &Ctx, key: &Key, limit: Option<usize>, at: &str) -> anyhow::Result<()> {
     let db = ctx.open_read()?;
     let changes = db.key_history(at, key.path, limit)?;
-    let show = |v: &Option<Vec<u8>>| {
-        v.as_ref()
-            .map_or("(absent)".to_owned(), |b| value::display(key, b))
-    };
+    let show =
+        |v: &Option<Vec<u8>>| v.as_ref().map_or("(absent)".to_owned(), |b| value::display(key, b));
     match ctx.mode {
         Mode::Json => {
             let rows: Vec<_> = changes
                 .iter()
                 .map(|c| {
                     let mut row = commit_json(&c.commit);
-                    row["old"] = c
-                        .old
-                        .as_ref()
-                        .map_or(serde_json::Value::Null, |b| value::to_json(key, b));
-                    row["new"] = c
-                        .new
-                        .as_ref()
-                        .map_or(serde_json::Value::Null, |b| value::to_json(key, b));
+                    row["old"] =
+                        c.old.as_ref().map_or(serde_json::Value::Null, |b| value::to_json(key, b));
+                    row["new"] =
+                        c.new.as_ref().map_or(serde_json::Value::Null, |b| value::to_json(key, b));
                     row
                 })
                 .collect();

@@ -51,10 +51,7 @@ impl Ctx {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let db_path = cairn::home::db_dir(cli.db.as_deref())?;
-    let ctx = Ctx {
-        db_path,
-        mode: output::mode(cli.json),
-    };
+    let ctx = Ctx { db_path, mode: output::mode(cli.json) };
     match cli.command {
         Command::Init => init::run(&ctx),
         Command::List => list::run(&ctx),
@@ -87,9 +84,7 @@ pub fn value_arg(arg: &str, stdin_used: &mut bool) -> anyhow::Result<Vec<u8>> {
             return Err(Usage("only one value can come from standard input".into()).into());
         }
         let mut bytes = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .context("reading standard input")?;
+        std::io::stdin().read_to_end(&mut bytes).context("reading standard input")?;
         return Ok(bytes);
     }
     if let Some(path) = arg.strip_prefix('@') {
@@ -104,9 +99,7 @@ pub fn prepare(db: &Db, tx: &mut Transaction<'_>, write: &WriteOpts) -> anyhow::
         tx.message(message.clone());
     }
     if let Some(expected) = &write.expect {
-        let id = db
-            .resolve(expected)
-            .with_context(|| format!("--expect {expected}"))?;
+        let id = db.resolve(expected).with_context(|| format!("--expect {expected}"))?;
         tx.expect(Some(id));
     }
     Ok(())
@@ -131,15 +124,8 @@ pub fn report(ctx: &Ctx, db: &Db, done: &Committed, what: &str) -> anyhow::Resul
     }
     println!("{}", done.id);
     if done.created {
-        let rebased = if done.rebased {
-            ", re-applied on a newer head"
-        } else {
-            ""
-        };
-        output::note(&format!(
-            "{what} (commit {}{rebased})",
-            output::short(&done.id)
-        ));
+        let rebased = if done.rebased { ", re-applied on a newer head" } else { "" };
+        output::note(&format!("{what} (commit {}{rebased})", output::short(&done.id)));
     } else {
         output::note(&format!("{what}: already so, no commit made"));
     }
@@ -150,12 +136,8 @@ pub fn report(ctx: &Ctx, db: &Db, done: &Committed, what: &str) -> anyhow::Resul
 /// In the catalogue's order, the order `list` shows.
 pub fn changes_json(db: &Db, from: &str, to: &str) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut changes = db.diff(from, to)?;
-    let rank = |path: &str| {
-        cairn::schema::KEYS
-            .iter()
-            .position(|k| k.path == path)
-            .unwrap_or(usize::MAX)
-    };
+    let rank =
+        |path: &str| cairn::schema::KEYS.iter().position(|k| k.path == path).unwrap_or(usize::MAX);
     changes.sort_by_key(|c| rank(&c.path));
     Ok(changes
         .into_iter()

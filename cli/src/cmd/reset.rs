@@ -10,11 +10,7 @@ pub fn run(ctx: &Ctx, names: &[String], all: bool, write: &WriteOpts) -> anyhow:
     let mut tx = db.transaction(CONFIG_BRANCH)?;
     prepare(&db, &mut tx, write)?;
     let names: Vec<&str> = if all {
-        cairn::schema::KEYS
-            .iter()
-            .filter(|k| !k.internal)
-            .map(|k| k.name)
-            .collect()
+        cairn::schema::KEYS.iter().filter(|k| !k.internal).map(|k| k.name).collect()
     } else {
         names.iter().map(String::as_str).collect()
     };
@@ -23,14 +19,7 @@ pub fn run(ctx: &Ctx, names: &[String], all: bool, write: &WriteOpts) -> anyhow:
         done_names.push(tx.reset_key(name)?.name);
     }
     if write.message.is_none() {
-        tx.message(format!(
-            "reset {}",
-            if all {
-                "all keys".into()
-            } else {
-                done_names.join(" ")
-            }
-        ));
+        tx.message(format!("reset {}", if all { "all keys".into() } else { done_names.join(" ") }));
     }
     let done = tx.commit()?;
     report(ctx, &db, &done, &format!("reset {}", done_names.join(" ")))

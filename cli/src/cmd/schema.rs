@@ -81,10 +81,7 @@ fn one(ctx: &Ctx, name: &str, host: &cairn::schema::Host) -> anyhow::Result<()> 
     println!("{} ({})", key.name, key.path);
     println!("  type:    {}", value::type_name(key.kind));
     println!("  allowed: {}", value::allowed(key, host));
-    println!(
-        "  default: {}",
-        value::display(key, &key.default_bytes(host))
-    );
+    println!("  default: {}", value::display(key, &key.default_bytes(host)));
     println!("  apply:   {}", key.apply);
     if !key.options.is_empty() {
         println!("  options: {}", key.options.join(", "));

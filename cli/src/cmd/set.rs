@@ -19,11 +19,7 @@ pub fn run(ctx: &Ctx, args: &[String], write: &WriteOpts, force: bool) -> anyhow
         let key = tx.set_key(name, &value)?;
         let stored = &tx.changes()[key.path];
         let stored = stored.as_deref().unwrap_or_default();
-        shown.push(format!(
-            "{}={}",
-            key.name,
-            cairn::schema::value::display(key, stored)
-        ));
+        shown.push(format!("{}={}", key.name, cairn::schema::value::display(key, stored)));
     }
     let done = tx.commit()?;
     report(ctx, &db, &done, &format!("set {}", shown.join(" ")))
@@ -39,9 +35,9 @@ fn parse(args: &[String]) -> Result<Vec<(String, String)>, Usage> {
     match args {
         [] => Err(Usage("set what? try `cairn set memory 4096`".into())),
         [first, ..] if first.contains('=') => args.iter().map(pair).collect(),
-        [key] => Err(Usage(format!(
-            "{key}: no value given (cairn set {key} VALUE, or {key}=VALUE)"
-        ))),
+        [key] => {
+            Err(Usage(format!("{key}: no value given (cairn set {key} VALUE, or {key}=VALUE)")))
+        }
         [key, value, rest @ ..] => {
             let mut pairs = vec![(key.clone(), value.clone())];
             for arg in rest {
