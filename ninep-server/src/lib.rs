@@ -1,0 +1,23 @@
+//! 9P for cairn: the database served as DataKit's filesystem, so that a guest mounts it at
+//! `/Database` and scripts change settings by writing files.
+//!
+//! # Why our own codec
+//! The crates available were measured against what this server needs (see the project's reference
+//! notes): rs9p holds its fid-table lock while a handler runs, so one blocked `head.live` read
+//! stalls every other request on the mount, has no Tflush, and drops the connection on a
+//! non-UTF-8 name; its transports are only TCP and unix sockets with a private loop, while cairn
+//! also needs a message-in/message-out entry point for the VMM's virtio-9p queue. The google `p9`
+//! crate serves a real host directory synchronously. So the codec is written here: frames in,
+//! frames out, no I/O, names as bytes, every length checked against the frame before anything is
+//! allocated.
+//!
+//! # Layout
+//! - [`wire`]: the primitive encodings (integers, strings, qids, stat) with bounds checks.
+//! - [`codec`]: every message of 9P2000.L, 9P2000.u and 9P2000, decoded from and encoded to
+//!   frames, for both the server and the test client.
+
+pub mod codec;
+pub mod wire;
+
+pub use codec::{Dialect, Fcall, Frame};
+pub use wire::{DecodeError, Qid, Stat};
