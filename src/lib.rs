@@ -7,9 +7,11 @@
 //! # Layout
 //! - [`home`]: where cairn keeps its data (`CAIRN_HOME`, `CAIRN_DB`).
 //! - [`host`]: the machine's limits, which bound settings such as `memory` and `ncpu`.
+//! - [`serve`]: the 9P server on its own (`cairn serve`).
 
 pub mod home;
 pub mod host;
+pub mod serve;
 
 pub use cairn_db as db;
 pub use cairn_schema as schema;
@@ -27,4 +29,14 @@ pub enum Error {
     },
     #[error("{path} has no MemTotal line")]
     NoMemTotal { path: &'static str },
+    #[error("starting the async runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("listening on {address}")]
+    Listen {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Transport(#[from] cairn_9p::transport::Error),
 }

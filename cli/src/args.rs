@@ -134,6 +134,18 @@ pub enum Command {
     /// The keys: types, defaults, what a change does; `schema KEY` for one, `schema daemon` for
     /// daemon.json's keys.
     Schema { key: Option<String> },
+    /// Serve the database over 9P (DataKit's layout) until interrupted.
+    ///
+    /// Prints `unix PATH` and `tcp ADDRESS` on stdout once listening. Logs go to stderr
+    /// (CAIRN_LOG=debug for more).
+    Serve {
+        /// The unix socket [default: $CAIRN_HOME/9p.sock].
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Also listen on TCP, e.g. 127.0.0.1:5640 (port 0: any free port).
+        #[arg(long, value_name = "ADDR")]
+        tcp: Option<std::net::SocketAddr>,
+    },
     /// Print the database directory.
     Path,
     /// Print a shell completion script.

@@ -15,6 +15,14 @@ pub enum Error {
     UnknownRevision { rev: String },
     #[error("branch {branch} does not exist")]
     NoBranch { branch: String },
+    #[error("branch {branch} already exists")]
+    BranchExists { branch: String },
+    #[error("branch {branch} holds the configuration and cannot be deleted")]
+    Protected { branch: String },
+    #[error("{branch:?} is not a valid branch name")]
+    BadBranchName { branch: String },
+    #[error("{to} does not descend from the head of {branch}: not a fast-forward")]
+    NotFastForward { branch: String, to: String },
     /// A value or tree the schema refuses; nothing was committed.
     #[error(transparent)]
     Refused(#[from] cairn_schema::Error),

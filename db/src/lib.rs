@@ -8,17 +8,21 @@
 //!
 //! # Layout
 //! - [`Db`] (this file): opening and creating a database, reading at any revision.
+//! - [`branch`]: listing, creating, deleting, fast-forwarding branches.
 //! - [`transaction`]: a set of changes committed as one commit, rebased when the head moved.
 //! - [`refs`]: the lock-file compare-and-swap on a ref, with fsync.
 //! - `durable`: flushing freshly written objects before the ref moves.
 //! - [`history`]: the branch log, per-key history (through an index of changed keys), diffs
 //!   and rollback.
+//! - [`objects`]: trees, entries and blobs by id, for the 9P server.
 //! - [`watch`]: a subscription to a branch's head, for this process's writes and everyone else's.
 
+pub mod branch;
 mod durable;
 mod error;
 pub mod history;
 mod history_index;
+pub mod objects;
 mod read;
 pub mod refs;
 pub mod transaction;

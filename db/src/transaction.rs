@@ -26,6 +26,8 @@ pub struct Transaction<'db> {
     message: Option<String>,
     expect: Option<Option<ObjectId>>,
     validation: Validation,
+    extra_parents: Vec<ObjectId>,
+    links: std::collections::BTreeSet<String>,
 }
 
 /// What [`Transaction::commit`] did.
@@ -53,6 +55,8 @@ impl<'db> Transaction<'db> {
             message: None,
             expect: None,
             validation: Validation::default(),
+            extra_parents: Vec::new(),
+            links: Default::default(),
         }
     }
 
@@ -67,10 +71,24 @@ impl<'db> Transaction<'db> {
         self
     }
 
+    /// Treats `base` as the head this transaction started from (a 9P transaction snapshots the
+    /// head at mkdir): if the branch moved since, the changes are re-applied or refused as a
+    /// conflict.
+    pub fn base_at(&mut self, base: Option<ObjectId>) -> &mut Self {
+        self.base = base;
+        self
+    }
+
     /// Refuse to commit unless the branch is exactly at `head` (scripts' compare-and-swap).
     pub fn expect(&mut self, head: Option<ObjectId>) -> &mut Self {
         self.expect = Some(head);
         self.base = head;
+        self
+    }
+
+    /// Makes the commit a merge: `parents` follow the branch head as further parents.
+    pub fn merge_parents(&mut self, parents: Vec<ObjectId>) -> &mut Self {
+        self.extra_parents = parents;
         self
     }
 
@@ -105,6 +123,13 @@ impl<'db> Transaction<'db> {
     /// Writes `content` at `path` as it is; on the configuration branch it is validated at commit.
     pub fn set_path(&mut self, path: &str, content: Vec<u8>) -> &mut Self {
         self.changes.insert(path.to_owned(), Some(content));
+        self
+    }
+
+    /// Writes a symbolic link at `path` pointing at `target`.
+    pub fn set_link(&mut self, path: &str, target: Vec<u8>) -> &mut Self {
+        self.links.insert(path.to_owned());
+        self.changes.insert(path.to_owned(), Some(target));
         self
     }
 
@@ -161,12 +186,13 @@ impl<'db> Transaction<'db> {
                             .write_blob(content)
                             .map_err(|e| Error::git("writing a blob", e))?;
                         written.push(blob.detach());
+                        let kind = if self.links.contains(path) {
+                            gix::object::tree::EntryKind::Link
+                        } else {
+                            gix::object::tree::EntryKind::Blob
+                        };
                         editor
-                            .upsert(
-                                path.as_str(),
-                                gix::object::tree::EntryKind::Blob,
-                                blob.detach(),
-                            )
+                            .upsert(path.as_str(), kind, blob.detach())
                             .map_err(|e| Error::git("editing a tree", e))?;
                     }
                     None => {
@@ -177,7 +203,7 @@ impl<'db> Transaction<'db> {
                 }
             }
             let tree = editor.write().map_err(|e| Error::git("writing a tree", e))?.detach();
-            if tree == parent_tree {
+            if tree == parent_tree && self.extra_parents.is_empty() {
                 let Some(id) = parent else {
                     return Err(Error::NoBranch { branch: self.branch.clone() });
                 };
@@ -207,7 +233,8 @@ impl<'db> Transaction<'db> {
                 Some(message) => message.clone(),
                 None => generated_message(&repo, &self.changes, parent_tree)?,
             };
-            let commit = write_commit(&repo, tree, parent, &message)?;
+            let parents = parent.into_iter().chain(self.extra_parents.iter().copied()).collect();
+            let commit = write_commit(&repo, tree, parents, &message)?;
             written.push(commit);
             written.push(tree);
             for path in self.changes.keys() {
@@ -280,7 +307,7 @@ pub(crate) fn commit_tree(
     let repo = db.repo();
     let _writer = WriterLock::acquire(db.git_dir())?;
     let (root, written) = write_tree(&repo, tree)?;
-    let commit = write_commit(&repo, root, expected, message)?;
+    let commit = write_commit(&repo, root, expected.into_iter().collect(), message)?;
     crate::durable::sync_objects(&repo, written.into_iter().chain([root, commit]))?;
     match compare_and_swap(&repo, branch, expected, commit)? {
         Swap::Done => Ok(commit),
@@ -336,7 +363,7 @@ fn trees_along(repo: &gix::Repository, root: ObjectId, path: &str) -> Result<Vec
 pub(crate) fn write_commit(
     repo: &gix::Repository,
     tree: ObjectId,
-    parent: Option<ObjectId>,
+    parents: Vec<ObjectId>,
     message: &str,
 ) -> Result<ObjectId, Error> {
     let now = gix::date::Time::now_local_or_utc();
@@ -351,7 +378,7 @@ pub(crate) fn write_commit(
     message.push('\n');
     let commit = gix::objs::Commit {
         tree,
-        parents: parent.into_iter().collect(),
+        parents: parents.into(),
         author: identity(repo.author()),
         committer: identity(repo.committer()),
         encoding: None,
@@ -383,7 +410,7 @@ fn migrate_if_needed(
         notes.iter().map(|n| format!("- {n}\n")).collect::<String>()
     );
     let (root, written) = write_tree(repo, &tree)?;
-    let commit = write_commit(repo, root, Some(head), &message)?;
+    let commit = write_commit(repo, root, vec![head], &message)?;
     crate::durable::sync_objects(repo, written.into_iter().chain([root, commit]))?;
     Ok(Some(commit))
 }

@@ -15,9 +15,24 @@
 //! - [`wire`]: the primitive encodings (integers, strings, qids, stat) with bounds checks.
 //! - [`codec`]: every message of 9P2000.L, 9P2000.u and 9P2000, decoded from and encoded to
 //!   frames, for both the server and the test client.
+//! - [`fs`]: the database as DataKit's filesystem (branches, ro/, streams, transactions,
+//!   snapshots, trees).
+//! - [`session`]: one connection: dialect, fids, requests in flight, Tflush; the
+//!   message-in/message-out entry point that every transport (and the VMM's virtio-9p) uses.
+//! - `handlers`: what each request does.
+//! - [`transport`]: unix socket and TCP listeners.
+//! - [`client`]: a small client for tests and benchmarks.
 
+pub mod client;
 pub mod codec;
+pub mod errno;
+pub mod fs;
+mod handlers;
+pub mod session;
+pub mod transport;
 pub mod wire;
 
 pub use codec::{Dialect, Fcall, Frame};
+pub use fs::Fs;
+pub use session::Session;
 pub use wire::{DecodeError, Qid, Stat};

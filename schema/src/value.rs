@@ -80,8 +80,9 @@ pub fn normalize(key: &Key, input: &[u8], host: &Host, v: Validation) -> Result<
         let problem = format!("is too long ({} bytes, at most {limit})", input.len());
         return Err(Error::refused(key.name, text, problem, allowed(key, host)));
     }
-    let refuse = |problem: &str| Error::refused(key.name, text, problem, allowed(key, host));
     let trimmed = text.trim();
+    // Messages quote the value without the newline a file write (`echo 4096 > memory`) adds.
+    let refuse = |problem: &str| Error::refused(key.name, trimmed, problem, allowed(key, host));
     let canonical = match key.kind {
         Kind::Hostname => line(hostname(trimmed).ok_or_else(|| refuse("is not a host name"))?),
         Kind::Int { min, max, unit } => {

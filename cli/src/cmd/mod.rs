@@ -11,6 +11,7 @@ mod log;
 mod reset;
 mod rollback;
 mod schema;
+mod serve;
 mod set;
 
 use std::io::Read;
@@ -65,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apply { file, write, force } => apply::run(&ctx, &file, &write, force),
         Command::Edit { key, write, force } => edit::run(&ctx, &key, &write, force),
         Command::Schema { key } => schema::run(&ctx, key.as_deref()),
+        Command::Serve { socket, tcp } => serve::run(&ctx, socket, tcp),
         Command::Path => {
             println!("{}", ctx.db_path.display());
             Ok(())

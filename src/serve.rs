@@ -1,0 +1,63 @@
+//! `cairn serve`: the database over 9P, on a unix socket and optionally TCP, until interrupted.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cairn_db::Db;
+
+use crate::Error;
+
+/// Where to listen.
+#[derive(Debug, Clone, Default)]
+pub struct Listeners {
+    /// A unix socket (created mode 0600).
+    pub socket: Option<PathBuf>,
+    /// A TCP address; port 0 picks a free port.
+    pub tcp: Option<SocketAddr>,
+}
+
+/// Serves until SIGINT or SIGTERM. Prints one line per listener on stdout (`unix PATH`,
+/// `tcp ADDRESS`) once it accepts connections, so that scripts can wait for it and find a
+/// port chosen by the system.
+pub fn run(db: Db, listeners: Listeners) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cairn-9p")
+        .build()
+        .map_err(Error::Runtime)?;
+    runtime.block_on(async move {
+        let fs = Arc::new(cairn_9p::Fs::new(Arc::new(db)));
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(address) = listeners.tcp {
+            if !address.ip().is_loopback() {
+                tracing::warn!(%address, "serving 9P beyond loopback, as asked: anyone who reaches it can change the configuration");
+            }
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| Error::Listen { address: address.to_string(), source })?;
+            let bound = listener.local_addr().map_err(|source| Error::Listen { address: address.to_string(), source })?;
+            println!("tcp {bound}");
+            tasks.spawn(cairn_9p::transport::serve_tcp(fs.clone(), listener));
+        }
+        if let Some(path) = listeners.socket {
+            let listener = cairn_9p::transport::bind_unix(&path)?;
+            println!("unix {}", path.display());
+            tasks.spawn(cairn_9p::transport::serve_unix_listener(fs.clone(), listener));
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(Error::Runtime)?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+            _ = terminate.recv() => tracing::info!("terminated"),
+            Some(done) = tasks.join_next() => {
+                if let Ok(Err(e)) = done {
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    })
+}
