@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh machine, builds the binaries the
 # end-to-end tests drive, and runs every test of the workspace.
+#   git                      the database is read back with the git CLI
+#   diod                     diod's client tools (diodls, diodcat) talk to `cairn serve`
+#   qemu-system-x86          boots the Linux guests under TCG
+#   busybox-static, cpio     the guests' initramfs
+#   apt lists                the guest kernel comes from `apt-get download linux-image-amd64`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v git >/dev/null || need+=(git)
-if [ ${#need[@]} -gt 0 ]; then
+command -v diodls >/dev/null || need+=(diod)
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86 seabios ipxe-qemu)
+[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && ldd /bin/busybox 2>&1 | grep -q "not a dynamic" \
+  || need+=(busybox-static)
+command -v cpio >/dev/null || need+=(cpio)
+lists=$(apt-cache policy linux-image-amd64 2>/dev/null | awk '/Candidate:/{print $2}')
+if [ ${#need[@]} -gt 0 ] || [ -z "$lists" ] || [ "$lists" = "(none)" ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+    if [ ${#need[@]} -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+    fi
   else
-    echo "tests/run.sh: please install: ${need[*]}" >&2
+    echo "tests/run.sh: as root, run: apt-get update && apt-get install ${need[*]}" >&2
     exit 1
   fi
 fi

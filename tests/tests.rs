@@ -8,4 +8,5 @@ mod cli;
 mod concurrency;
 mod crash;
 mod external_git;
+mod linux_guest;
 mod migration;

@@ -38,8 +38,24 @@ pub enum Open {
 #[derive(Debug)]
 pub struct Stream {
     heads: watch::Receiver<Option<cairn_db::ObjectId>>,
+    /// The last value delivered, to wait for a different one.
     last: Option<Vec<u8>>,
+    /// What is left of the current value for readers asking for fewer bytes than it has.
+    pending: Vec<u8>,
+    /// The current value has been read: the next read is the empty one.
     eof_next: bool,
+}
+
+impl Stream {
+    /// Up to `count` bytes of the pending value; the empty read follows its last byte.
+    fn take(&mut self, count: u32) -> Vec<u8> {
+        let n = (count as usize).min(self.pending.len());
+        let out: Vec<u8> = self.pending.drain(..n).collect();
+        if self.pending.is_empty() {
+            self.eof_next = true;
+        }
+        out
+    }
 }
 
 const S_IFMT: u32 = 0o170000;
@@ -453,7 +469,12 @@ async fn open(
                 Node::File(File::HeadLive(b) | File::TreeLive(b, _)) => b.clone(),
                 _ => return Err(EIO),
             };
-            Open::Stream(Stream { heads: fs.subscribe(&branch)?, last: None, eof_next: false })
+            Open::Stream(Stream {
+                heads: fs.subscribe(&branch)?,
+                last: None,
+                pending: Vec::new(),
+                eof_next: false,
+            })
         } else if let Node::Git { .. } = node {
             Open::Snapshot(Arc::new(fs.read_file(&node)?))
         } else {
@@ -503,6 +524,9 @@ async fn read(
             Ok(slice(&bytes))
         }
         Open::Stream(stream) => {
+            if !stream.pending.is_empty() {
+                return Ok(stream.take(count));
+            }
             if stream.eof_next {
                 stream.eof_next = false;
                 return Ok(Vec::new());
@@ -518,8 +542,8 @@ async fn read(
                 .await?;
                 if stream.last.as_ref() != Some(&value) {
                     stream.last = Some(value.clone());
-                    stream.eof_next = true;
-                    return Ok(value);
+                    stream.pending = value;
+                    return Ok(stream.take(count));
                 }
                 stream.heads.changed().await.map_err(|_| EIO)?;
             }
