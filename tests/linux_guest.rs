@@ -2,11 +2,11 @@
 //! trans=tcp and drives it from a shell script; its serial console comes back and is checked.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::util::{fixture, Env};
+use crate::util::{fixture, Env, Killed};
 
 /// The guest's script. `@PORT@` is the 9P port the guest reaches at 10.0.2.2.
 const INIT: &str = r#"#!/bin/sh
@@ -32,6 +32,15 @@ echo "BAD-ERR=$(cat /tmp/err)"
 echo "BAD-REASON=$(cat $M/transactions/bad/ctl)"
 echo x 2>/tmp/err > $M/ro/memory; echo "RO-ERR=$(cat /tmp/err)"
 cat $M/ro/no-such-key 2>/tmp/err; echo "NOENT-ERR=$(cat /tmp/err)"
+mkdir /u /p
+mount -t 9p -o trans=tcp,port=@PORT@,version=9p2000.u,cache=none 10.0.2.2 /u && echo U-MOUNT-OK
+U=/u/branch/master
+mkdir $U/transactions/u && echo 4096 > $U/transactions/u/rw/memory && echo commit > $U/transactions/u/ctl && echo U-COMMIT-OK
+echo "U-MEMORY=$(cat $U/ro/memory)"
+echo x 2>/tmp/err > $U/ro/memory; echo "U-RO-ERR=$(cat /tmp/err)"
+mount -t 9p -o trans=tcp,port=@PORT@,version=9p2000,cache=none 10.0.2.2 /p && echo P-MOUNT-OK
+echo "P-LS=$(ls /p/branch/master | tr '\n' ' ')"
+echo "P-HOSTNAME=$(cat /p/branch/master/ro/etc/hostname)"
 exec 3< $M/head.live
 read -r h1 <&3; echo "HEAD1 $h1"
 read -r eof <&3 || echo HEAD-EOF
@@ -41,34 +50,12 @@ echo GUEST-DONE
 poweroff -f
 "#;
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_linux_client_mounts_reads_commits_and_streams() {
     let env = Env::new();
-    let mut serve = Killed(
-        env.command(&["serve", "--tcp", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cairn serve starts"),
-    );
-    let mut lines = BufReader::new(serve.0.stdout.take().expect("stdout")).lines();
-    let port = loop {
-        let line = lines.next().expect("cairn serve prints its listeners").expect("utf-8");
-        if let Some(address) = line.strip_prefix("tcp ") {
-            break address.rsplit(':').next().expect("a port").to_owned();
-        }
-    };
+    let (serve, port) = env.serve_tcp();
     let init = env.dir.path().join("init");
-    std::fs::write(&init, INIT.replace("@PORT@", &port)).expect("write init");
+    std::fs::write(&init, INIT.replace("@PORT@", &port.to_string())).expect("write init");
     let initrd = env.dir.path().join("initrd.img");
     let cache = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-cache/linux");
     let built = Command::new("sh")
@@ -143,6 +130,11 @@ fn the_linux_client_mounts_reads_commits_and_streams() {
     assert!(has(r#"BAD-REASON=memory: "lots" is not a size in MiB"#), "{text}");
     assert!(has("RO-ERR=") && has("Read-only file system"), "{text}");
     assert!(has("No such file or directory"), "{text}");
+    // 9P2000.u and plain 9P2000, the dialects of DataKit-era clients, through the same kernel.
+    assert!(has("U-MOUNT-OK") && has("U-COMMIT-OK") && has("U-MEMORY=4096"), "{text}");
+    assert!(has("U-RO-ERR=") && text.matches("Read-only file system").count() >= 2, "{text}");
+    assert!(has("P-MOUNT-OK") && has("P-HOSTNAME=cairn"), "{text}");
+    assert!(has("P-LS=fast-forward head head.live ro transactions watch"), "{text}");
     assert!(has("HEAD-EOF"), "a stream value is followed by an empty read:\n{text}");
     assert!(
         has(&format!("HEAD2 {after}")),

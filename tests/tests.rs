@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod concurrency;
 mod crash;
+mod diod_tools;
 mod external_git;
 mod linux_guest;
 mod migration;

@@ -136,3 +136,39 @@ pub fn git_in(git_dir: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("git output is UTF-8")
 }
+
+/// A child process killed and reaped when the test ends, however it ends.
+#[derive(Debug)]
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Env {
+    /// `cairn serve --tcp 127.0.0.1:0` on this database: the server and the port it chose.
+    pub fn serve_tcp(&self) -> (Killed, u16) {
+        use std::io::{BufRead, BufReader};
+        let mut serve = Killed(
+            self.command(&["serve", "--tcp", "127.0.0.1:0"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("cairn serve starts"),
+        );
+        let mut lines = BufReader::new(serve.0.stdout.take().expect("stdout")).lines();
+        for line in lines.by_ref() {
+            let line = line.expect("cairn serve prints its listeners");
+            if let Some(address) = line.strip_prefix("tcp ") {
+                let port = address.rsplit(':').next().and_then(|p| p.parse().ok());
+                // The rest of its output is drained, so that it never writes to a closed pipe.
+                std::thread::spawn(move || lines.for_each(drop));
+                return (serve, port.expect("a port"));
+            }
+        }
+        panic!("cairn serve printed no tcp listener");
+    }
+}

@@ -1,10 +1,14 @@
 //! One client connection: its negotiated dialect and msize, its fids, its requests in flight.
 //!
-//! Transport-agnostic: a transport hands whole frames to [`Session::dispatch`] and writes out
-//! whatever arrives on the reply channel. Each request runs as its own task, so a read blocked
-//! on a stream (`head.live`) holds up nothing else, and Tflush can cancel it. A reply is sent,
-//! and its tag released, under the in-flight lock, so Rflush never overtakes the reply it
-//! flushes.
+//! Transport-agnostic: a transport hands whole frames to [`Session::dispatch`], writes out
+//! whatever arrives on the reply channel and returns a [`Credits`] credit for each reply it has
+//! delivered. Each request runs as its own task, so a read blocked on a stream (`head.live`)
+//! holds up nothing else, and Tflush can cancel it. A reply is sent, and its tag released,
+//! under the in-flight lock, so Rflush never overtakes the reply it flushes.
+//!
+//! Memory per connection is bounded by [`MAX_IN_FLIGHT`] requests: a request holds its credit
+//! until its reply has left through the transport, not merely until the reply is queued, so a
+//! client that sends without reading its replies stops being read instead of filling memory.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,8 +24,20 @@ use crate::wire::DecodeError;
 
 /// Largest msize we agree to: Linux's TCP and fd transports allow up to 1 MiB.
 pub const MAX_MSIZE: u32 = 1 << 20;
-/// Requests one connection may have in flight; beyond that the transport stops reading.
+/// Requests one connection may have in flight, counting replies not yet delivered; beyond
+/// that the transport stops reading.
 pub const MAX_IN_FLIGHT: usize = 256;
+
+/// The transport's half of the in-flight bound: one credit comes back per reply delivered.
+#[derive(Debug, Clone)]
+pub struct Credits(Arc<Semaphore>);
+
+impl Credits {
+    /// A reply frame from the reply channel has been written to the client.
+    pub fn delivered(&self) {
+        self.0.add_permits(1);
+    }
+}
 
 /// What a request's handler sees of its connection.
 #[derive(Debug)]
@@ -73,6 +89,12 @@ impl Session {
         lock(&self.state).msize
     }
 
+    /// What the transport returns a credit to for each reply it delivers. It holds no reply
+    /// sender, so the reply channel still closes when the session and its tasks are gone.
+    pub fn credits(&self) -> Credits {
+        Credits(self.permits.clone())
+    }
+
     /// Waits for room for one more request in flight.
     pub async fn ready(&self) {
         // The semaphore is never closed, so acquiring only waits.
@@ -96,7 +118,6 @@ impl Session {
         match frame.fcall {
             Fcall::Tversion { msize, version } => {
                 self.version(frame.tag, msize, &version);
-                self.permits.add_permits(1);
             }
             Fcall::Tflush { oldtag } => self.flush(frame.tag, oldtag),
             fcall => self.spawn(frame.tag, fcall),
@@ -119,6 +140,7 @@ impl Session {
         }
     }
 
+    /// Queues a reply; its request's credit comes back once the transport has delivered it.
     fn send(&self, tag: u16, fcall: Fcall, dialect: Dialect) {
         let _ = self.replies.send(Frame { tag, fcall }.encode(dialect));
     }
@@ -165,7 +187,6 @@ impl Session {
             }
             session.send(tag, reply, dialect);
             drop(inflight);
-            session.permits.add_permits(1);
         });
         if let Some(old) = inflight.1.insert(tag, InFlight { generation, task }) {
             // A client reusing a tag still in flight broke the protocol; the old request's reply
@@ -184,7 +205,6 @@ impl Session {
                 // Already answered (answers go out under this lock), or never seen.
                 self.send(tag, Fcall::Rflush {}, dialect);
                 drop(inflight);
-                self.permits.add_permits(1);
             }
             Some(entry) => {
                 drop(inflight);
@@ -196,7 +216,6 @@ impl Session {
                         session.permits.add_permits(1);
                     }
                     session.send(tag, Fcall::Rflush {}, dialect);
-                    session.permits.add_permits(1);
                 });
             }
         }

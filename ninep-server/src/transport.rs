@@ -35,11 +35,13 @@ where
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (replies, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
     let session = Session::new(fs, replies);
+    let credits = session.credits();
     let writing = tokio::spawn(async move {
         while let Some(frame) = outgoing.recv().await {
             if writer.write_all(&frame).await.is_err() {
                 break;
             }
+            credits.delivered();
         }
     });
     let outcome = read_frames(&session, &mut reader).await;

@@ -1,49 +1,16 @@
 //! The server over a real unix socket, a real database, and the project's own client: what
 //! DataKit's own suites covered.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use cairn_9p::client::Client;
 use cairn_9p::codec::Fcall;
 use cairn_9p::errno::*;
-use cairn_db::{Db, CONFIG_BRANCH};
-use cairn_schema::Host;
+use cairn_db::CONFIG_BRANCH;
+use common::Server;
 use tokio::net::UnixStream;
-
-const HOST: Host = Host { ram_mib: 8192, cores: 4 };
-
-struct Server {
-    dir: tempfile::TempDir,
-    db: Arc<Db>,
-}
-
-impl Server {
-    async fn start() -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Arc::new(Db::init(&dir.path().join("db"), HOST).expect("init"));
-        let fs = Arc::new(cairn_9p::Fs::new(db.clone()));
-        let socket = dir.path().join("9p.sock");
-        let path = socket.clone();
-        tokio::spawn(async move { cairn_9p::transport::serve_unix(fs, &path).await });
-        for _ in 0..100 {
-            if socket.exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Server { dir, db }
-    }
-
-    async fn client(&self, msize: u32) -> Client<UnixStream> {
-        let stream = UnixStream::connect(self.dir.path().join("9p.sock")).await.expect("connect");
-        Client::connect(stream, msize).await.expect("version and attach")
-    }
-
-    fn head(&self) -> String {
-        self.db.head(CONFIG_BRANCH).expect("head").expect("exists").to_string()
-    }
-}
 
 fn errno<T: std::fmt::Debug>(r: Result<T, cairn_9p::client::Error>) -> u32 {
     r.expect_err("an error").errno().expect("an errno")
@@ -335,5 +302,38 @@ async fn garbage_drops_only_its_own_connection() {
             other => panic!("the server should hang up, got {other:?}"),
         }
     }
+    assert_eq!(good.cat("branch/master/ro/memory").await.expect("unaffected"), b"2048\n");
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_replies_stops_being_read() {
+    use cairn_9p::{Dialect, Frame};
+    use tokio::io::AsyncWriteExt;
+    let s = Server::start().await;
+    let mut good = s.client(65536).await;
+    let mut greedy = UnixStream::connect(s.dir.path().join("9p.sock")).await.expect("connect");
+    let version = Fcall::Tversion { msize: 65536, version: b"9P2000.L".to_vec() };
+    greedy
+        .write_all(&Frame { tag: 0xffff, fcall: version }.encode(Dialect::L))
+        .await
+        .expect("send");
+    // Requests the server answers at once (clunk of an unknown fid), never reading a reply.
+    let mut burst = Vec::new();
+    for tag in 0..4096u16 {
+        burst.extend(Frame { tag, fcall: Fcall::Tclunk { fid: 7 } }.encode(Dialect::L));
+    }
+    let mut sent = 0usize;
+    let stalled = loop {
+        match tokio::time::timeout(Duration::from_secs(2), greedy.write_all(&burst)).await {
+            Err(_) => break true,
+            Ok(written) => written.expect("the server keeps the connection"),
+        }
+        sent += burst.len();
+        if sent > 256 << 20 {
+            break false;
+        }
+    };
+    assert!(stalled, "the server read {sent} bytes of requests whose replies nobody read");
+    // Everybody else is served as usual meanwhile.
     assert_eq!(good.cat("branch/master/ro/memory").await.expect("unaffected"), b"2048\n");
 }
