@@ -26,7 +26,10 @@ impl Db {
         let repo = self.repo();
         let _writer = WriterLock::acquire(self.git_dir())?;
         match compare_and_swap(&repo, branch, None, at)? {
-            Swap::Done => Ok(()),
+            Swap::Done => {
+                self.heads.clear();
+                Ok(())
+            }
             Swap::Moved(_) => Err(Error::BranchExists { branch: branch.to_owned() }),
         }
     }
@@ -53,6 +56,7 @@ impl Db {
             deref: false,
         })
         .map_err(|e| Error::git("deleting a branch", e))?;
+        self.heads.clear();
         Ok(())
     }
 
@@ -74,7 +78,10 @@ impl Db {
             }
         }
         match compare_and_swap(&repo, branch, head, to)? {
-            Swap::Done => Ok(()),
+            Swap::Done => {
+                self.heads.clear();
+                Ok(())
+            }
             Swap::Moved(found) => Err(Error::Moved {
                 branch: branch.to_owned(),
                 expected: head.map_or("(none)".into(), |h| h.to_string()),

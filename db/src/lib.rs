@@ -20,6 +20,7 @@
 pub mod branch;
 mod durable;
 mod error;
+mod head_cache;
 pub mod history;
 mod history_index;
 pub mod objects;
@@ -29,6 +30,7 @@ pub mod transaction;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 pub use cairn_schema as schema;
 use cairn_schema::{Host, Tree};
@@ -48,8 +50,40 @@ pub const CONFIG_BRANCH: &str = "master";
 #[derive(Debug)]
 pub struct Db {
     repo: gix::ThreadSafeRepository,
+    /// Handles returned after use, with their object caches warm: a server answers many small
+    /// reads of the same trees, and a fresh handle would decompress them again every time.
+    idle: Mutex<Vec<gix::Repository>>,
+    heads: head_cache::HeadCache,
     git_dir: PathBuf,
     host: Host,
+}
+
+/// Idle handles kept; more than this many threads at once get fresh ones.
+const IDLE_HANDLES: usize = 8;
+
+/// A repository handle lent to one caller; it goes back to the database's pool when dropped.
+pub(crate) struct Handle<'a> {
+    repo: Option<gix::Repository>,
+    db: &'a Db,
+}
+
+impl std::ops::Deref for Handle<'_> {
+    type Target = gix::Repository;
+    fn deref(&self) -> &gix::Repository {
+        // Present from creation until drop.
+        self.repo.as_ref().unwrap_or_else(|| unreachable!("a handle holds its repository"))
+    }
+}
+
+impl Drop for Handle<'_> {
+    fn drop(&mut self) {
+        if let Some(repo) = self.repo.take() {
+            let mut idle = self.db.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < IDLE_HANDLES {
+                idle.push(repo);
+            }
+        }
+    }
 }
 
 /// One commit and the whole tree it holds.
@@ -78,7 +112,13 @@ impl Db {
         let head = git_dir.join("HEAD");
         std::fs::write(&head, format!("ref: refs/heads/{CONFIG_BRANCH}\n"))
             .map_err(|source| Error::io(&head, source))?;
-        let db = Db { repo: repo.into_sync(), git_dir, host };
+        let db = Db {
+            repo: repo.into_sync(),
+            idle: Mutex::default(),
+            heads: Default::default(),
+            git_dir,
+            host,
+        };
         let tree = cairn_schema::tree::defaults(&host);
         let message = format!("init: defaults for schema v{}", cairn_schema::CURRENT_VERSION);
         transaction::commit_tree(&db, CONFIG_BRANCH, None, &tree, &message)?;
@@ -100,7 +140,7 @@ impl Db {
         let repo = gix::ThreadSafeRepository::open_opts(path, options)
             .map_err(|e| Error::NotADatabase { path: path.to_owned(), reason: e.to_string() })?;
         let git_dir = repo.git_dir().to_owned();
-        let db = Db { repo, git_dir, host };
+        let db = Db { repo, idle: Mutex::default(), heads: Default::default(), git_dir, host };
         if db.head(CONFIG_BRANCH)?.is_none() {
             return Err(Error::NotADatabase {
                 path: path.to_owned(),
@@ -120,12 +160,16 @@ impl Db {
         &self.host
     }
 
-    /// A repository handle for the calling thread, with an object cache: history walks read the
-    /// same subtrees again and again.
-    pub(crate) fn repo(&self) -> gix::Repository {
-        let mut repo = self.repo.to_thread_local();
-        repo.object_cache_size_if_unset(OBJECT_CACHE_BYTES);
-        repo
+    /// A repository handle with an object cache (history walks and 9P reads visit the same
+    /// trees again and again), from the pool when one is idle.
+    pub(crate) fn repo(&self) -> Handle<'_> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let repo = idle.unwrap_or_else(|| {
+            let mut repo = self.repo.to_thread_local();
+            repo.object_cache_size_if_unset(OBJECT_CACHE_BYTES);
+            repo
+        });
+        Handle { repo: Some(repo), db: self }
     }
 
     /// Starts a transaction on `branch`, based on its current head.

@@ -13,6 +13,14 @@ impl Db {
         crate::refs::read(&self.repo(), branch)
     }
 
+    /// [`Db::head`] for readers that ask again and again (the 9P server): one stat when the
+    /// ref's file is unchanged since the last read. Writers take the head under the ref's
+    /// lock instead.
+    pub fn head_cached(&self, branch: &str) -> Result<Option<ObjectId>, Error> {
+        let name = crate::refs::full_name(branch);
+        self.heads.get(&self.git_dir, &name, || crate::refs::read(&self.repo(), branch))
+    }
+
     /// Resolves a branch name, a full or abbreviated commit id, or any git revision
     /// (`master~2`) to a commit id.
     pub fn resolve(&self, rev: &str) -> Result<ObjectId, Error> {

@@ -213,13 +213,14 @@ impl<'db> Transaction<'db> {
                 // Nothing but the migration: it becomes the head.
                 match compare_and_swap(&repo, &self.branch, head, id)? {
                     Swap::Done => {
+                        self.db.heads.clear();
                         return Ok(Committed {
                             id,
                             parent: head,
                             created: true,
                             rebased,
                             migration,
-                        })
+                        });
                     }
                     Swap::Moved(_) => continue,
                 }
@@ -243,13 +244,14 @@ impl<'db> Transaction<'db> {
             crate::durable::sync_objects(&repo, written)?;
             match compare_and_swap(&repo, &self.branch, head, commit)? {
                 Swap::Done => {
+                    self.db.heads.clear();
                     return Ok(Committed {
                         id: commit,
                         parent: head,
                         created: true,
                         rebased,
                         migration,
-                    })
+                    });
                 }
                 // The git CLI moved the branch between our read and our lock: start over on it.
                 Swap::Moved(_) => continue,
@@ -310,7 +312,10 @@ pub(crate) fn commit_tree(
     let commit = write_commit(&repo, root, expected.into_iter().collect(), message)?;
     crate::durable::sync_objects(&repo, written.into_iter().chain([root, commit]))?;
     match compare_and_swap(&repo, branch, expected, commit)? {
-        Swap::Done => Ok(commit),
+        Swap::Done => {
+            db.heads.clear();
+            Ok(commit)
+        }
         Swap::Moved(found) => Err(Error::Moved {
             branch: branch.to_owned(),
             expected: expected.map_or("(none)".into(), |id| id.to_string()),

@@ -249,9 +249,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// The names in the directory at `path`, all of them (several readdirs when needed).
     pub async fn ls(&mut self, path: &str) -> Result<Vec<String>, Error> {
+        Ok(self.readdir(path).await?.into_iter().map(|(name, _)| name).collect())
+    }
+
+    /// The entries of the directory at `path` with the qids readdir gives them.
+    pub async fn readdir(&mut self, path: &str) -> Result<Vec<(String, Qid)>, Error> {
         let fid = self.walk(path).await?;
         self.open(fid, 0).await?;
-        let mut names = Vec::new();
+        let mut out = Vec::new();
         let mut offset = 0;
         loop {
             let reply = self.rpc(Fcall::Treaddir { fid, offset, count: self.msize - 11 }).await?;
@@ -259,11 +264,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             let entries = DirEntry::decode_all(&data)?;
             let Some(last) = entries.last() else { break };
             offset = last.offset;
-            names
-                .extend(entries.into_iter().map(|e| String::from_utf8_lossy(&e.name).into_owned()));
+            out.extend(
+                entries.into_iter().map(|e| (String::from_utf8_lossy(&e.name).into_owned(), e.qid)),
+            );
         }
         self.clunk(fid).await?;
-        Ok(names)
+        Ok(out)
     }
 
     /// getattr of `path`: (qid, mode, size).

@@ -28,59 +28,111 @@ pub enum Error {
 }
 
 /// Serves one connection until the peer leaves or breaks the protocol.
+///
+/// One task reads requests and writes replies: a request answered inline (most are) has its
+/// reply written by the same task right after, with no hand-off to a writer task, which
+/// measurably cut the latency of small reads. Replies from requests that had to wait arrive
+/// on the same channel and are written as soon as they come.
 pub async fn serve_connection<S>(fs: Arc<Fs>, stream: S, peer: String)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (reader, mut writer) = tokio::io::split(stream);
     let (replies, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
     let session = Session::new(fs, replies);
     let credits = session.credits();
-    let writing = tokio::spawn(async move {
-        while let Some(frame) = outgoing.recv().await {
-            if writer.write_all(&frame).await.is_err() {
-                break;
+    let mut frames = Frames::new(reader);
+    let mut room = false;
+    let outcome: Result<(), ReadError> = 'connection: loop {
+        while let Ok(frame) = outgoing.try_recv() {
+            if let Err(e) = writer.write_all(&frame).await {
+                break 'connection Err(e.into());
             }
             credits.delivered();
         }
-    });
-    let outcome = read_frames(&session, &mut reader).await;
+        tokio::select! {
+            biased;
+            Some(frame) = outgoing.recv() => {
+                if let Err(e) = writer.write_all(&frame).await {
+                    break 'connection Err(e.into());
+                }
+                credits.delivered();
+            }
+            next = async {
+                // Reads only while the connection has room for one more request in flight.
+                if !room {
+                    session.ready().await;
+                    room = true;
+                }
+                frames.next(session.msize()).await
+            } => match next {
+                Ok(Some(frame)) => {
+                    room = false;
+                    if let Err(e) = session.dispatch(&frame) {
+                        break 'connection Err(e.into());
+                    }
+                }
+                Ok(None) => break 'connection Ok(()),
+                Err(e) => break 'connection Err(e),
+            },
+        }
+    };
     match outcome {
         Ok(()) => tracing::debug!(%peer, "client left"),
         Err(e) => tracing::warn!(%peer, error = %e, "dropping a client"),
     }
     session.shutdown();
-    drop(session);
-    // The writer ends once every reply sender (the session's and its tasks') is gone.
-    let _ = writing.await;
 }
 
 #[derive(Debug, thiserror::Error)]
 enum ReadError {
-    #[error("reading")]
+    #[error("connection")]
     Io(#[from] std::io::Error),
     #[error("bad frame")]
     Decode(#[from] DecodeError),
+    #[error("the connection ended inside a frame")]
+    Truncated,
 }
 
-async fn read_frames<R: AsyncRead + Unpin>(
-    session: &Session,
-    reader: &mut R,
-) -> Result<(), ReadError> {
-    loop {
-        session.ready().await;
-        let mut prefix = [0u8; 4];
-        match reader.read_exact(&mut prefix).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e.into()),
+/// How much is asked of the socket per read.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Whole frames from a byte stream, through a buffer: a small request costs one read, and
+/// requests sent back to back arrive together. Cancel-safe, since bytes read stay in the
+/// buffer, so the connection can wait for a request and for replies at once.
+struct Frames<R> {
+    inner: R,
+    buf: Vec<u8>,
+    /// Where the first unconsumed byte of `buf` is.
+    start: usize,
+}
+
+impl<R: AsyncRead + Unpin> Frames<R> {
+    fn new(inner: R) -> Self {
+        Frames { inner, buf: Vec::with_capacity(READ_CHUNK), start: 0 }
+    }
+
+    /// The next frame, `None` when the peer closed the connection between frames.
+    async fn next(&mut self, msize: u32) -> Result<Option<Vec<u8>>, ReadError> {
+        loop {
+            let available = &self.buf[self.start..];
+            let mut wanted = 4;
+            if let Some(prefix) = available.first_chunk::<4>() {
+                // Checked against msize before anything is allocated for it.
+                wanted = Frame::size(*prefix, msize)?;
+                if available.len() >= wanted {
+                    let frame = available[..wanted].to_vec();
+                    self.start += wanted;
+                    return Ok(Some(frame));
+                }
+            }
+            self.buf.drain(..self.start);
+            self.start = 0;
+            self.buf.reserve(READ_CHUNK.max(wanted - self.buf.len()));
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() { Ok(None) } else { Err(ReadError::Truncated) };
+            }
         }
-        // Checked against msize before anything is allocated.
-        let size = Frame::size(prefix, session.msize())?;
-        let mut frame = vec![0u8; size];
-        frame[..4].copy_from_slice(&prefix);
-        reader.read_exact(&mut frame[4..]).await?;
-        session.dispatch(&frame)?;
     }
 }
 

@@ -198,6 +198,14 @@ async fn qids_are_stable_per_path_and_versioned_by_content() {
     assert_ne!(mem1.version, mem2.version, "new content: new version");
     let (ncpu, _, _) = c.stat("branch/master/ro/ncpu").await.expect("stat");
     assert_ne!(ncpu.path, mem2.path);
+    // readdir gives every entry the qid that walking to it gives.
+    for dir in ["branch/master/ro", "branch/master/ro/etc", "branch/master", ""] {
+        for (name, qid) in c.readdir(dir).await.expect("readdir") {
+            let path = if dir.is_empty() { name.clone() } else { format!("{dir}/{name}") };
+            let (walked, _, _) = c.stat(&path).await.expect("stat");
+            assert_eq!(qid, walked, "{path}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -336,4 +344,28 @@ async fn a_client_that_never_reads_its_replies_stops_being_read() {
     assert!(stalled, "the server read {sent} bytes of requests whose replies nobody read");
     // Everybody else is served as usual meanwhile.
     assert_eq!(good.cat("branch/master/ro/memory").await.expect("unaffected"), b"2048\n");
+}
+
+#[tokio::test]
+async fn reads_follow_refs_moved_by_the_git_cli_at_once() {
+    let s = Server::start().await;
+    let mut c = s.client(65536).await;
+    let first = s.head();
+    let mut tx = s.db.transaction(CONFIG_BRANCH).expect("tx");
+    tx.set_key("memory", b"4096").expect("valid");
+    let second = tx.commit().expect("commit").id.to_string();
+    let git_dir = s.dir.path().join("db");
+    // The ref flips between two commits as fast as git can move it; every read sees the move.
+    for round in 0..40 {
+        let (to, memory) = if round % 2 == 0 { (&first, "2048\n") } else { (&second, "4096\n") };
+        let moved = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(&git_dir)
+            .args(["update-ref", "refs/heads/master", to])
+            .status()
+            .expect("git runs");
+        assert!(moved.success());
+        let read = c.cat("branch/master/ro/memory").await.expect("read");
+        assert_eq!(String::from_utf8_lossy(&read), memory, "round {round}");
+    }
 }

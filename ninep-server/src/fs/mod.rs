@@ -102,7 +102,7 @@ impl Fs {
 
     /// The head of `branch`, `None` when it has no commit (or does not exist).
     pub fn head(&self, branch: &str) -> Result<Option<ObjectId>, u32> {
-        self.db.head(branch).map_err(|e| errno_of(&e))
+        self.db.head_cached(branch).map_err(|e| errno_of(&e))
     }
 
     fn branch_exists(&self, branch: &str) -> Result<bool, u32> {
@@ -141,10 +141,12 @@ impl Fs {
             ["snapshots"] => Node::Dir(Dir::Snapshots),
             ["trees"] => Node::Dir(Dir::Trees),
             ["branch", b, rest @ ..] => {
-                if !self.branch_exists(b)? {
+                // The head is read once per path: it is the one thing here that can change.
+                let head = self.head(b)?;
+                if head.is_none() && !lock(&self.pending).contains(*b) {
                     return Err(ENOENT);
                 }
-                self.classify_branch(b, rest)?
+                self.classify_branch(b, head, rest)?
             }
             ["snapshots", c, rest @ ..] => {
                 let id = self.commit_id(c)?;
@@ -167,7 +169,7 @@ impl Fs {
         Ok(node)
     }
 
-    fn classify_branch(&self, b: &str, rest: &[&str]) -> Result<Node, u32> {
+    fn classify_branch(&self, b: &str, head: Option<ObjectId>, rest: &[&str]) -> Result<Node, u32> {
         let b = b.to_owned();
         Ok(match rest {
             [] => Node::Dir(Dir::Branch(b)),
@@ -175,13 +177,11 @@ impl Fs {
             ["head.live"] => Node::File(File::HeadLive(b)),
             ["fast-forward"] => Node::File(File::FastForward(b)),
             ["ro", path @ ..] => {
-                if self.head(&b)?.is_none() {
-                    if path.is_empty() {
-                        return Ok(Node::EmptyRo(b));
-                    }
-                    return Err(ENOENT);
-                }
-                self.git_node(GitRoot::Branch(b), path)?
+                let Some(head) = head else {
+                    return if path.is_empty() { Ok(Node::EmptyRo(b)) } else { Err(ENOENT) };
+                };
+                let top = self.db.commit_tree(head).map_err(|e| errno_of(&e))?;
+                self.git_node_at(GitRoot::Branch(b), top, path)?
             }
             ["watch", path @ ..] => match path.split_last() {
                 Some((&"tree.live", dirs)) => Node::File(File::TreeLive(b, watched_path(dirs)?)),
@@ -249,6 +249,11 @@ impl Fs {
 
     fn git_node(&self, root: GitRoot, path: &[&str]) -> Result<Node, u32> {
         let top = self.git_root(&root)?;
+        self.git_node_at(root, top, path)
+    }
+
+    /// The node at `path` under `top`, the tree (or blob) that `root` shows.
+    fn git_node_at(&self, root: GitRoot, top: ObjectId, path: &[&str]) -> Result<Node, u32> {
         let path = node::join(path);
         if path.is_empty() {
             let kind = match root {

@@ -108,6 +108,9 @@ impl Fs {
 
     /// The children of a directory node, sorted by name.
     pub fn list(&self, comps: &[String], node: &Node) -> Result<Vec<Child>, u32> {
+        if let Node::Git { kind: EntryKind::Dir, id, .. } = node {
+            return self.git_children(comps, *id);
+        }
         let names: Vec<String> = match node {
             Node::Dir(Dir::Root) => vec!["branch".into(), "snapshots".into(), "trees".into()],
             Node::Dir(Dir::Branches) => {
@@ -155,13 +158,6 @@ impl Fs {
             Node::Dir(Dir::Snapshot(_)) => {
                 ["hash", "msg", "parents", "ro"].map(String::from).to_vec()
             }
-            Node::Git { kind: EntryKind::Dir, id, .. } => self
-                .db
-                .list_tree(*id)
-                .map_err(|e| errno_of(&e))?
-                .into_iter()
-                .map(|e| e.name)
-                .collect(),
             Node::Work { branch, txn, path, kind: WorkKind::Dir } => {
                 let txns = lock(&self.txns);
                 let t = txns.get(&(branch.clone(), txn.clone())).ok_or(ENOENT)?;
@@ -179,6 +175,26 @@ impl Fs {
             if let Ok(node) = self.classify(&child) {
                 out.push(Child { qid: self.qid(&child, &node), name });
             }
+        }
+        Ok(out)
+    }
+
+    /// A git tree's children, with qids made from its entries: the same qids `qid` gives each
+    /// child, without resolving every child again from the root.
+    fn git_children(&self, comps: &[String], tree: ObjectId) -> Result<Vec<Child>, u32> {
+        let mut entries = self.db.list_tree(tree).map_err(|e| errno_of(&e))?;
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut child = comps.to_vec();
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let kind = match entry.kind {
+                EntryKind::Dir => Qid::DIR,
+                EntryKind::Link => Qid::SYMLINK,
+                EntryKind::File => Qid::FILE,
+            };
+            child.push(entry.name);
+            let qid = Qid { kind, version: version_of(&entry.id), path: path_id(&child) };
+            out.push(Child { name: child.pop().unwrap_or_default(), qid });
         }
         Ok(out)
     }
