@@ -369,3 +369,43 @@ async fn reads_follow_refs_moved_by_the_git_cli_at_once() {
         assert_eq!(String::from_utf8_lossy(&read), memory, "round {round}");
     }
 }
+
+/// The entry point the VMM's virtio-9p device uses: whole request frames in, whole reply frames
+/// out on a channel, no socket. The caller returns a credit per reply it delivers.
+#[tokio::test]
+async fn message_in_message_out_without_a_transport() {
+    use cairn_9p::{Dialect, Frame, Session};
+    let s = Server::start().await;
+    let (replies, mut out) = tokio::sync::mpsc::unbounded_channel();
+    let session = Session::new(std::sync::Arc::new(cairn_9p::Fs::new(s.db.clone())), replies);
+    let credits = session.credits();
+    let mut call = |tag: u16, fcall: Fcall| {
+        session.dispatch(&Frame { tag, fcall }.encode(Dialect::L)).expect("a valid frame");
+    };
+    call(0xffff, Fcall::Tversion { msize: 8192, version: b"9P2000.L".to_vec() });
+    let attach = Fcall::Tattach {
+        fid: 0,
+        afid: u32::MAX,
+        uname: b"guest".to_vec(),
+        aname: b"db".to_vec(),
+        n_uname: 0,
+    };
+    call(1, attach);
+    let names = ["branch", "master", "ro", "memory"].map(|n| n.as_bytes().to_vec()).to_vec();
+    call(2, Fcall::Twalk { fid: 0, newfid: 1, names });
+    call(3, Fcall::Tlopen { fid: 1, flags: 0 });
+    call(4, Fcall::Tread { fid: 1, offset: 0, count: 4096 });
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let frame = tokio::time::timeout(Duration::from_secs(5), out.recv())
+            .await
+            .expect("a reply in time")
+            .expect("the session is alive");
+        credits.delivered();
+        got.push(Frame::decode(&frame, Dialect::L).expect("a valid reply"));
+    }
+    assert!(matches!(&got[0].fcall, Fcall::Rversion { msize: 8192, .. }), "{:?}", got[0]);
+    assert!(matches!(&got[2].fcall, Fcall::Rwalk { qids } if qids.len() == 4), "{:?}", got[2]);
+    assert_eq!(got[4].tag, 4);
+    assert_eq!(got[4].fcall, Fcall::Rread { data: b"2048\n".to_vec() });
+}

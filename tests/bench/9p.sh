@@ -117,7 +117,7 @@ timeout 1800 qemu-system-x86_64 -accel tcg -m 1024 -nographic -no-reboot -monito
   -kernel "$kernel" -initrd "$work/initrd.img" -append "console=ttyS0 quiet panic=-1 rdinit=/init" \
   -netdev user,id=n0 -device virtio-net-pci,netdev=n0 </dev/null >"$work/console.log" 2>&1 || true
 grep -q BENCH-DONE "$work/console.log" || { cat "$work/console.log" >&2; echo "bench: the guest did not finish" >&2; exit 1; }
-grep ' 9p ' "$work/console.log" | sed 's/^/guest mount: /'
+grep -a -o '10\.0\.2\.2 /[cd] 9p .*' "$work/console.log" | sed 's/^/guest mount: /'
 python3 - "$work/console.log" <<'PY'
 import collections, statistics, sys
 times = collections.defaultdict(list)
