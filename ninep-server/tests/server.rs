@@ -379,7 +379,7 @@ async fn message_in_message_out_without_a_transport() {
     let (replies, mut out) = tokio::sync::mpsc::unbounded_channel();
     let session = Session::new(std::sync::Arc::new(cairn_9p::Fs::new(s.db.clone())), replies);
     let credits = session.credits();
-    let mut call = |tag: u16, fcall: Fcall| {
+    let call = |tag: u16, fcall: Fcall| {
         session.dispatch(&Frame { tag, fcall }.encode(Dialect::L)).expect("a valid frame");
     };
     call(0xffff, Fcall::Tversion { msize: 8192, version: b"9P2000.L".to_vec() });
