@@ -7,14 +7,21 @@
 //! # Layout
 //! - [`home`]: where cairn keeps its data (`CAIRN_HOME`, `CAIRN_DB`).
 //! - [`host`]: the machine's limits, which bound settings such as `memory` and `ncpu`.
-//! - [`serve`]: the 9P server on its own (`cairn serve`).
+//! - [`serve`]: the 9P server on its own (`cairn serve`), and for `cairn up`.
+//! - [`plan`]: what a change means for the VM (its apply classes).
+//! - [`vm`]: VM backends (qemu today).
+//! - [`up`]: the control loop of `cairn up`, and its status.
 
 pub mod home;
 pub mod host;
+pub mod plan;
 pub mod serve;
+pub mod up;
+pub mod vm;
 
 pub use cairn_db as db;
 pub use cairn_schema as schema;
+pub use cairn_vmm as vmm;
 
 /// Errors of the control plane.
 #[derive(Debug, thiserror::Error)]
@@ -39,4 +46,28 @@ pub enum Error {
     },
     #[error(transparent)]
     Transport(#[from] cairn_9p::transport::Error),
+    #[error(transparent)]
+    Db(#[from] cairn_db::Error),
+    #[error("building the guest image")]
+    Image(#[from] cairn_vmm::image::Error),
+    #[error(transparent)]
+    Vm(#[from] vm::VmError),
+    #[error("{path}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cairn up is already running (pid {pid}); `cairn down` stops it")]
+    AlreadyUp { pid: u32 },
+    #[error("the database has no configuration on master")]
+    NoConfig,
+    #[error("{key}: {value:?} in the database is not a number")]
+    BadSetting { key: String, value: String },
+}
+
+impl Error {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Error {
+        Error::Io { path: path.to_owned(), source }
+    }
 }

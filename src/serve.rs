@@ -61,3 +61,52 @@ pub fn run(db: Db, listeners: Listeners) -> Result<(), Error> {
         Ok(())
     })
 }
+
+/// The 9P server for `cairn up`, on its own threads: TCP on a free loopback port (the guest's
+/// way in through qemu's user network) and the unix socket at `socket`. SIGINT and SIGTERM set
+/// `stop`. Returns the port and the thread, which ends with the process.
+pub fn spawn_for_vm(
+    db: Arc<Db>,
+    socket: &std::path::Path,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(u16, std::thread::JoinHandle<()>), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("cairn-9p")
+        .build()
+        .map_err(Error::Runtime)?;
+    let fs = Arc::new(cairn_9p::Fs::new(db));
+    let address = "127.0.0.1:0";
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(address))
+        .map_err(|source| Error::Listen { address: address.into(), source })?;
+    let port = listener
+        .local_addr()
+        .map_err(|source| Error::Listen { address: address.into(), source })?
+        .port();
+    let unix = {
+        let _guard = runtime.enter();
+        cairn_9p::transport::bind_unix(socket)?
+    };
+    let thread = std::thread::Builder::new()
+        .name("cairn-9p".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                tokio::spawn(cairn_9p::transport::serve_tcp(fs.clone(), listener));
+                tokio::spawn(cairn_9p::transport::serve_unix_listener(fs, unix));
+                let terminate =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+                let Ok(mut terminate) = terminate else { return std::future::pending().await };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                // Keep serving while the control loop stops the VM.
+                std::future::pending::<()>().await
+            })
+        })
+        .map_err(Error::Runtime)?;
+    Ok((port, thread))
+}

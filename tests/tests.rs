@@ -11,3 +11,4 @@ mod diod_tools;
 mod external_git;
 mod linux_guest;
 mod migration;
+mod up;

@@ -146,6 +146,30 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         tcp: Option<std::net::SocketAddr>,
     },
+    /// Start the VM with the configuration at master and follow master (Ctrl-C stops).
+    ///
+    /// Serves the database over 9P, builds the guest image when needed, boots the VM, then
+    /// turns every commit into the least disruptive action: live in the guest, or a reboot.
+    Up {
+        /// Run in the background (logs in $CAIRN_HOME/run/cairn.log); `cairn down` stops it.
+        #[arg(long)]
+        detach: bool,
+        /// Boot this kernel instead of the built image (with --initrd).
+        #[arg(long, value_name = "FILE", requires = "initrd")]
+        kernel: Option<PathBuf>,
+        /// Boot this initramfs instead of the built image (with --kernel).
+        #[arg(long, value_name = "FILE", requires = "kernel")]
+        initrd: Option<PathBuf>,
+    },
+    /// Stop `cairn up` and its VM.
+    Down,
+    /// The VM and the control plane: state, backend, config head, applied commit, last error.
+    Status,
+    /// The guest image.
+    Guest {
+        #[command(subcommand)]
+        command: GuestCommand,
+    },
     /// Print the database directory.
     Path,
     /// Print a shell completion script.
@@ -153,6 +177,12 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GuestCommand {
+    /// Build (or check) the guest image from Debian packages and this cairn binary.
+    Build,
 }
 
 /// Options of every command that writes.

@@ -9,6 +9,10 @@ mod output;
 use clap::Parser;
 
 fn main() {
+    // In the guest image this binary is /init: as PID 1 it is the guest agent.
+    if std::process::id() == 1 {
+        cairn::vmm::agent::run();
+    }
     let args = args::Cli::parse();
     let code = match cmd::run(args) {
         Ok(()) => exit::OK,

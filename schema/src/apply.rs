@@ -1,10 +1,10 @@
 //! Apply classes: what the control plane must do to the VM when a key changes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How disruptive applying a change is, from least to most. The reconciler takes the maximum over
 /// the keys a commit changes, so the order of the variants is part of the contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ApplyClass {
     /// Nothing to do: bookkeeping such as the schema version.

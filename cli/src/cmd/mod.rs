@@ -13,6 +13,8 @@ mod rollback;
 mod schema;
 mod serve;
 mod set;
+mod status;
+mod up;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -67,6 +69,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Edit { key, write, force } => edit::run(&ctx, &key, &write, force),
         Command::Schema { key } => schema::run(&ctx, key.as_deref()),
         Command::Serve { socket, tcp } => serve::run(&ctx, socket, tcp),
+        Command::Up { detach, kernel, initrd } => up::run(&ctx, detach, kernel, initrd),
+        Command::Down => up::down(),
+        Command::Status => status::run(&ctx),
+        Command::Guest { command: crate::args::GuestCommand::Build } => up::build_image(),
         Command::Path => {
             println!("{}", ctx.db_path.display());
             Ok(())

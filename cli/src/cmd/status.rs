@@ -1,0 +1,47 @@
+//! `cairn status`: what `cairn up` last wrote, and whether it still runs.
+
+use cairn::up::status::{alive, Status};
+
+use super::Ctx;
+use crate::output::Mode;
+
+pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
+    let home = cairn::home::cairn_home()?;
+    let run = cairn::up::run_dir(&home);
+    let mut status = Status::load(&run.status()).unwrap_or_default();
+    if !alive(status.pid) {
+        status.vm = "stopped".into();
+        status.vm_pid = None;
+    }
+    if matches!(ctx.mode, Mode::Json) {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    let none = || "-".to_owned();
+    println!("vm:          {}", status.vm);
+    if !status.backend.is_empty() {
+        println!("backend:     {} ({})", status.backend, status.backend_reason);
+    }
+    println!("config head: {}", status.config_head.clone().unwrap_or_else(none));
+    println!("applied:     {}", status.applied_commit.clone().unwrap_or_else(none));
+    if let Some(attempted) = &status.attempted_commit {
+        println!("applying:    {attempted}");
+    }
+    if let Some(plan) = &status.plan {
+        let keys: Vec<String> =
+            plan.steps.iter().map(|s| format!("{} ({})", s.key, s.class.as_str())).collect();
+        println!("plan:        {}: {}", plan.action.as_str(), keys.join(", "));
+    }
+    if let Some(guest) = &status.guest {
+        println!(
+            "guest:       {} MiB, {} cpus, hostname {}, boot {}",
+            guest.memory_mib, guest.ncpu, guest.hostname, guest.boot_id
+        );
+    }
+    println!("restarts:    {} (reboots for changes: {})", status.restarts, status.reboots);
+    if let Some(error) = &status.last_error {
+        let key = error.key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default();
+        println!("last error:  {key}{}", error.message);
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! `cairn up`, `cairn down` and `cairn guest build`.
+
+use std::io::{BufRead, Seek};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use cairn::up::status::{alive, Status};
+
+use super::Ctx;
+
+fn home() -> anyhow::Result<PathBuf> {
+    Ok(cairn::home::cairn_home()?)
+}
+
+/// How long `up --detach` waits for the guest's first report (a first image build included).
+const DETACH_WAIT: Duration = Duration::from_secs(600);
+
+pub fn run(
+    ctx: &Ctx,
+    detach: bool,
+    kernel: Option<PathBuf>,
+    initrd: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let home = home()?;
+    if detach {
+        return detach_up(ctx, &home, kernel, initrd);
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let options = cairn::up::Options { home, db: ctx.db_path.clone(), kernel, initrd };
+    let stop = Arc::new(AtomicBool::new(false));
+    cairn::up::run(options, stop, &mut |line| eprintln!("cairn up: {line}"))?;
+    Ok(())
+}
+
+/// Starts `cairn up` in the background, then follows its log until the guest has applied the
+/// configuration (or the process failed).
+fn detach_up(
+    ctx: &Ctx,
+    home: &std::path::Path,
+    kernel: Option<PathBuf>,
+    initrd: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let run = cairn::up::run_dir(home);
+    std::fs::create_dir_all(&run.0)?;
+    if let Some(pid) = running(home) {
+        bail!("cairn up is already running (pid {pid}); `cairn down` stops it");
+    }
+    let _ = std::fs::remove_file(run.status());
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(run.log())?;
+    let start = log.metadata().map_or(0, |m| m.len());
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg("--db").arg(&ctx.db_path).arg("up");
+    if let (Some(k), Some(i)) = (kernel, initrd) {
+        command.arg("--kernel").arg(k).arg("--initrd").arg(i);
+    }
+    command.env("CAIRN_HOME", home).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    // SAFETY: setsid is async-signal-safe; the child leaves our session so that it outlives
+    // this terminal.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().context("starting cairn up in the background")?;
+    let mut reader = std::io::BufReader::new(std::fs::File::open(run.log())?);
+    reader.seek(std::io::SeekFrom::Start(start))?;
+    let deadline = Instant::now() + DETACH_WAIT;
+    loop {
+        let mut line = String::new();
+        while reader.read_line(&mut line)? > 0 {
+            eprint!("{line}");
+            line.clear();
+        }
+        if let Some(status) = Status::load(&run.status()) {
+            if status.applied_commit.is_some() && status.applied_commit == status.config_head {
+                println!(
+                    "cairn up: running (pid {}), applied {}",
+                    status.pid,
+                    status.applied_commit.unwrap_or_default()
+                );
+                return Ok(());
+            }
+        }
+        if let Some(exit) = child.try_wait()? {
+            bail!("cairn up stopped ({exit}); see {}", run.log().display());
+        }
+        if Instant::now() > deadline {
+            bail!("the guest did not report within {DETACH_WAIT:?}; cairn up still runs (see `cairn status`)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The pid of a running `cairn up` for this data directory.
+fn running(home: &std::path::Path) -> Option<u32> {
+    let run = cairn::up::run_dir(home);
+    let pid: u32 = std::fs::read_to_string(run.pid()).ok()?.trim().parse().ok()?;
+    alive(pid).then_some(pid)
+}
+
+pub fn down() -> anyhow::Result<()> {
+    let home = home()?;
+    let Some(pid) = running(&home) else {
+        eprintln!("cairn down: cairn up is not running");
+        return Ok(());
+    };
+    // SAFETY: kill(2) with a pid read from our own pid file.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive(pid) {
+        if Instant::now() > deadline {
+            bail!("cairn up (pid {pid}) did not stop within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("cairn down: stopped (pid {pid})");
+    Ok(())
+}
+
+pub fn build_image() -> anyhow::Result<()> {
+    let home = home()?;
+    let cache = std::env::var_os("CAIRN_CACHE").map_or_else(|| home.join("cache"), PathBuf::from);
+    let agent = std::env::current_exe()?;
+    let inputs = cairn::vmm::image::Inputs { dir: home.join("guest"), cache, agent };
+    let image = cairn::vmm::image::ensure(&inputs, &mut |line| eprintln!("{line}"))?;
+    println!("kernel {}", image.kernel.display());
+    println!("initrd {}", image.initrd.display());
+    Ok(())
+}

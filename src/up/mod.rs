@@ -1,0 +1,377 @@
+//! `cairn up`: the control loop. It serves the database over 9P, builds the guest image when
+//! needed, boots the VM with the configuration at master, then follows master: each new head
+//! (after a short quiet period, so that quick commits coalesce) is planned against what the VM
+//! runs, the VM is rebooted when the plan needs it, and the guest's report on branch `state`
+//! says when the change is applied. Everything it knows goes to `run/status.json`.
+
+pub mod status;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_db::{Db, ObjectId, CONFIG_BRANCH};
+use cairn_vmm::report::{Report, STATE_BRANCH};
+
+use crate::plan;
+use crate::vm::qemu::{self, Qemu};
+use crate::vm::{Accel, VmSpec};
+use crate::Error;
+use status::{Guest, LastError, RunDir, Status};
+
+/// How `up` runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub home: PathBuf,
+    pub db: PathBuf,
+    /// Bring your own kernel and initramfs instead of building the image.
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+}
+
+/// Quiet time after a commit before it is planned: later commits in this window join it.
+const COALESCE: Duration = Duration::from_millis(400);
+const TICK: Duration = Duration::from_millis(50);
+
+/// The run directory of a data directory.
+pub fn run_dir(home: &std::path::Path) -> RunDir {
+    RunDir(home.join("run"))
+}
+
+/// Runs until `stop` is set (by SIGINT or SIGTERM, or `cairn down`). `progress` hears the
+/// stages of start-up and every change of state.
+pub fn run(
+    options: Options,
+    stop: Arc<AtomicBool>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), Error> {
+    let run = run_dir(&options.home);
+    std::fs::create_dir_all(&run.0).map_err(|e| Error::io(&run.0, e))?;
+    if let Some(pid) = std::fs::read_to_string(run.pid()).ok().and_then(|p| p.trim().parse().ok()) {
+        if status::alive(pid) && pid != std::process::id() {
+            return Err(Error::AlreadyUp { pid });
+        }
+    }
+    std::fs::write(run.pid(), std::process::id().to_string())
+        .map_err(|e| Error::io(&run.pid(), e))?;
+    let result = Controller::start(options, run.clone(), stop, progress)
+        .and_then(|mut c| c.follow(progress));
+    let _ = std::fs::remove_file(run.pid());
+    result
+}
+
+struct Controller {
+    db: Arc<Db>,
+    run: RunDir,
+    status: Status,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    accel: Accel,
+    vm: Option<Qemu>,
+    /// The commit whose reboot-class values the running VM was started with.
+    booted: Option<ObjectId>,
+    /// A boot whose reports no longer count (the VM was restarted after it).
+    stale_boot: Option<String>,
+    /// The commit being applied.
+    target: Option<ObjectId>,
+    /// master's head as last seen, and when it changed.
+    head: Option<ObjectId>,
+    head_seen: Instant,
+    state_head: Option<ObjectId>,
+    /// The guest's newest report from the current boot.
+    report: Option<Report>,
+    /// When to start the VM again after it stopped on its own.
+    restart_at: Option<Instant>,
+    backoff: Duration,
+    stop: Arc<AtomicBool>,
+    _server: std::thread::JoinHandle<()>,
+}
+
+impl Controller {
+    fn start(
+        options: Options,
+        run: RunDir,
+        stop: Arc<AtomicBool>,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Controller, Error> {
+        let host = crate::host::detect()?;
+        let db = Arc::new(Db::open(&options.db, host)?);
+        let mut status =
+            Status { pid: std::process::id(), vm: "starting".into(), ..Status::default() };
+        status.save(&run.status()).map_err(|e| Error::io(&run.status(), e))?;
+        let (port, server) = crate::serve::spawn_for_vm(db.clone(), &run.socket(), stop.clone())?;
+        status.ninep_port = port;
+        progress(&format!("9P: 127.0.0.1:{port} and {}", run.socket().display()));
+        let (kernel, initrd) = match (options.kernel, options.initrd) {
+            (Some(k), Some(i)) => (k, i),
+            _ => {
+                status.vm = "building".into();
+                let _ = status.save(&run.status());
+                let agent = std::env::current_exe()
+                    .map_err(|e| Error::io(std::path::Path::new("/proc/self/exe"), e))?;
+                let cache = std::env::var_os("CAIRN_CACHE")
+                    .map_or_else(|| options.home.join("cache"), PathBuf::from);
+                let inputs =
+                    cairn_vmm::image::Inputs { dir: options.home.join("guest"), cache, agent };
+                let image = cairn_vmm::image::ensure(&inputs, progress)?;
+                (image.kernel, image.initrd)
+            }
+        };
+        let hypervisor = db
+            .read(CONFIG_BRANCH, "hypervisor")?
+            .map(|v| String::from_utf8_lossy(&v).trim().to_owned());
+        let (accel, accel_reason) = choose_accel(&kernel, &run.0);
+        status.backend = "qemu".into();
+        status.accel = accel.as_str().into();
+        status.backend_reason = match hypervisor.as_deref() {
+            Some("native") => format!("hypervisor=native, but the embedded VMM cannot boot Linux yet: qemu; {accel_reason}"),
+            _ => format!("hypervisor=qemu; {accel_reason}"),
+        };
+        progress(&format!("backend: {}", status.backend_reason));
+        Ok(Controller {
+            db,
+            run,
+            status,
+            kernel,
+            initrd,
+            accel,
+            vm: None,
+            booted: None,
+            stale_boot: None,
+            target: None,
+            head: None,
+            head_seen: Instant::now(),
+            state_head: None,
+            report: None,
+            restart_at: None,
+            backoff: Duration::from_secs(1),
+            stop,
+            _server: server,
+        })
+    }
+
+    /// The loop: follow master and the guest until asked to stop.
+    fn follow(&mut self, progress: &mut dyn FnMut(&str)) -> Result<(), Error> {
+        let head = self.db.head(CONFIG_BRANCH)?;
+        self.head = head;
+        self.status.config_head = head.map(|h| h.to_string());
+        self.boot(head, progress)?;
+        self.target = head;
+        self.save();
+        while !self.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(TICK);
+            let mut changed = self.watch_master()?;
+            changed |= self.plan_if_quiet(progress)?;
+            changed |= self.read_reports(progress)?;
+            changed |= self.mind_the_vm(progress)?;
+            if changed {
+                self.save();
+            }
+        }
+        progress("stopping the VM");
+        if let Some(vm) = self.vm.take() {
+            vm.stop(Duration::from_secs(5));
+        }
+        self.status.vm = "stopped".into();
+        self.status.vm_pid = None;
+        self.save();
+        Ok(())
+    }
+
+    fn save(&self) {
+        if let Err(e) = self.status.save(&self.run.status()) {
+            tracing::warn!(error = %e, "writing the status");
+        }
+    }
+
+    fn spec_for(&self, commit: ObjectId) -> Result<VmSpec, Error> {
+        let rev = commit.to_string();
+        let number = |path: &str| -> Result<u64, Error> {
+            let raw = self.db.read(&rev, path)?.unwrap_or_default();
+            let text = String::from_utf8_lossy(&raw).trim().to_owned();
+            text.parse().map_err(|_| Error::BadSetting { key: path.to_owned(), value: text })
+        };
+        Ok(VmSpec {
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            memory_mib: number("memory")?,
+            ncpu: u32::try_from(number("ncpu")?).unwrap_or(1),
+            ninep_port: self.status.ninep_port,
+            console: self.run.console(),
+        })
+    }
+
+    /// (Re)starts the VM for `commit`'s configuration.
+    fn boot(
+        &mut self,
+        commit: Option<ObjectId>,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<(), Error> {
+        let commit = commit.ok_or(Error::NoConfig)?;
+        if let Some(vm) = self.vm.take() {
+            vm.stop(Duration::from_secs(5));
+        }
+        // Reports of the boot before no longer say anything about this one.
+        if let Some(report) = self.report.take() {
+            self.stale_boot = Some(report.boot_id);
+        }
+        let spec = self.spec_for(commit)?;
+        progress(&format!(
+            "booting: {} MiB, {} cpus, {} ({})",
+            spec.memory_mib,
+            spec.ncpu,
+            self.status.backend,
+            self.accel.as_str()
+        ));
+        let vm = Qemu::start(&spec, self.accel, &self.run.qemu_errors())?;
+        self.status.vm_pid = Some(vm.pid());
+        self.status.vm = "booting".into();
+        self.vm = Some(vm);
+        self.booted = Some(commit);
+        Ok(())
+    }
+
+    fn watch_master(&mut self) -> Result<bool, Error> {
+        let head = self.db.head(CONFIG_BRANCH)?;
+        if head == self.head {
+            return Ok(false);
+        }
+        self.head = head;
+        self.head_seen = Instant::now();
+        self.status.config_head = head.map(|h| h.to_string());
+        Ok(true)
+    }
+
+    /// Plans the newest head once master has been quiet for [`COALESCE`].
+    fn plan_if_quiet(&mut self, progress: &mut dyn FnMut(&str)) -> Result<bool, Error> {
+        let (Some(head), Some(booted)) = (self.head, self.booted) else { return Ok(false) };
+        if self.target == Some(head) || self.head_seen.elapsed() < COALESCE {
+            return Ok(false);
+        }
+        let plan = plan::between(&self.db, &booted.to_string(), &head.to_string())?;
+        progress(&format!("plan {}: {}", short(&head), plan.action.as_str()));
+        self.target = Some(head);
+        self.status.attempted_commit = Some(head.to_string());
+        if plan::needs_reboot(plan.action) {
+            self.status.reboots += 1;
+            self.boot(Some(head), progress)?;
+            self.status.vm = "rebooting".into();
+        }
+        // Everything else the guest applies itself when it sees the new head.
+        self.status.plan = Some(plan);
+        Ok(true)
+    }
+
+    /// Reads the guest's newest report on `state`, and what it means for the commit being
+    /// applied (also when the plan, not the report, is what changed).
+    fn read_reports(&mut self, progress: &mut dyn FnMut(&str)) -> Result<bool, Error> {
+        let state = self.db.head(STATE_BRANCH)?;
+        let fresh = state != self.state_head;
+        if fresh {
+            self.state_head = state;
+            if let Some(state) = state {
+                let rev = state.to_string();
+                let db = &self.db;
+                match Report::from_files(|name| db.read(&rev, name).ok().flatten()) {
+                    Ok(report) if self.stale_boot.as_deref() == Some(report.boot_id.as_str()) => {}
+                    Ok(report) => {
+                        self.status.guest = Some(Guest {
+                            boot_id: report.boot_id.clone(),
+                            memory_mib: report.memory_mib,
+                            ncpu: report.ncpu,
+                            hostname: report.hostname.clone(),
+                            daemon_json_sha256: report.daemon_json_sha256.clone(),
+                        });
+                        self.status.vm = "running".into();
+                        self.backoff = Duration::from_secs(1);
+                        if let Some((key, why)) = report.first_error() {
+                            progress(&format!("guest: {key}: {why}"));
+                            self.status.last_error = Some(LastError {
+                                key: Some(key.to_owned()),
+                                message: why.to_owned(),
+                                commit: Some(report.applied_commit.clone()),
+                            });
+                        }
+                        self.report = Some(report);
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        self.status.last_error =
+                            Some(LastError { key: None, message, commit: None });
+                    }
+                }
+            }
+        }
+        let Some(report) = &self.report else { return Ok(false) };
+        let target = self.target.map(|t| t.to_string());
+        if target.as_deref() != Some(report.applied_commit.as_str())
+            || self.status.applied_commit == target
+        {
+            return Ok(fresh);
+        }
+        if report.first_error().is_some() {
+            // The guest kept its previous values for the keys that failed: not applied.
+            return Ok(fresh);
+        }
+        self.status.last_error = None;
+        self.status.applied_commit = target;
+        self.status.attempted_commit = None;
+        self.status.plan = None;
+        progress(&format!(
+            "applied {}",
+            &report.applied_commit[..12.min(report.applied_commit.len())]
+        ));
+        Ok(true)
+    }
+
+    /// Restarts a VM that stopped on its own, with a growing delay.
+    fn mind_the_vm(&mut self, progress: &mut dyn FnMut(&str)) -> Result<bool, Error> {
+        if let Some(at) = self.restart_at {
+            if Instant::now() < at {
+                return Ok(false);
+            }
+            self.restart_at = None;
+            self.status.restarts += 1;
+            self.boot(self.target.or(self.head), progress)?;
+            return Ok(true);
+        }
+        let Some(vm) = self.vm.as_mut() else { return Ok(false) };
+        let Some(exit) = vm.exited() else { return Ok(false) };
+        self.vm = None;
+        if let Some(report) = self.report.take() {
+            self.stale_boot = Some(report.boot_id);
+        }
+        let errors = std::fs::read_to_string(self.run.qemu_errors()).unwrap_or_default();
+        let message = format!(
+            "the VM stopped ({exit}); starting it again in {:?}. {}",
+            self.backoff,
+            errors.trim()
+        );
+        progress(&message);
+        self.status.vm = "restarting".into();
+        self.status.vm_pid = None;
+        self.status.last_error = Some(LastError { key: None, message, commit: None });
+        self.restart_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+        Ok(true)
+    }
+}
+
+fn short(id: &ObjectId) -> String {
+    id.to_string()[..12].to_owned()
+}
+
+/// KVM when qemu's KVM boots the guest kernel here, else TCG; `CAIRN_ACCEL=kvm|tcg` decides
+/// instead of the probe.
+fn choose_accel(kernel: &std::path::Path, scratch: &std::path::Path) -> (Accel, String) {
+    match std::env::var("CAIRN_ACCEL").as_deref() {
+        Ok("tcg") => return (Accel::Tcg, "TCG (CAIRN_ACCEL=tcg)".into()),
+        Ok("kvm") => return (Accel::Kvm, "KVM (CAIRN_ACCEL=kvm)".into()),
+        _ => {}
+    }
+    match qemu::probe_kvm(kernel, scratch) {
+        (true, why) => (Accel::Kvm, why),
+        (false, why) => (Accel::Tcg, format!("TCG: {why}")),
+    }
+}

@@ -1,0 +1,99 @@
+//! The control plane's status: written by `cairn up` as JSON in the run directory after every
+//! change, read by `cairn status`, `cairn wait` and tests.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where `cairn up` keeps its runtime files.
+#[derive(Debug, Clone)]
+pub struct RunDir(pub PathBuf);
+
+impl RunDir {
+    pub fn status(&self) -> PathBuf {
+        self.0.join("status.json")
+    }
+    pub fn pid(&self) -> PathBuf {
+        self.0.join("up.pid")
+    }
+    pub fn console(&self) -> PathBuf {
+        self.0.join("console.log")
+    }
+    pub fn qemu_errors(&self) -> PathBuf {
+        self.0.join("qemu.err")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.0.join("cairn.log")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.0.join("9p.sock")
+    }
+}
+
+/// The last error, with the key at fault when there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    pub key: Option<String>,
+    pub message: String,
+    pub commit: Option<String>,
+}
+
+/// What the guest last said about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guest {
+    pub boot_id: String,
+    pub memory_mib: u64,
+    pub ncpu: u32,
+    pub hostname: String,
+    pub daemon_json_sha256: String,
+}
+
+/// Everything `cairn status` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Status {
+    /// The `cairn up` process.
+    pub pid: u32,
+    /// starting, building, booting, running, rebooting, restarting, stopped.
+    pub vm: String,
+    pub backend: String,
+    /// Why this backend (and accelerator).
+    pub backend_reason: String,
+    pub accel: String,
+    pub vm_pid: Option<u32>,
+    /// master's head as the control plane last saw it.
+    pub config_head: Option<String>,
+    /// The commit the guest has applied (with the VM booted for it).
+    pub applied_commit: Option<String>,
+    /// The commit being applied now, when it differs from `applied_commit`.
+    pub attempted_commit: Option<String>,
+    /// The plan being carried out: its action and keys.
+    pub plan: Option<crate::plan::Plan>,
+    pub last_error: Option<LastError>,
+    pub guest: Option<Guest>,
+    /// Times the VM was started again after it stopped on its own.
+    pub restarts: u32,
+    /// Times the VM was rebooted for a configuration change.
+    pub reboots: u32,
+    pub ninep_port: u16,
+}
+
+impl Status {
+    /// Writes the status atomically (readers never see half a file).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// The status in `path`, if `cairn up` ever wrote one.
+    pub fn load(path: &Path) -> Option<Status> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+}
+
+/// Whether process `pid` is alive.
+pub fn alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    pid != 0 && unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
+}

@@ -1,0 +1,133 @@
+//! The qemu backend: qemu-system-x86_64 as a child process, with direct kernel boot, user-mode
+//! networking (the guest reaches the 9P server at 10.0.2.2, the host's loopback) and the
+//! serial console in a log file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Accel, VmError, VmSpec};
+
+/// A running qemu.
+#[derive(Debug)]
+pub struct Qemu {
+    child: Child,
+}
+
+/// The command line for `spec`.
+pub fn command(spec: &VmSpec, accel: Accel) -> Command {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    let append = format!(
+        "console=ttyS0 quiet panic=-1 rdinit=/init cairn.db=tcp:10.0.2.2:{} cairn.ip=10.0.2.15/24 cairn.gw=10.0.2.2",
+        spec.ninep_port
+    );
+    cmd.args(["-accel", accel.as_str()])
+        .args(["-m", &spec.memory_mib.to_string(), "-smp", &spec.ncpu.to_string()])
+        .args(["-nographic", "-nodefaults", "-no-reboot", "-monitor", "none"])
+        .arg("-serial")
+        .arg(format!("file:{}", spec.console.display()))
+        .arg("-kernel")
+        .arg(&spec.kernel)
+        .arg("-initrd")
+        .arg(&spec.initrd)
+        .args(["-append", &append])
+        .args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    if accel == Accel::Kvm {
+        cmd.args(["-cpu", "host"]);
+    }
+    cmd
+}
+
+impl Qemu {
+    /// Starts qemu; its own errors go to `errors` (a file next to the console log).
+    pub fn start(spec: &VmSpec, accel: Accel, errors: &Path) -> Result<Qemu, VmError> {
+        let log = std::fs::File::create(errors).map_err(|e| VmError::io(errors, e))?;
+        let child = command(spec, accel).stderr(Stdio::from(log)).spawn().map_err(|e| {
+            VmError::Start(format!("qemu-system-x86_64: {e} (install qemu-system-x86)"))
+        })?;
+        Ok(Qemu { child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status, if qemu has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Stops the VM: SIGTERM (qemu shuts down cleanly), then SIGKILL after `grace`. The guest's
+    /// root is its initramfs and /Database is the host's, so nothing of the guest's is lost.
+    pub fn stop(mut self, grace: Duration) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.exited().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether qemu's KVM can boot this kernel: a short boot with no initramfs must reach the
+/// kernel's "no root" panic; nested, software-assisted KVM instead dies early with an emulation
+/// failure (DESIGN.md). Returns the reason either way.
+pub fn probe_kvm(kernel: &Path, scratch: &Path) -> (bool, String) {
+    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+        return (false, "no usable /dev/kvm".into());
+    }
+    let console = scratch.join("kvm-probe.log");
+    let errors = scratch.join("kvm-probe.err");
+    let Ok(err_file) = std::fs::File::create(&errors) else {
+        return (false, format!("cannot write {}", errors.display()));
+    };
+    let started = Command::new("qemu-system-x86_64")
+        .args(["-accel", "kvm", "-cpu", "host", "-m", "256", "-nographic", "-nodefaults"])
+        .args(["-no-reboot", "-monitor", "none"])
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .arg("-kernel")
+        .arg(kernel)
+        .args(["-append", "console=ttyS0 panic=-1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(err_file))
+        .spawn();
+    let Ok(mut child) = started else { return (false, "qemu-system-x86_64 did not start".into()) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    let verdict = loop {
+        if text(&console).contains("Kernel panic") {
+            break (true, "KVM boots the guest kernel".to_owned());
+        }
+        let stderr = text(&errors);
+        // qemu stops the VM but stays up after "KVM internal error ... emulation failure".
+        if stderr.contains("KVM internal error") || matches!(child.try_wait(), Ok(Some(_))) {
+            let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("no output");
+            break (false, format!("KVM cannot boot the guest kernel ({})", first.trim()));
+        }
+        if Instant::now() > deadline {
+            break (false, "KVM did not boot the guest kernel within 30 s".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&console);
+    let _ = std::fs::remove_file(&errors);
+    verdict
+}
+
+/// The console log of a VM whose data lives in `run_dir`.
+pub fn console_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("console.log")
+}

@@ -1,0 +1,130 @@
+//! `cairn up` end to end under QEMU TCG: the guest image is built from Debian packages, the VM
+//! boots, the guest agent mounts /Database and reports on branch `state`; live changes apply
+//! without a reboot, reboot-class changes reboot once, a killed VM comes back, `down` cleans up.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::Env;
+
+/// Packages downloaded for the guest image, shared by test runs.
+fn cache() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-cache/debs")
+}
+
+fn status(env: &Env) -> Value {
+    let out = env.ok(&["status", "--json"]);
+    serde_json::from_str(&out).expect("status --json is JSON")
+}
+
+/// Waits until the status satisfies `ready`; panics with the status and the logs otherwise.
+fn wait_for(env: &Env, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let s = status(env);
+        if ready(&s) {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let run = env.home().join("run");
+            let log = std::fs::read_to_string(run.join("cairn.log")).unwrap_or_default();
+            let console = std::fs::read_to_string(run.join("console.log")).unwrap_or_default();
+            panic!("waiting for {what}; status: {s:#}\nlog:\n{log}\nconsole:\n{console}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn applied(env: &Env, what: &str) -> Value {
+    let head = env.head();
+    wait_for(env, what, |s| s["applied_commit"] == head.as_str())
+}
+
+fn boot_id(s: &Value) -> String {
+    s["guest"]["boot_id"].as_str().unwrap_or_default().to_owned()
+}
+
+fn sha256(data: &[u8]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("f");
+    std::fs::write(&file, data).expect("write");
+    let out = std::process::Command::new("sha256sum").arg(&file).output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned()
+}
+
+fn pid_alive(pid: u64) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn up_applies_live_changes_reboots_for_memory_survives_a_crash_and_goes_down() {
+    let env = Env::new();
+    let up = env.command(&["up", "--detach"]).env("CAIRN_CACHE", cache()).output().expect("runs");
+    assert!(up.status.success(), "cairn up: {}", String::from_utf8_lossy(&up.stderr));
+
+    // The guest mounted /Database and reported the init commit on branch `state`.
+    let first = applied(&env, "the first report");
+    let init = env.head();
+    assert_eq!(env.git(&["show", "state:applied-commit"]).trim(), init);
+    let boot = boot_id(&first);
+    let up_pid = first["pid"].as_u64().expect("pid");
+    assert!(first["backend_reason"].as_str().is_some_and(|r| r.contains("qemu")), "{first:#}");
+
+    // A live key: applied without a reboot.
+    env.ok(&["set", "hostname", "web1"]);
+    let s = applied(&env, "hostname web1");
+    assert_eq!(s["guest"]["hostname"], "web1");
+    assert_eq!(boot_id(&s), boot, "no reboot for a live key");
+
+    // daemon.json reaches the guest byte for byte.
+    env.ok(&["set", "daemon", r#"{"debug": true, "labels": ["team=cairn"]}"#]);
+    let s = applied(&env, "daemon.json");
+    let stored = env.git(&["show", "master:etc/docker/daemon.json"]);
+    assert_eq!(s["guest"]["daemon_json_sha256"], sha256(stored.as_bytes()).as_str());
+    assert_eq!(boot_id(&s), boot);
+
+    // A refused value never becomes a commit, so it never reaches the guest.
+    let before = env.head();
+    env.fails(&["set", "memory", "lots"], 3);
+    assert_eq!(env.head(), before);
+
+    // A reboot key: one reboot, the guest sees about 512 MiB.
+    env.ok(&["set", "memory", "512"]);
+    let s = applied(&env, "memory 512");
+    let rebooted = boot_id(&s);
+    assert_ne!(rebooted, boot, "memory needs a reboot");
+    let memory = s["guest"]["memory_mib"].as_u64().expect("memory");
+    assert!((400..=512).contains(&memory), "the guest sees {memory} MiB");
+    let reboots = s["reboots"].as_u64().expect("reboots");
+
+    // Five quick memory changes: at most one reboot, ending at the last value.
+    for mib in ["600", "640", "680", "720", "768"] {
+        env.ok(&["set", "memory", mib]);
+    }
+    let s = applied(&env, "memory 768");
+    assert!(s["reboots"].as_u64().expect("reboots") <= reboots + 1, "{s:#}");
+    let memory = s["guest"]["memory_mib"].as_u64().expect("memory");
+    assert!((650..=768).contains(&memory), "the guest sees {memory} MiB");
+
+    // The VM dies: the control plane brings it back and says so.
+    let vm = s["vm_pid"].as_u64().expect("vm pid");
+    // SAFETY: kill(2) on the qemu process the control plane started.
+    unsafe {
+        libc::kill(vm as libc::pid_t, libc::SIGKILL);
+    }
+    let s = wait_for(&env, "the VM back after a crash", |s| {
+        s["restarts"].as_u64() == Some(1) && s["vm"] == "running"
+    });
+    assert!(s["last_error"]["message"].as_str().is_some_and(|m| m.contains("stopped")), "{s:#}");
+    let s = applied(&env, "the configuration after the restart");
+    let vm_after = s["vm_pid"].as_u64().expect("vm pid");
+    assert_ne!(vm_after, vm);
+
+    // down leaves nothing running.
+    env.ok(&["down"]);
+    assert!(!pid_alive(up_pid), "cairn up still runs");
+    assert!(!pid_alive(vm_after), "qemu still runs");
+    assert_eq!(status(&env)["vm"], "stopped");
+    env.fsck();
+}

@@ -1,0 +1,134 @@
+//! Applying one commit's settings inside the guest, each key all or nothing: a key that fails
+//! keeps its previous value and is reported with the reason.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::report::Outcome;
+
+/// Where dockerd reads its configuration.
+pub const DAEMON_JSON: &str = "/etc/docker/daemon.json";
+
+/// Reads a setting of the commit being applied (`ro` is its tree).
+fn setting(ro: &Path, path: &str) -> Result<String, String> {
+    std::fs::read(ro.join(path))
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .map_err(|e| format!("reading {path} from /Database: {e}"))
+}
+
+/// sethostname(2) with the first line of `etc/hostname`.
+pub fn hostname(ro: &Path) -> Outcome {
+    let wanted = match setting(ro, "etc/hostname") {
+        Ok(v) => v.trim().to_owned(),
+        Err(e) => return Outcome::Failed(e),
+    };
+    // SAFETY: the pointer and length describe `wanted`'s bytes, which outlive the call.
+    let rc = unsafe { libc::sethostname(wanted.as_ptr().cast(), wanted.len()) };
+    if rc != 0 {
+        return Outcome::Failed(format!(
+            "sethostname {wanted:?}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Outcome::Applied
+}
+
+/// The host name the kernel has now.
+pub fn current_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned()
+}
+
+/// `name = value` lines from etc/sysctl.conf, written under /proc/sys. If one fails, those
+/// already written get their old values back.
+pub fn sysctl(ro: &Path, proc_sys: &Path) -> Outcome {
+    let text = match setting(ro, "etc/sysctl.conf") {
+        Ok(v) => v,
+        Err(e) => return Outcome::Failed(e),
+    };
+    let mut written: Vec<(std::path::PathBuf, String)> = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let Some((name, value)) = line.split_once('=') else {
+            return undo(written, format!("{line:?} is not name = value"));
+        };
+        let (name, value) = (name.trim(), value.trim());
+        let path = proc_sys.join(name.replace('.', "/"));
+        let old = match std::fs::read_to_string(&path) {
+            Ok(old) => old,
+            Err(e) => return undo(written, format!("{name}: {e}")),
+        };
+        if let Err(e) = std::fs::write(&path, value) {
+            return undo(written, format!("{name} = {value}: {e}"));
+        }
+        written.push((path, old));
+    }
+    Outcome::Applied
+}
+
+fn undo(written: Vec<(std::path::PathBuf, String)>, why: String) -> Outcome {
+    for (path, old) in written.into_iter().rev() {
+        let _ = std::fs::write(path, old.trim());
+    }
+    Outcome::Failed(why)
+}
+
+/// Writes daemon.json atomically (a reader never sees half a file); returns the outcome and
+/// the sha256 of the file in place afterwards.
+pub fn daemon_json(ro: &Path, target: &Path) -> (Outcome, String) {
+    let outcome = match setting(ro, "etc/docker/daemon.json") {
+        Err(e) => Outcome::Failed(e),
+        Ok(content) => {
+            let tmp = target.with_extension("json.tmp");
+            let written = target
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&tmp, content.as_bytes()))
+                .and_then(|()| std::fs::rename(&tmp, target));
+            match written {
+                Ok(()) => Outcome::Applied,
+                Err(e) => Outcome::Failed(format!("writing {}: {e}", target.display())),
+            }
+        }
+    };
+    let hash = std::fs::read(target).map(|b| hex(&Sha256::digest(&b))).unwrap_or_default();
+    (outcome, hash)
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctl_is_all_or_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ro, proc_sys) = (dir.path().join("ro"), dir.path().join("sys"));
+        std::fs::create_dir_all(ro.join("etc")).expect("mkdir");
+        std::fs::create_dir_all(proc_sys.join("vm")).expect("mkdir");
+        std::fs::write(proc_sys.join("vm/swappiness"), "60\n").expect("write");
+        std::fs::write(ro.join("etc/sysctl.conf"), "vm.swappiness = 10\n").expect("write");
+        assert_eq!(sysctl(&ro, &proc_sys), Outcome::Applied);
+        assert_eq!(std::fs::read_to_string(proc_sys.join("vm/swappiness")).expect("read"), "10");
+        std::fs::write(ro.join("etc/sysctl.conf"), "vm.swappiness = 20\nvm.nope = 1\n")
+            .expect("write");
+        let Outcome::Failed(why) = sysctl(&ro, &proc_sys) else { panic!("vm.nope must fail") };
+        assert!(why.starts_with("vm.nope"), "{why}");
+        assert_eq!(std::fs::read_to_string(proc_sys.join("vm/swappiness")).expect("read"), "10");
+    }
+
+    #[test]
+    fn daemon_json_is_replaced_whole_and_hashed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ro = dir.path().join("ro");
+        std::fs::create_dir_all(ro.join("etc/docker")).expect("mkdir");
+        std::fs::write(ro.join("etc/docker/daemon.json"), "{\"debug\": true}\n").expect("write");
+        let target = dir.path().join("guest/etc/docker/daemon.json");
+        let (outcome, hash) = daemon_json(&ro, &target);
+        assert_eq!(outcome, Outcome::Applied);
+        assert_eq!(hash, hex(&Sha256::digest(b"{\"debug\": true}\n")));
+    }
+}

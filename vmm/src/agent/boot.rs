@@ -1,0 +1,108 @@
+//! What PID 1 does before anything else: the kernel's filesystems, the modules, the network,
+//! and `/Database`.
+
+use std::ffi::CString;
+use std::path::Path;
+
+use super::Error;
+
+/// The modules the image carries, in an order that satisfies their dependencies (Debian's
+/// kernel builds 9p, virtio and virtio-net as modules; see DESIGN.md).
+pub const MODULES: &[&str] = &[
+    "netfs",
+    "fscache",
+    "9pnet",
+    "9p",
+    "9pnet_fd",
+    "virtio_ring",
+    "virtio",
+    "failover",
+    "net_failover",
+    "virtio_net",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+];
+
+fn c_string(s: &str) -> Result<CString, Error> {
+    CString::new(s).map_err(|_| Error::Boot(format!("a NUL byte in {s:?}")))
+}
+
+/// mount(2), with the errno in the error.
+pub fn mount(source: &str, target: &str, fstype: &str, data: &str) -> Result<(), Error> {
+    std::fs::create_dir_all(target).map_err(|e| Error::Boot(format!("creating {target}: {e}")))?;
+    let (source, target_c, fstype, data) =
+        (c_string(source)?, c_string(target)?, c_string(fstype)?, c_string(data)?);
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(source.as_ptr(), target_c.as_ptr(), fstype.as_ptr(), 0, data.as_ptr().cast())
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(Error::Boot(format!("mounting {target}: {err}")));
+    }
+    Ok(())
+}
+
+/// /proc, /sys, /dev and a /tmp.
+pub fn mount_kernel_filesystems() -> Result<(), Error> {
+    mount("proc", "/proc", "proc", "")?;
+    mount("sysfs", "/sys", "sysfs", "")?;
+    mount("devtmpfs", "/dev", "devtmpfs", "")?;
+    mount("tmpfs", "/tmp", "tmpfs", "")?;
+    mount("tmpfs", "/run", "tmpfs", "")
+}
+
+/// Loads the image's modules from `dir` in [`MODULES`] order; a module built into the kernel
+/// (absent here, or EEXIST) is fine.
+pub fn load_modules(dir: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    for name in MODULES {
+        let path = dir.join(format!("{name}.ko"));
+        let Ok(file) = std::fs::File::open(&path) else { continue };
+        let params = c"";
+        // SAFETY: a valid open descriptor and a NUL-terminated parameter string.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_finit_module,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                params.as_ptr(),
+                0,
+            )
+        };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EEXIST) {
+                problems.push(format!("{name}: {err}"));
+            }
+        }
+    }
+    problems
+}
+
+/// Brings up `lo` and `eth0` with a static address. busybox's `ip` does the netlink work: the
+/// user-space NAT of the networking issue replaces this with DHCP.
+pub fn configure_network(address: &str, gateway: &str) -> Result<(), Error> {
+    let ip = |args: &[&str]| -> Result<(), Error> {
+        let status = std::process::Command::new("/bin/busybox")
+            .arg("ip")
+            .args(args)
+            .status()
+            .map_err(|e| Error::Boot(format!("running ip {args:?}: {e}")))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::Boot(format!("ip {} failed ({status})", args.join(" "))))
+        }
+    };
+    ip(&["link", "set", "lo", "up"])?;
+    ip(&["link", "set", "eth0", "up"])?;
+    ip(&["addr", "add", address, "dev", "eth0"])?;
+    ip(&["route", "add", "default", "via", gateway])
+}
+
+/// Mounts the database at `/Database` over 9P on TCP.
+pub fn mount_database(host: &str, port: u16) -> Result<(), Error> {
+    let options = format!("trans=tcp,port={port},version=9p2000.L,msize=524288,cache=none");
+    mount(host, "/Database", "9p", &options)
+}

@@ -1,0 +1,191 @@
+//! The guest agent: PID 1 of the guest image.
+//!
+//! It mounts the kernel's filesystems, loads the image's modules, brings up the network, mounts
+//! the database at `/Database`, then follows `branch/master/head.live`: for every head it
+//! applies that commit's settings (from `/snapshots/C/ro`, so one commit is applied whole even
+//! if master moves meanwhile) and reports on branch `state` through a 9P transaction. It must
+//! never exit (the kernel panics when PID 1 does), so every failure is reported and retried.
+
+mod apply;
+mod boot;
+mod state;
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+pub use apply::{hex, DAEMON_JSON};
+pub use boot::MODULES;
+
+use crate::report::Report;
+
+/// Why a step of the agent failed; printed on the console and retried.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("boot: {0}")]
+    Boot(String),
+    #[error("/Database: {0}")]
+    Database(String),
+}
+
+/// What the kernel command line tells the agent (`cairn.db=tcp:HOST:PORT cairn.ip=ADDR/LEN
+/// cairn.gw=ADDR`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub db_host: String,
+    pub db_port: u16,
+    pub address: String,
+    pub gateway: String,
+}
+
+impl Config {
+    /// Parses `/proc/cmdline`; unknown words are the kernel's.
+    pub fn from_cmdline(cmdline: &str) -> Result<Config, Error> {
+        let mut config = Config {
+            db_host: "10.0.2.2".into(),
+            db_port: 564,
+            address: "10.0.2.15/24".into(),
+            gateway: "10.0.2.2".into(),
+        };
+        for word in cmdline.split_whitespace() {
+            if let Some(db) = word.strip_prefix("cairn.db=") {
+                let bad = || Error::Boot(format!("cairn.db={db}: expected tcp:HOST:PORT"));
+                let rest = db.strip_prefix("tcp:").ok_or_else(bad)?;
+                let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+                config.db_host = host.to_owned();
+                config.db_port = port.parse().map_err(|_| bad())?;
+            } else if let Some(ip) = word.strip_prefix("cairn.ip=") {
+                config.address = ip.to_owned();
+            } else if let Some(gw) = word.strip_prefix("cairn.gw=") {
+                config.gateway = gw.to_owned();
+            }
+        }
+        Ok(config)
+    }
+}
+
+fn say(message: &str) {
+    // The console is the serial port the control plane logs.
+    println!("cairn-agent: {message}");
+}
+
+/// Runs the agent; never returns.
+pub fn run() -> ! {
+    if let Err(e) = boot::mount_kernel_filesystems() {
+        say(&e.to_string());
+    }
+    for problem in boot::load_modules(Path::new("/lib/modules")) {
+        say(&format!("module {problem}"));
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let config = match Config::from_cmdline(&cmdline) {
+        Ok(config) => config,
+        Err(e) => halt(&e.to_string()),
+    };
+    if let Err(e) = boot::configure_network(&config.address, &config.gateway) {
+        say(&e.to_string());
+    }
+    let mut delay = Duration::from_millis(200);
+    while let Err(e) = boot::mount_database(&config.db_host, config.db_port) {
+        say(&format!("{e}; retrying"));
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    say("/Database mounted");
+    loop {
+        if let Err(e) = follow(Path::new("/Database")) {
+            say(&format!("{e}; starting over"));
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Powers the machine off after saying why: PID 1 may not exit.
+fn halt(why: &str) -> ! {
+    say(why);
+    // SAFETY: sync and reboot take no pointers; reboot does not return on success.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Applies and reports every head of master as it comes, until the stream breaks.
+fn follow(db: &Path) -> Result<(), Error> {
+    let live_path = db.join("branch/master/head.live");
+    let mut live = std::fs::File::open(&live_path)
+        .map_err(|e| Error::Database(format!("opening {}: {e}", live_path.display())))?;
+    let mut buf = [0u8; 128];
+    loop {
+        // A stream gives each head in one read, then one empty read; the next read waits.
+        let n = live.read(&mut buf).map_err(|e| Error::Database(format!("head.live: {e}")))?;
+        if n == 0 {
+            continue;
+        }
+        let head = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
+        if head.len() != 40 || !head.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Database(format!("head.live gave {head:?}")));
+        }
+        let report = apply_commit(db, &head);
+        if let Some((key, why)) = report.first_error() {
+            say(&format!("{head}: {key}: {why}"));
+        }
+        state::publish(db, &report)?;
+        say(&format!("applied {head}"));
+    }
+}
+
+/// Applies one commit's settings and describes the result.
+fn apply_commit(db: &Path, commit: &str) -> Report {
+    let ro = db.join("snapshots").join(commit).join("ro");
+    let mut report = Report { applied_commit: commit.to_owned(), ..Report::default() };
+    report.results.insert("hostname".into(), apply::hostname(&ro));
+    report.results.insert("sysctl".into(), apply::sysctl(&ro, Path::new("/proc/sys")));
+    let (daemon, hash) = apply::daemon_json(&ro, Path::new(DAEMON_JSON));
+    report.results.insert("daemon".into(), daemon);
+    report.daemon_json_sha256 = hash;
+    report.hostname = apply::current_hostname();
+    report.boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    report.memory_mib = memory_mib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default());
+    report.ncpu = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    report
+}
+
+/// MemTotal in MiB (what the kernel has after its own reservations: a bit under the VM's size).
+fn memory_mib(meminfo: &str) -> u64 {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_configures_the_agent() {
+        let c =
+            Config::from_cmdline("console=ttyS0 cairn.db=tcp:10.0.2.2:5640 cairn.ip=10.0.2.9/24")
+                .expect("parses");
+        assert_eq!(
+            (c.db_host.as_str(), c.db_port, c.address.as_str()),
+            ("10.0.2.2", 5640, "10.0.2.9/24")
+        );
+        assert!(Config::from_cmdline("cairn.db=udp:x").is_err());
+        assert!(Config::from_cmdline("cairn.db=tcp:host:lots").is_err());
+    }
+
+    #[test]
+    fn memtotal_in_mib() {
+        assert_eq!(memory_mib("MemTotal:         503612 kB\nMemFree: 1 kB\n"), 491);
+        assert_eq!(memory_mib("nothing"), 0);
+    }
+}

@@ -1,0 +1,234 @@
+//! The guest image: Debian's kernel, the modules the guest needs, busybox-static and the cairn
+//! binary as `/init` (it runs the guest agent when it is PID 1), packed as a cpio initramfs.
+//!
+//! Built once and cached in a directory with a manifest of its inputs (package versions, the
+//! agent's sha256); [`ensure`] rebuilds only when an input changed.
+
+mod debian;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::agent::{hex, MODULES};
+
+/// Why the image could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Apt(String),
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the kernel package has no {0}")]
+    Missing(String),
+    #[error("decompressing module {module}: {reason}")]
+    Module { module: String, reason: String },
+}
+
+impl Error {
+    fn io(path: &Path, source: std::io::Error) -> Error {
+        Error::Io { path: path.to_owned(), source }
+    }
+}
+
+/// What an image was built from; equal manifests mean the same image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub kernel_package: String,
+    pub kernel_version: String,
+    pub busybox_version: String,
+    /// sha256 of the binary installed as /init.
+    pub agent_sha256: String,
+    /// sha256 of the outputs, to notice a damaged cache.
+    pub kernel_sha256: String,
+    pub initrd_sha256: String,
+}
+
+/// A built image.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub manifest: Manifest,
+}
+
+/// Where the image lives and what goes in it.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    /// The image directory (vmlinuz, initrd.img, manifest.json).
+    pub dir: PathBuf,
+    /// Where downloaded packages are kept.
+    pub cache: PathBuf,
+    /// The agent binary (a static cairn).
+    pub agent: PathBuf,
+}
+
+const FORMAT: u32 = 1;
+
+fn sha256_file(path: &Path) -> Result<String, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(hex(&Sha256::digest(&bytes)))
+}
+
+/// The image for `inputs`, built if missing or out of date. `progress` hears each stage.
+pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, Error> {
+    let kernel_package = debian::dependency("linux-image-amd64", "linux-image-")?;
+    let kernel_version = debian::version(&kernel_package)?;
+    let busybox_version = debian::version("busybox-static")?;
+    let agent_sha256 = sha256_file(&inputs.agent)?;
+    let (kernel, initrd) = (inputs.dir.join("vmlinuz"), inputs.dir.join("initrd.img"));
+    let manifest_path = inputs.dir.join("manifest.json");
+    if let Some(old) =
+        std::fs::read(&manifest_path).ok().and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+    {
+        let same_inputs = old.format == FORMAT
+            && old.kernel_package == kernel_package
+            && old.kernel_version == kernel_version
+            && old.busybox_version == busybox_version
+            && old.agent_sha256 == agent_sha256;
+        let intact = sha256_file(&kernel).ok().as_ref() == Some(&old.kernel_sha256)
+            && sha256_file(&initrd).ok().as_ref() == Some(&old.initrd_sha256);
+        if same_inputs && intact {
+            return Ok(Image { kernel, initrd, manifest: old });
+        }
+        progress("guest image: inputs changed, rebuilding");
+    }
+    progress(&format!("guest image: fetching {kernel_package} {kernel_version}"));
+    let kernel_deb = debian::fetch(&kernel_package, &kernel_version, &inputs.cache)?;
+    progress(&format!("guest image: fetching busybox-static {busybox_version}"));
+    let busybox_deb = debian::fetch("busybox-static", &busybox_version, &inputs.cache)?;
+    std::fs::create_dir_all(&inputs.dir).map_err(|e| Error::io(&inputs.dir, e))?;
+    let work = inputs.dir.join("build.tmp");
+    let _ = std::fs::remove_dir_all(&work);
+    progress("guest image: unpacking");
+    debian::unpack(&kernel_deb, &work.join("kernel"))?;
+    debian::unpack(&busybox_deb, &work.join("busybox"))?;
+    let release = kernel_package.trim_start_matches("linux-image-");
+    let vmlinuz = work.join("kernel/boot").join(format!("vmlinuz-{release}"));
+    if !vmlinuz.exists() {
+        return Err(Error::Missing(format!("boot/vmlinuz-{release}")));
+    }
+    progress("guest image: packing the initramfs");
+    let modules = work.join("kernel/lib/modules").join(release).join("kernel");
+    let manifest_so_far = Manifest {
+        format: FORMAT,
+        kernel_package,
+        kernel_version,
+        busybox_version,
+        agent_sha256,
+        kernel_sha256: String::new(),
+        initrd_sha256: String::new(),
+    };
+    let archive =
+        initramfs(&modules, &work.join("busybox/bin/busybox"), &inputs.agent, &manifest_so_far)?;
+    let tmp_initrd = inputs.dir.join("initrd.img.tmp");
+    std::fs::write(&tmp_initrd, &archive).map_err(|e| Error::io(&tmp_initrd, e))?;
+    std::fs::rename(&tmp_initrd, &initrd).map_err(|e| Error::io(&initrd, e))?;
+    std::fs::copy(&vmlinuz, &kernel).map_err(|e| Error::io(&kernel, e))?;
+    let _ = std::fs::remove_dir_all(&work);
+    let manifest = Manifest {
+        kernel_sha256: sha256_file(&kernel)?,
+        initrd_sha256: hex(&Sha256::digest(&archive)),
+        ..manifest_so_far
+    };
+    let json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    std::fs::write(&manifest_path, json).map_err(|e| Error::io(&manifest_path, e))?;
+    progress("guest image: ready");
+    Ok(Image { kernel, initrd, manifest })
+}
+
+/// Finds `name`.ko (or .ko.xz, decompressed) anywhere under the kernel's module tree.
+fn module(modules: &Path, name: &str) -> Result<Option<Vec<u8>>, Error> {
+    fn find(dir: &Path, wanted: &[String]) -> Option<PathBuf> {
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if let Some(found) = find(&path, wanted) {
+                    return Some(found);
+                }
+            } else if wanted.iter().any(|w| path.file_name().is_some_and(|n| n == w.as_str())) {
+                return Some(path);
+            }
+        }
+        None
+    }
+    let wanted = [format!("{name}.ko"), format!("{name}.ko.xz")];
+    let Some(path) = find(modules, &wanted) else { return Ok(None) };
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    if path.extension().is_some_and(|e| e == "xz") {
+        let mut out = Vec::new();
+        lzma_rs::xz_decompress(&mut bytes.as_slice(), &mut out)
+            .map_err(|e| Error::Module { module: name.to_owned(), reason: e.to_string() })?;
+        return Ok(Some(out));
+    }
+    Ok(Some(bytes))
+}
+
+/// The busybox applets the image links, for the agent's `ip` and for a human on the console.
+const APPLETS: &[&str] = &[
+    "sh", "ip", "mount", "umount", "ls", "cat", "echo", "mkdir", "ps", "free", "uname", "hostname",
+    "sysctl", "poweroff",
+];
+
+fn initramfs(
+    modules: &Path,
+    busybox: &Path,
+    agent: &Path,
+    manifest: &Manifest,
+) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    let mut ino = 1;
+    let mut add = |out: &mut Vec<u8>, name: &str, mode: u32, data: &[u8]| -> Result<(), Error> {
+        ino += 1;
+        let mut w = cpio::newc::Builder::new(name)
+            .ino(ino)
+            .mode(mode)
+            .nlink(1)
+            .write(out, data.len() as u32);
+        w.write_all(data).map_err(|e| Error::io(Path::new(name), e))?;
+        w.finish().map_err(|e| Error::io(Path::new(name), e))?;
+        Ok(())
+    };
+    const DIR: u32 = 0o040755;
+    const EXE: u32 = 0o100755;
+    const FILE: u32 = 0o100644;
+    const LINK: u32 = 0o120777;
+    for dir in [
+        "bin",
+        "sbin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "etc",
+        "etc/docker",
+        "lib",
+        "lib/modules",
+        "Database",
+    ] {
+        add(&mut out, dir, DIR, &[])?;
+    }
+    let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p, e));
+    add(&mut out, "init", EXE, &read(agent)?)?;
+    add(&mut out, "bin/busybox", EXE, &read(busybox)?)?;
+    for applet in APPLETS {
+        add(&mut out, &format!("bin/{applet}"), LINK, b"busybox")?;
+    }
+    for name in MODULES {
+        if let Some(bytes) = module(modules, name)? {
+            add(&mut out, &format!("lib/modules/{name}.ko"), FILE, &bytes)?;
+        }
+    }
+    let json = serde_json::to_vec_pretty(manifest).unwrap_or_default();
+    add(&mut out, "etc/cairn-image.json", FILE, &json)?;
+    let out = cpio::newc::trailer(out).map_err(|e| Error::io(Path::new("TRAILER!!!"), e))?;
+    Ok(out)
+}

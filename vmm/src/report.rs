@@ -1,0 +1,133 @@
+//! What the guest agent reports on branch `state` after each head it applies, one file per
+//! field so that `git show state:boot-id` and a 9P `cat` read it as they read settings.
+
+use std::collections::BTreeMap;
+
+/// The branch the agent reports on.
+pub const STATE_BRANCH: &str = "state";
+
+/// How applying one key went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// The guest kept its previous value; the reason says why.
+    Failed(String),
+}
+
+/// One report: the commit the guest applied and what it sees of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Report {
+    /// The commit of `master` the guest applied.
+    pub applied_commit: String,
+    /// The kernel's boot id: it changes with every boot, so a reboot shows.
+    pub boot_id: String,
+    pub memory_mib: u64,
+    pub ncpu: u32,
+    pub hostname: String,
+    /// sha256 of /etc/docker/daemon.json as written.
+    pub daemon_json_sha256: String,
+    /// Per key (friendly name), how applying it went.
+    pub results: BTreeMap<String, Outcome>,
+}
+
+/// Why a report could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest's report has a bad {field}: {value:?}")]
+pub struct BadReport {
+    pub field: &'static str,
+    pub value: String,
+}
+
+impl Report {
+    /// The report as files of the `state` tree.
+    pub fn to_files(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let results: String = self
+            .results
+            .iter()
+            .map(|(key, outcome)| match outcome {
+                Outcome::Applied => format!("{key} ok\n"),
+                Outcome::Failed(why) => format!("{key} error: {}\n", why.replace('\n', " ")),
+            })
+            .collect();
+        let line = |s: &str| format!("{s}\n").into_bytes();
+        vec![
+            ("applied-commit", line(&self.applied_commit)),
+            ("boot-id", line(&self.boot_id)),
+            ("memory-mib", line(&self.memory_mib.to_string())),
+            ("ncpu", line(&self.ncpu.to_string())),
+            ("hostname", line(&self.hostname)),
+            ("daemon-json-sha256", line(&self.daemon_json_sha256)),
+            ("results", results.into_bytes()),
+        ]
+    }
+
+    /// Reads a report back; `file` gives a file's content, `None` when absent.
+    pub fn from_files(file: impl Fn(&str) -> Option<Vec<u8>>) -> Result<Report, BadReport> {
+        let text = |name: &str| {
+            file(name)
+                .map(|b| String::from_utf8_lossy(&b).trim_end().to_owned())
+                .unwrap_or_default()
+        };
+        let number = |field: &'static str| -> Result<u64, BadReport> {
+            let value = text(field);
+            value.parse().map_err(|_| BadReport { field, value })
+        };
+        let mut results = BTreeMap::new();
+        for line in text("results").lines() {
+            let Some((key, rest)) = line.split_once(' ') else {
+                return Err(BadReport { field: "results", value: line.to_owned() });
+            };
+            let outcome = match rest.strip_prefix("error: ") {
+                Some(why) => Outcome::Failed(why.to_owned()),
+                None if rest == "ok" => Outcome::Applied,
+                None => return Err(BadReport { field: "results", value: line.to_owned() }),
+            };
+            results.insert(key.to_owned(), outcome);
+        }
+        Ok(Report {
+            applied_commit: text("applied-commit"),
+            boot_id: text("boot-id"),
+            memory_mib: number("memory-mib")?,
+            ncpu: u32::try_from(number("ncpu")?)
+                .map_err(|_| BadReport { field: "ncpu", value: text("ncpu") })?,
+            hostname: text("hostname"),
+            daemon_json_sha256: text("daemon-json-sha256"),
+            results,
+        })
+    }
+
+    /// The first key that failed, with its reason.
+    pub fn first_error(&self) -> Option<(&str, &str)> {
+        self.results.iter().find_map(|(key, outcome)| match outcome {
+            Outcome::Failed(why) => Some((key.as_str(), why.as_str())),
+            Outcome::Applied => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_round_trips_through_files() {
+        let mut report = Report {
+            applied_commit: "ab".repeat(20),
+            boot_id: "1234".into(),
+            memory_mib: 491,
+            ncpu: 2,
+            hostname: "cairn".into(),
+            daemon_json_sha256: "00".repeat(32),
+            results: BTreeMap::new(),
+        };
+        report.results.insert("hostname".into(), Outcome::Applied);
+        report.results.insert("sysctl".into(), Outcome::Failed("no such\nsysctl".into()));
+        let files: BTreeMap<_, _> = report.to_files().into_iter().collect();
+        let back = Report::from_files(|name| files.get(name).cloned()).expect("parses");
+        assert_eq!(back.results["sysctl"], Outcome::Failed("no such sysctl".into()));
+        assert_eq!(back.first_error(), Some(("sysctl", "no such sysctl")));
+        assert_eq!(back.memory_mib, 491);
+        let bad = Report::from_files(|name| (name == "memory-mib").then(|| b"lots".to_vec()));
+        assert!(bad.is_err());
+    }
+}
