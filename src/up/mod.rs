@@ -243,13 +243,19 @@ impl Controller {
         Ok(true)
     }
 
-    /// Plans the newest head once master has been quiet for [`COALESCE`].
+    /// Plans the newest head: at once when the guest applies it live, after master has been
+    /// quiet for [`COALESCE`] when it needs a reboot.
     fn plan_if_quiet(&mut self, progress: &mut dyn FnMut(&str)) -> Result<bool, Error> {
         let (Some(head), Some(booted)) = (self.head, self.booted) else { return Ok(false) };
-        if self.target == Some(head) || self.head_seen.elapsed() < COALESCE {
+        if self.target == Some(head) {
             return Ok(false);
         }
         let plan = plan::between(&self.db, &booted.to_string(), &head.to_string())?;
+        // A reboot waits for master to be quiet, so that quick commits make one reboot; what
+        // the guest applies live needs no wait (it follows head.live itself).
+        if plan::needs_reboot(plan.action) && self.head_seen.elapsed() < COALESCE {
+            return Ok(false);
+        }
         progress(&format!("plan {}: {}", short(&head), plan.action.as_str()));
         self.target = Some(head);
         self.status.attempted_commit = Some(head.to_string());
