@@ -1,6 +1,8 @@
 //! What a change of configuration means for the VM: the keys it touches, each with its apply
 //! class, and the most disruptive class among them, which decides the action.
 
+use std::collections::BTreeMap;
+
 use cairn_db::Db;
 use cairn_schema::ApplyClass;
 use serde::{Deserialize, Serialize};
@@ -23,26 +25,50 @@ pub struct Plan {
     pub steps: Vec<Step>,
 }
 
+/// The step for one path whose content goes from `old` to `new`.
+fn step(path: &str, old: Option<&[u8]>, new: Option<&[u8]>) -> Step {
+    match cairn_schema::catalogue::by_path(path) {
+        Some(key) if key.path == "etc/docker/daemon.json" => Step {
+            key: key.name.to_owned(),
+            class: cairn_schema::daemon::change_class(old.unwrap_or(b"{}"), new.unwrap_or(b"{}")),
+        },
+        Some(key) => Step { key: key.name.to_owned(), class: key.apply },
+        // Outside the schema (written with git directly): the guest does not use it.
+        None => Step { key: path.to_owned(), class: ApplyClass::None },
+    }
+}
+
+fn plan_of(from: &str, to: &str, steps: Vec<Step>) -> Plan {
+    let action = steps.iter().map(|s| s.class).max().unwrap_or(ApplyClass::None);
+    Plan { from: from.to_owned(), to: to.to_owned(), action, steps }
+}
+
 /// The plan from commit `from` to commit `to` (any revisions the database resolves).
 pub fn between(db: &Db, from: &str, to: &str) -> Result<Plan, cairn_db::Error> {
+    let steps = db
+        .diff(from, to)?
+        .iter()
+        .map(|c| step(&c.path, c.old.as_deref(), c.new.as_deref()))
+        .collect();
+    Ok(plan_of(from, to, steps))
+}
+
+/// The plan of changes not yet committed (`path -> new content`, `None` removes) on top of
+/// `base`: what `cairn plan` and `set --dry-run` show. Changes to the value already there are
+/// no steps.
+pub fn of_changes(
+    db: &Db,
+    base: &str,
+    changes: &BTreeMap<String, Option<Vec<u8>>>,
+) -> Result<Plan, cairn_db::Error> {
     let mut steps = Vec::new();
-    for change in db.diff(from, to)? {
-        let step = match cairn_schema::catalogue::by_path(&change.path) {
-            Some(key) if key.path == "etc/docker/daemon.json" => Step {
-                key: key.name.to_owned(),
-                class: cairn_schema::daemon::change_class(
-                    change.old.as_deref().unwrap_or(b"{}"),
-                    change.new.as_deref().unwrap_or(b"{}"),
-                ),
-            },
-            Some(key) => Step { key: key.name.to_owned(), class: key.apply },
-            // Outside the schema (written with git directly): the guest does not use it.
-            None => Step { key: change.path.clone(), class: ApplyClass::None },
-        };
-        steps.push(step);
+    for (path, new) in changes {
+        let old = db.read(base, path)?;
+        if old != *new {
+            steps.push(step(path, old.as_deref(), new.as_deref()));
+        }
     }
-    let action = steps.iter().map(|s| s.class).max().unwrap_or(ApplyClass::None);
-    Ok(Plan { from: from.to_owned(), to: to.to_owned(), action, steps })
+    Ok(plan_of(base, "(not committed)", steps))
 }
 
 /// Whether the qemu backend must reboot the VM for `action`. Without the user-space NAT, a

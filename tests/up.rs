@@ -71,9 +71,11 @@ fn up_applies_live_changes_reboots_for_memory_survives_a_crash_and_goes_down() {
     let up_pid = first["pid"].as_u64().expect("pid");
     assert!(first["backend_reason"].as_str().is_some_and(|r| r.contains("qemu")), "{first:#}");
 
-    // A live key: applied without a reboot.
-    env.ok(&["set", "hostname", "web1"]);
-    let s = applied(&env, "hostname web1");
+    // A live key: `plan` says so, `set --wait` returns once the guest applied it, no reboot.
+    assert_eq!(env.ok(&["plan", "hostname", "web1"]).trim(), "guest-live: hostname (guest-live)");
+    env.ok(&["set", "hostname", "web1", "--wait", "--timeout", "240"]);
+    let s = status(&env);
+    assert_eq!(s["applied_commit"], env.head().as_str());
     assert_eq!(s["guest"]["hostname"], "web1");
     assert_eq!(boot_id(&s), boot, "no reboot for a live key");
 
@@ -89,7 +91,23 @@ fn up_applies_live_changes_reboots_for_memory_survives_a_crash_and_goes_down() {
     env.fails(&["set", "memory", "lots"], 3);
     assert_eq!(env.head(), before);
 
+    // A value the guest cannot apply: the error and its key in status, `--wait` fails with it,
+    // the VM keeps running on the last good values, and rollback restores them.
+    let good = env.head();
+    let failed = env.run(&["set", "sysctl", "vm.no_such_sysctl = 1", "--wait", "--timeout", "240"]);
+    assert_eq!(failed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("sysctl: vm.no_such_sysctl"), "{stderr}");
+    let s = status(&env);
+    assert_eq!(s["last_error"]["key"], "sysctl", "{s:#}");
+    assert_eq!(s["applied_commit"], good.as_str());
+    assert_eq!(s["vm"], "running");
+    env.ok(&["rollback", &good]);
+    env.ok(&["wait", "--timeout", "240"]);
+    assert!(status(&env)["last_error"].is_null());
+
     // A reboot key: one reboot, the guest sees about 512 MiB.
+    assert_eq!(env.ok(&["plan", "memory=512"]).trim(), "reboot: memory (reboot)");
     env.ok(&["set", "memory", "512"]);
     let s = applied(&env, "memory 512");
     let rebooted = boot_id(&s);
@@ -106,6 +124,21 @@ fn up_applies_live_changes_reboots_for_memory_survives_a_crash_and_goes_down() {
     assert!(s["reboots"].as_u64().expect("reboots") <= reboots + 1, "{s:#}");
     let memory = s["guest"]["memory_mib"].as_u64().expect("memory");
     assert!((650..=768).contains(&memory), "the guest sees {memory} MiB");
+
+    // The console and the control plane's log.
+    let console = env.ok(&["logs", "--console"]);
+    assert!(console.contains("cairn-agent: applied"), "{console}");
+    assert!(env.ok(&["logs", "--control"]).contains("plan"));
+
+    // vm stop keeps it stopped (no restart), vm start boots it again on master.
+    env.ok(&["vm", "stop"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let s = status(&env);
+    assert_eq!(s["vm"], "stopped", "{s:#}");
+    assert!(s["vm_pid"].is_null());
+    env.ok(&["vm", "start"]);
+    let s = applied(&env, "the configuration after vm start");
+    assert_eq!(s["restarts"], 0);
 
     // The VM dies: the control plane brings it back and says so.
     let vm = s["vm_pid"].as_u64().expect("vm pid");
@@ -126,5 +159,24 @@ fn up_applies_live_changes_reboots_for_memory_survives_a_crash_and_goes_down() {
     assert!(!pid_alive(up_pid), "cairn up still runs");
     assert!(!pid_alive(vm_after), "qemu still runs");
     assert_eq!(status(&env)["vm"], "stopped");
+
+    // A killed control plane takes its VM with it, and a new `up` starts from master.
+    let up = env.command(&["up", "--detach"]).env("CAIRN_CACHE", cache()).output().expect("runs");
+    assert!(up.status.success(), "cairn up: {}", String::from_utf8_lossy(&up.stderr));
+    let s = applied(&env, "the configuration after up again");
+    let (up_pid, vm) = (s["pid"].as_u64().expect("pid"), s["vm_pid"].as_u64().expect("vm"));
+    // SAFETY: kill(2) on the cairn up process this test started.
+    unsafe {
+        libc::kill(up_pid as libc::pid_t, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pid_alive(vm) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!pid_alive(vm), "qemu outlived its control plane");
+    let up = env.command(&["up", "--detach"]).env("CAIRN_CACHE", cache()).output().expect("runs");
+    assert!(up.status.success(), "cairn up after a crash: {}", String::from_utf8_lossy(&up.stderr));
+    applied(&env, "the configuration after the control plane came back");
+    env.ok(&["down"]);
     env.fsck();
 }

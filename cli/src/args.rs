@@ -68,6 +68,32 @@ pub enum Command {
         /// Accept daemon.json keys the schema does not know (they may stop dockerd).
         #[arg(long)]
         force: bool,
+        /// Print what the change would do to the VM (reboot, reload, live) and commit nothing.
+        #[arg(long, conflicts_with = "wait")]
+        dry_run: bool,
+        /// After committing, wait until the guest has applied it (needs `cairn up`).
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds (exit 4).
+        #[arg(long, default_value_t = 300, value_name = "SECS")]
+        timeout: u64,
+    },
+    /// What changing keys would do to the VM (`set --dry-run`): reboot, network, daemon
+    /// restart or reload, or live in the guest.
+    Plan {
+        /// KEY VALUE [KEY=VALUE...] or KEY=VALUE...
+        #[arg(required = true, num_args = 1.., allow_negative_numbers = true, value_name = "ARGS")]
+        args: Vec<String>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Wait until the guest has applied COMMIT (default: master's head); fail with the guest's
+    /// error if it could not.
+    Wait {
+        commit: Option<String>,
+        /// Give up after this many seconds (exit 4).
+        #[arg(long, default_value_t = 300, value_name = "SECS")]
+        timeout: u64,
     },
     /// Put keys back to their defaults.
     Reset {
@@ -163,6 +189,23 @@ pub enum Command {
     },
     /// Stop `cairn up` and its VM.
     Down,
+    /// Stop, start or restart the VM while `cairn up` keeps running.
+    Vm {
+        #[arg(value_enum)]
+        action: VmAction,
+    },
+    /// The VM's console and the control plane's log.
+    Logs {
+        /// Keep printing what is appended.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the console.
+        #[arg(long, conflicts_with = "control")]
+        console: bool,
+        /// Only the control plane's log.
+        #[arg(long)]
+        control: bool,
+    },
     /// The VM and the control plane: state, backend, config head, applied commit, last error.
     Status,
     /// The guest image.
@@ -177,6 +220,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum VmAction {
+    Start,
+    Stop,
+    Restart,
 }
 
 #[derive(Debug, Subcommand)]

@@ -31,7 +31,7 @@ pub struct Options {
 }
 
 /// Quiet time after a commit before it is planned: later commits in this window join it.
-const COALESCE: Duration = Duration::from_millis(400);
+const COALESCE: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(50);
 
 /// The run directory of a data directory.
@@ -164,6 +164,7 @@ impl Controller {
             let mut changed = self.watch_master()?;
             changed |= self.plan_if_quiet(progress)?;
             changed |= self.read_reports(progress)?;
+            changed |= self.requests(progress)?;
             changed |= self.mind_the_vm(progress)?;
             if changed {
                 self.save();
@@ -328,6 +329,42 @@ impl Controller {
             "applied {}",
             &report.applied_commit[..12.min(report.applied_commit.len())]
         ));
+        Ok(true)
+    }
+
+    /// `cairn vm start|stop|restart`, asked through a file in the run directory.
+    fn requests(&mut self, progress: &mut dyn FnMut(&str)) -> Result<bool, Error> {
+        let Ok(request) = std::fs::read_to_string(self.run.request()) else { return Ok(false) };
+        let _ = std::fs::remove_file(self.run.request());
+        match request.trim() {
+            "stop" => {
+                progress("stopping the VM (cairn vm stop)");
+                if let Some(vm) = self.vm.take() {
+                    vm.stop(Duration::from_secs(5));
+                }
+                if let Some(report) = self.report.take() {
+                    self.stale_boot = Some(report.boot_id);
+                }
+                self.restart_at = None;
+                self.status.vm = "stopped".into();
+                self.status.vm_pid = None;
+            }
+            "start" if self.vm.is_none() => {
+                progress("starting the VM (cairn vm start)");
+                self.restart_at = None;
+                let head = self.head;
+                self.boot(head, progress)?;
+                self.target = head;
+            }
+            "restart" => {
+                progress("restarting the VM (cairn vm restart)");
+                self.restart_at = None;
+                let head = self.head;
+                self.boot(head, progress)?;
+                self.target = head;
+            }
+            _ => {}
+        }
         Ok(true)
     }
 

@@ -25,6 +25,10 @@ impl RunDir {
     pub fn log(&self) -> PathBuf {
         self.0.join("cairn.log")
     }
+    /// Where `cairn vm start|stop|restart` leaves a request for the control loop.
+    pub fn request(&self) -> PathBuf {
+        self.0.join("vm-request")
+    }
     pub fn socket(&self) -> PathBuf {
         self.0.join("9p.sock")
     }

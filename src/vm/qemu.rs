@@ -44,7 +44,17 @@ impl Qemu {
     /// Starts qemu; its own errors go to `errors` (a file next to the console log).
     pub fn start(spec: &VmSpec, accel: Accel, errors: &Path) -> Result<Qemu, VmError> {
         let log = std::fs::File::create(errors).map_err(|e| VmError::io(errors, e))?;
-        let child = command(spec, accel).stderr(Stdio::from(log)).spawn().map_err(|e| {
+        let mut command = command(spec, accel);
+        command.stderr(Stdio::from(log));
+        // SAFETY: prctl is async-signal-safe. qemu gets SIGTERM if the control plane dies, so a
+        // killed `cairn up` never leaves a VM behind that nobody manages.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|e| {
             VmError::Start(format!("qemu-system-x86_64: {e} (install qemu-system-x86)"))
         })?;
         Ok(Qemu { child })

@@ -15,6 +15,7 @@ mod serve;
 mod set;
 mod status;
 mod up;
+mod wait;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -55,11 +56,30 @@ impl Ctx {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let db_path = cairn::home::db_dir(cli.db.as_deref())?;
     let ctx = Ctx { db_path, mode: output::mode(cli.json) };
+    if !matches!(cli.command, Command::Serve { .. } | Command::Up { .. }) {
+        // A command whose reader goes away (`cairn list | head`) ends quietly, as Unix tools
+        // do. The servers keep SIGPIPE ignored: a client hanging up must not kill them.
+        // SAFETY: restoring a signal's default disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.command {
         Command::Init => init::run(&ctx),
         Command::List => list::run(&ctx),
         Command::Get { key, at } => get::run(&ctx, &key, &at),
-        Command::Set { args, write, force } => set::run(&ctx, &args, &write, force),
+        Command::Set { args, write, force, dry_run, wait, timeout } => {
+            let then =
+                set::Then { dry_run, wait, timeout: std::time::Duration::from_secs(timeout) };
+            set::run(&ctx, &args, &write, force, then)
+        }
+        Command::Plan { args, force } => {
+            let then = set::Then { dry_run: true, ..set::Then::default() };
+            set::run(&ctx, &args, &WriteOpts::default(), force, then)
+        }
+        Command::Wait { commit, timeout } => {
+            wait::run(&ctx, commit.as_deref(), std::time::Duration::from_secs(timeout))
+        }
         Command::Reset { keys, all, write } => reset::run(&ctx, &keys, all, &write),
         Command::Log { key, limit, at } => log::run(&ctx, key.as_deref(), limit, &at),
         Command::Diff { from, to } => diff::run(&ctx, from.as_deref(), to.as_deref()),
@@ -71,6 +91,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { socket, tcp } => serve::run(&ctx, socket, tcp),
         Command::Up { detach, kernel, initrd } => up::run(&ctx, detach, kernel, initrd),
         Command::Down => up::down(),
+        Command::Vm { action } => up::vm(action),
+        Command::Logs { follow, console, control } => up::logs(follow, console, control),
         Command::Status => status::run(&ctx),
         Command::Guest { command: crate::args::GuestCommand::Build } => up::build_image(),
         Command::Path => {

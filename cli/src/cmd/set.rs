@@ -6,7 +6,23 @@ use super::{prepare, report, value_arg, Ctx};
 use crate::args::WriteOpts;
 use crate::exit::Usage;
 
-pub fn run(ctx: &Ctx, args: &[String], write: &WriteOpts, force: bool) -> anyhow::Result<()> {
+/// What `set` does after preparing the change.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Then {
+    /// Print the plan instead of committing.
+    pub dry_run: bool,
+    /// Wait for the guest to apply the commit.
+    pub wait: bool,
+    pub timeout: std::time::Duration,
+}
+
+pub fn run(
+    ctx: &Ctx,
+    args: &[String],
+    write: &WriteOpts,
+    force: bool,
+    then: Then,
+) -> anyhow::Result<()> {
     let pairs = parse(args)?;
     let db = ctx.open()?;
     let mut tx = db.transaction(CONFIG_BRANCH)?;
@@ -21,8 +37,17 @@ pub fn run(ctx: &Ctx, args: &[String], write: &WriteOpts, force: bool) -> anyhow
         let stored = stored.as_deref().unwrap_or_default();
         shown.push(format!("{}={}", key.name, cairn::schema::value::display(key, stored)));
     }
+    if then.dry_run {
+        let base = tx.base().map(|b| b.to_string()).unwrap_or_else(|| CONFIG_BRANCH.into());
+        let plan = cairn::plan::of_changes(&db, &base, tx.changes())?;
+        return super::wait::print_plan(ctx, &plan);
+    }
     let done = tx.commit()?;
-    report(ctx, &db, &done, &format!("set {}", shown.join(" ")))
+    report(ctx, &db, &done, &format!("set {}", shown.join(" ")))?;
+    if then.wait {
+        super::wait::until_applied(ctx, &done.id.to_string(), then.timeout)?;
+    }
+    Ok(())
 }
 
 /// Splits the arguments into (key, value) pairs.

@@ -137,3 +137,72 @@ pub fn build_image() -> anyhow::Result<()> {
     println!("initrd {}", image.initrd.display());
     Ok(())
 }
+
+/// Asks the running `cairn up` to stop, start or restart the VM, and waits until it has.
+pub fn vm(action: crate::args::VmAction) -> anyhow::Result<()> {
+    use crate::args::VmAction;
+    let home = home()?;
+    let run = cairn::up::run_dir(&home);
+    if running(&home).is_none() {
+        bail!("cairn up is not running; start it with `cairn up --detach`");
+    }
+    let before = Status::load(&run.status()).unwrap_or_default();
+    let word = match action {
+        VmAction::Start => "start",
+        VmAction::Stop => "stop",
+        VmAction::Restart => "restart",
+    };
+    std::fs::write(run.request(), word)?;
+    let boot_of = |s: &Status| s.guest.as_ref().map(|g| g.boot_id.clone());
+    let deadline = Instant::now() + DETACH_WAIT;
+    loop {
+        let now = Status::load(&run.status()).unwrap_or_default();
+        let done = match action {
+            VmAction::Stop => now.vm == "stopped",
+            _ => now.vm == "running" && boot_of(&now) != boot_of(&before),
+        };
+        if done {
+            eprintln!("cairn vm {word}: done");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let why = format!("cairn vm {word}: not done within {DETACH_WAIT:?}");
+            return Err(crate::exit::TimedOut(why).into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Prints the console log and the control plane's log; with `follow`, keeps printing.
+pub fn logs(follow: bool, console_only: bool, control_only: bool) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let run = cairn::up::run_dir(&home()?);
+    let mut files = Vec::new();
+    if !control_only {
+        files.push(run.console());
+    }
+    if !console_only {
+        files.push(run.log());
+    }
+    let mut offsets = vec![0u64; files.len()];
+    let mut out = std::io::stdout().lock();
+    loop {
+        for (path, offset) in files.iter().zip(offsets.iter_mut()) {
+            let Ok(mut file) = std::fs::File::open(path) else { continue };
+            let len = file.metadata().map_or(0, |m| m.len());
+            if len < *offset {
+                *offset = 0; // a new VM started a new console log
+            }
+            file.seek(std::io::SeekFrom::Start(*offset))?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            *offset += bytes.len() as u64;
+            out.write_all(&bytes)?;
+        }
+        out.flush()?;
+        if !follow {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
