@@ -76,3 +76,54 @@ pub fn of_changes(
 pub fn needs_reboot(action: ApplyClass) -> bool {
     action >= ApplyClass::Network
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_db::CONFIG_BRANCH;
+    use cairn_schema::Host;
+
+    fn commit(db: &Db, changes: &[(&str, &str)]) -> String {
+        let mut tx = db.transaction(CONFIG_BRANCH).expect("tx");
+        for (key, value) in changes {
+            tx.set_key(key, value.as_bytes()).expect("valid");
+        }
+        tx.commit().expect("commit").id.to_string()
+    }
+
+    #[test]
+    fn the_most_disruptive_key_decides() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::init(&dir.path().join("db"), Host { ram_mib: 8192, cores: 4 }).expect("init");
+        let init = db.head(CONFIG_BRANCH).expect("head").expect("exists").to_string();
+        let live = commit(&db, &[("hostname", "web1")]);
+        let plan = between(&db, &init, &live).expect("plan");
+        assert_eq!(plan.action, ApplyClass::GuestLive);
+        assert_eq!(plan.steps, [Step { key: "hostname".into(), class: ApplyClass::GuestLive }]);
+        let reload = commit(&db, &[("daemon", r#"{"debug": true}"#)]);
+        assert_eq!(between(&db, &live, &reload).expect("plan").action, ApplyClass::DaemonReload);
+        let restart = commit(&db, &[("daemon", r#"{"debug": true, "dns": ["1.1.1.1"]}"#)]);
+        assert_eq!(
+            between(&db, &reload, &restart).expect("plan").action,
+            ApplyClass::DaemonRestart
+        );
+        let reboot = commit(&db, &[("memory", "512"), ("hostname", "web2")]);
+        let plan = between(&db, &restart, &reboot).expect("plan");
+        assert_eq!(plan.action, ApplyClass::Reboot);
+        assert!(needs_reboot(plan.action) && !needs_reboot(ApplyClass::DaemonRestart));
+        // Over several commits, the classes of every key changed since.
+        assert_eq!(between(&db, &init, &reboot).expect("plan").steps.len(), 3);
+        assert_eq!(between(&db, &reboot, &reboot).expect("plan").action, ApplyClass::None);
+    }
+
+    #[test]
+    fn uncommitted_changes_to_the_same_value_are_no_steps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::init(&dir.path().join("db"), Host { ram_mib: 8192, cores: 4 }).expect("init");
+        let mut tx = db.transaction(CONFIG_BRANCH).expect("tx");
+        tx.set_key("hostname", b"cairn").expect("valid");
+        tx.set_key("ncpu", b"1").expect("valid");
+        let plan = of_changes(&db, CONFIG_BRANCH, tx.changes()).expect("plan");
+        assert_eq!(plan.steps, [Step { key: "ncpu".into(), class: ApplyClass::Reboot }]);
+    }
+}
