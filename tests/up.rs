@@ -132,6 +132,9 @@ fn up_applies_live_changes_reboots_for_memory_survives_a_crash_and_goes_down() {
 
     // vm stop keeps it stopped (no restart), vm start boots it again on master.
     env.ok(&["vm", "stop"]);
+    let console = env.ok(&["logs", "--console"]);
+    assert!(console.contains("cairn-agent: powering off"), "a clean poweroff: {console}");
+    assert!(env.ok(&["logs", "--control"]).contains("the guest powered off"));
     std::thread::sleep(Duration::from_secs(2));
     let s = status(&env);
     assert_eq!(s["vm"], "stopped", "{s:#}");

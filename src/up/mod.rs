@@ -172,7 +172,8 @@ impl Controller {
         }
         progress("stopping the VM");
         if let Some(vm) = self.vm.take() {
-            vm.stop(Duration::from_secs(5));
+            let clean = vm.stop(Duration::from_secs(10));
+            progress(if clean { "the guest powered off" } else { "the VM was killed" });
         }
         self.status.vm = "stopped".into();
         self.status.vm_pid = None;
@@ -200,6 +201,7 @@ impl Controller {
             ncpu: u32::try_from(number("ncpu")?).unwrap_or(1),
             ninep_port: self.status.ninep_port,
             console: self.run.console(),
+            qmp: self.run.0.join("qmp.sock"),
         })
     }
 
@@ -340,7 +342,8 @@ impl Controller {
             "stop" => {
                 progress("stopping the VM (cairn vm stop)");
                 if let Some(vm) = self.vm.take() {
-                    vm.stop(Duration::from_secs(5));
+                    let clean = vm.stop(Duration::from_secs(10));
+                    progress(if clean { "the guest powered off" } else { "the VM was killed" });
                 }
                 if let Some(report) = self.report.take() {
                     self.stale_boot = Some(report.boot_id);

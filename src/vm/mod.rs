@@ -2,6 +2,7 @@
 //! boot the guest, and until then `up` says why it uses qemu.
 
 pub mod qemu;
+pub mod qmp;
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,8 @@ pub struct VmSpec {
     pub ninep_port: u16,
     /// The serial console's log file.
     pub console: PathBuf,
+    /// qemu's QMP socket, through which the guest is asked to power off.
+    pub qmp: PathBuf,
 }
 
 /// How qemu runs the guest.

@@ -12,6 +12,7 @@ use super::{Accel, VmError, VmSpec};
 #[derive(Debug)]
 pub struct Qemu {
     child: Child,
+    qmp: PathBuf,
 }
 
 /// The command line for `spec`.
@@ -26,6 +27,8 @@ pub fn command(spec: &VmSpec, accel: Accel) -> Command {
         .args(["-nographic", "-nodefaults", "-no-reboot", "-monitor", "none"])
         .arg("-serial")
         .arg(format!("file:{}", spec.console.display()))
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", spec.qmp.display()))
         .arg("-kernel")
         .arg(&spec.kernel)
         .arg("-initrd")
@@ -57,7 +60,7 @@ impl Qemu {
         let child = command.spawn().map_err(|e| {
             VmError::Start(format!("qemu-system-x86_64: {e} (install qemu-system-x86)"))
         })?;
-        Ok(Qemu { child })
+        Ok(Qemu { child, qmp: spec.qmp.clone() })
     }
 
     pub fn pid(&self) -> u32 {
@@ -69,22 +72,35 @@ impl Qemu {
         self.child.try_wait().ok().flatten()
     }
 
-    /// Stops the VM: SIGTERM (qemu shuts down cleanly), then SIGKILL after `grace`. The guest's
-    /// root is its initramfs and /Database is the host's, so nothing of the guest's is lost.
-    pub fn stop(mut self, grace: Duration) {
+    /// Stops the VM: the guest is asked to power off (Ctrl-Alt-Del, which the agent turns into
+    /// sync, unmount, poweroff); after `grace`, qemu gets SIGTERM, then SIGKILL. Returns whether
+    /// the guest shut down by itself.
+    pub fn stop(mut self, grace: Duration) -> bool {
+        let wait = |q: &mut Qemu, limit: Duration| {
+            let deadline = Instant::now() + limit;
+            while Instant::now() < deadline {
+                if q.exited().is_some() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        };
+        if self.exited().is_some() {
+            return false;
+        }
+        if super::qmp::ctrl_alt_del(&self.qmp).is_ok() && wait(&mut self, grace) {
+            return true;
+        }
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
         }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if self.exited().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if !wait(&mut self, Duration::from_secs(2)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        false
     }
 }
 

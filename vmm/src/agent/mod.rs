@@ -8,6 +8,7 @@
 
 mod apply;
 mod boot;
+mod power;
 mod state;
 
 use std::io::Read;
@@ -71,6 +72,7 @@ fn say(message: &str) {
 
 /// Runs the agent; never returns.
 pub fn run() -> ! {
+    power::watch_signals();
     if let Err(e) = boot::mount_kernel_filesystems() {
         say(&e.to_string());
     }
@@ -103,14 +105,7 @@ pub fn run() -> ! {
 /// Powers the machine off after saying why: PID 1 may not exit.
 fn halt(why: &str) -> ! {
     say(why);
-    // SAFETY: sync and reboot take no pointers; reboot does not return on success.
-    unsafe {
-        libc::sync();
-        libc::reboot(libc::RB_POWER_OFF);
-    }
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
+    power::off(libc::RB_POWER_OFF)
 }
 
 /// Applies and reports every head of master as it comes, until the stream breaks.
