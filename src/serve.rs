@@ -62,12 +62,14 @@ pub fn run(db: Db, listeners: Listeners) -> Result<(), Error> {
     })
 }
 
-/// The 9P server for `cairn up`, on its own threads: TCP on a free loopback port (the guest's
-/// way in through qemu's user network) and the unix socket at `socket`. SIGINT and SIGTERM set
-/// `stop`. Returns the port and the thread, which ends with the process.
+/// The 9P server for `cairn up`, on its own threads: TCP on a loopback port (the guest's way in
+/// through qemu's user network) and the unix socket at `socket`. The port is `port` when it is
+/// free (a running guest dials the port it booted with), else one the system picks. SIGINT,
+/// SIGTERM and SIGHUP set `stop`. Returns the port and the thread, which ends with the process.
 pub fn spawn_for_vm(
     db: Arc<Db>,
     socket: &std::path::Path,
+    port: Option<u16>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<(u16, std::thread::JoinHandle<()>), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -78,9 +80,13 @@ pub fn spawn_for_vm(
         .map_err(Error::Runtime)?;
     let fs = Arc::new(cairn_9p::Fs::new(db));
     let address = "127.0.0.1:0";
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(address))
-        .map_err(|source| Error::Listen { address: address.into(), source })?;
+    let wanted = port.map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    let listener = match wanted.map(|a| runtime.block_on(tokio::net::TcpListener::bind(a))) {
+        Some(Ok(listener)) => listener,
+        _ => runtime
+            .block_on(tokio::net::TcpListener::bind(address))
+            .map_err(|source| Error::Listen { address: address.into(), source })?,
+    };
     let port = listener
         .local_addr()
         .map_err(|source| Error::Listen { address: address.into(), source })?
@@ -95,12 +101,16 @@ pub fn spawn_for_vm(
             runtime.block_on(async move {
                 tokio::spawn(cairn_9p::transport::serve_tcp(fs.clone(), listener));
                 tokio::spawn(cairn_9p::transport::serve_unix_listener(fs, unix));
-                let terminate =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-                let Ok(mut terminate) = terminate else { return std::future::pending().await };
+                use tokio::signal::unix::{signal, SignalKind};
+                let signals = signal(SignalKind::terminate())
+                    .and_then(|t| Ok((t, signal(SignalKind::hangup())?)));
+                let Ok((mut terminate, mut hangup)) = signals else {
+                    return std::future::pending().await;
+                };
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = terminate.recv() => {}
+                    _ = hangup.recv() => {}
                 }
                 stop.store(true, std::sync::atomic::Ordering::SeqCst);
                 // Keep serving while the control loop stops the VM.

@@ -3,6 +3,10 @@
 //! (after a short quiet period, so that quick commits coalesce) is planned against what the VM
 //! runs, the VM is rebooted when the plan needs it, and the guest's report on branch `state`
 //! says when the change is applied. Everything it knows goes to `run/status.json`.
+//!
+//! The control plane can restart without the VM: a VM that still runs when `up` starts (its
+//! record in `run/vm.json`) is adopted, the 9P server listens on the port the guest knows, and
+//! the guest agent remounts /Database and reports again.
 
 pub mod status;
 
@@ -16,6 +20,7 @@ use cairn_vmm::report::{Report, STATE_BRANCH};
 
 use crate::plan;
 use crate::vm::qemu::{self, Qemu};
+use crate::vm::record::VmRecord;
 use crate::vm::{Accel, VmSpec};
 use crate::Error;
 use status::{Guest, LastError, RunDir, Status};
@@ -61,6 +66,19 @@ pub fn run(
     result
 }
 
+/// Stops a VM that runs without its control plane (the `cairn up` that started it was killed).
+/// Returns its pid, if there was one.
+pub fn stop_left_running(home: &std::path::Path) -> Option<u32> {
+    let run = run_dir(home);
+    let record = VmRecord::load(&run.vm_record())?;
+    let vm = Qemu::adopt(&record);
+    let _ = std::fs::remove_file(run.vm_record());
+    let vm = vm?;
+    let pid = vm.pid();
+    vm.stop(Duration::from_secs(10));
+    Some(pid)
+}
+
 struct Controller {
     db: Arc<Db>,
     run: RunDir,
@@ -84,6 +102,8 @@ struct Controller {
     /// When to start the VM again after it stopped on its own.
     restart_at: Option<Instant>,
     backoff: Duration,
+    /// A VM left running by an earlier control plane, to be taken over.
+    orphan: Option<(Qemu, ObjectId)>,
     stop: Arc<AtomicBool>,
     _server: std::thread::JoinHandle<()>,
 }
@@ -100,9 +120,34 @@ impl Controller {
         let mut status =
             Status { pid: std::process::id(), vm: "starting".into(), ..Status::default() };
         status.save(&run.status()).map_err(|e| Error::io(&run.status(), e))?;
-        let (port, server) = crate::serve::spawn_for_vm(db.clone(), &run.socket(), stop.clone())?;
+        let record = VmRecord::load(&run.vm_record());
+        let record = record.filter(|r| r.alive());
+        let (port, server) = crate::serve::spawn_for_vm(
+            db.clone(),
+            &run.socket(),
+            record.as_ref().map(|r| r.ninep_port),
+            stop.clone(),
+        )?;
         status.ninep_port = port;
         progress(&format!("9P: 127.0.0.1:{port} and {}", run.socket().display()));
+        let orphan = match record.and_then(|r| Some((Qemu::adopt(&r)?, r))) {
+            Some((vm, record)) if record.ninep_port == port => {
+                let booted = ObjectId::from_hex(record.booted.as_bytes()).ok();
+                booted.map(|booted| (vm, booted, record))
+            }
+            Some((vm, record)) => {
+                progress(&format!(
+                    "the VM left running (pid {}) dials port {}, which is taken: stopping it",
+                    record.pid, record.ninep_port
+                ));
+                vm.stop(Duration::from_secs(10));
+                None
+            }
+            None => None,
+        };
+        if orphan.is_none() {
+            let _ = std::fs::remove_file(run.vm_record());
+        }
         let (kernel, initrd) = match (options.kernel, options.initrd) {
             (Some(k), Some(i)) => (k, i),
             _ => {
@@ -121,7 +166,13 @@ impl Controller {
         let hypervisor = db
             .read(CONFIG_BRANCH, "hypervisor")?
             .map(|v| String::from_utf8_lossy(&v).trim().to_owned());
-        let (accel, accel_reason) = choose_accel(&kernel, &run.0);
+        let (accel, accel_reason) = match &orphan {
+            Some((_, _, record)) if record.accel == "kvm" => {
+                (Accel::Kvm, "KVM (as the adopted VM runs)".to_owned())
+            }
+            Some(_) => (Accel::Tcg, "TCG (as the adopted VM runs)".to_owned()),
+            None => choose_accel(&kernel, &run.0),
+        };
         status.backend = "qemu".into();
         status.accel = accel.as_str().into();
         status.backend_reason = match hypervisor.as_deref() {
@@ -146,6 +197,7 @@ impl Controller {
             report: None,
             restart_at: None,
             backoff: Duration::from_secs(1),
+            orphan: orphan.map(|(vm, booted, _)| (vm, booted)),
             stop,
             _server: server,
         })
@@ -156,8 +208,23 @@ impl Controller {
         let head = self.db.head(CONFIG_BRANCH)?;
         self.head = head;
         self.status.config_head = head.map(|h| h.to_string());
-        self.boot(head, progress)?;
-        self.target = head;
+        if let Some((vm, booted)) = self.orphan.take() {
+            progress(&format!(
+                "adopted the running VM (pid {}, booted for {}); the guest remounts /Database",
+                vm.pid(),
+                short(&booted)
+            ));
+            self.status.vm_pid = Some(vm.pid());
+            self.status.vm = "running".into();
+            self.status.adopted = true;
+            self.vm = Some(vm);
+            self.booted = Some(booted);
+            // What the guest runs is planned against master like any new head.
+            self.target = None;
+        } else {
+            self.boot(head, progress)?;
+            self.target = head;
+        }
         self.save();
         while !self.stop.load(Ordering::SeqCst) {
             std::thread::sleep(TICK);
@@ -171,14 +238,20 @@ impl Controller {
             }
         }
         progress("stopping the VM");
-        if let Some(vm) = self.vm.take() {
-            let clean = vm.stop(Duration::from_secs(10));
-            progress(if clean { "the guest powered off" } else { "the VM was killed" });
-        }
+        self.stop_vm(progress);
         self.status.vm = "stopped".into();
         self.status.vm_pid = None;
         self.save();
         Ok(())
+    }
+
+    /// Powers the VM off (forcibly after a grace period) and forgets it.
+    fn stop_vm(&mut self, progress: &mut dyn FnMut(&str)) {
+        if let Some(vm) = self.vm.take() {
+            let clean = vm.stop(Duration::from_secs(10));
+            progress(if clean { "the guest powered off" } else { "the VM was killed" });
+        }
+        let _ = std::fs::remove_file(self.run.vm_record());
     }
 
     fn save(&self) {
@@ -201,7 +274,7 @@ impl Controller {
             ncpu: u32::try_from(number("ncpu")?).unwrap_or(1),
             ninep_port: self.status.ninep_port,
             console: self.run.console(),
-            qmp: self.run.0.join("qmp.sock"),
+            qmp: self.run.qmp(),
         })
     }
 
@@ -215,10 +288,10 @@ impl Controller {
         if let Some(vm) = self.vm.take() {
             vm.stop(Duration::from_secs(5));
         }
-        // Reports of the boot before no longer say anything about this one.
-        if let Some(report) = self.report.take() {
-            self.stale_boot = Some(report.boot_id);
-        }
+        // Reports of the boots before (also those of a VM that an earlier `up` ran) no longer
+        // say anything about this one.
+        self.report = None;
+        self.stale_boot = self.latest_report().map(|r| r.boot_id);
         let spec = self.spec_for(commit)?;
         progress(&format!(
             "booting: {} MiB, {} cpus, {} ({})",
@@ -228,11 +301,21 @@ impl Controller {
             self.accel.as_str()
         ));
         let vm = Qemu::start(&spec, self.accel, &self.run.qemu_errors())?;
+        let record = vm.record(&spec, self.accel, commit.to_string());
+        if let Err(e) = record.save(&self.run.vm_record()) {
+            tracing::warn!(error = %e, "writing the VM record: a restarted control plane will not find this VM");
+        }
         self.status.vm_pid = Some(vm.pid());
         self.status.vm = "booting".into();
         self.vm = Some(vm);
         self.booted = Some(commit);
         Ok(())
+    }
+
+    /// The newest report on `state`, whichever boot wrote it.
+    fn latest_report(&self) -> Option<Report> {
+        let rev = self.db.head(STATE_BRANCH).ok()??.to_string();
+        Report::from_files(|name| self.db.read(&rev, name).ok().flatten()).ok()
     }
 
     fn watch_master(&mut self) -> Result<bool, Error> {
@@ -341,10 +424,7 @@ impl Controller {
         match request.trim() {
             "stop" => {
                 progress("stopping the VM (cairn vm stop)");
-                if let Some(vm) = self.vm.take() {
-                    let clean = vm.stop(Duration::from_secs(10));
-                    progress(if clean { "the guest powered off" } else { "the VM was killed" });
-                }
+                self.stop_vm(progress);
                 if let Some(report) = self.report.take() {
                     self.stale_boot = Some(report.boot_id);
                 }
@@ -385,6 +465,7 @@ impl Controller {
         let Some(vm) = self.vm.as_mut() else { return Ok(false) };
         let Some(exit) = vm.exited() else { return Ok(false) };
         self.vm = None;
+        let _ = std::fs::remove_file(self.run.vm_record());
         if let Some(report) = self.report.take() {
             self.stale_boot = Some(report.boot_id);
         }

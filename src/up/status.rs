@@ -29,6 +29,13 @@ impl RunDir {
     pub fn request(&self) -> PathBuf {
         self.0.join("vm-request")
     }
+    /// The running VM, for a control plane that restarts (see [`crate::vm::record`]).
+    pub fn vm_record(&self) -> PathBuf {
+        self.0.join("vm.json")
+    }
+    pub fn qmp(&self) -> PathBuf {
+        self.0.join("qmp.sock")
+    }
     pub fn socket(&self) -> PathBuf {
         self.0.join("9p.sock")
     }
@@ -79,6 +86,9 @@ pub struct Status {
     /// Times the VM was rebooted for a configuration change.
     pub reboots: u32,
     pub ninep_port: u16,
+    /// The VM was started by an earlier control plane and taken over by this one.
+    #[serde(default)]
+    pub adopted: bool,
 }
 
 impl Status {
@@ -98,6 +108,6 @@ impl Status {
 
 /// Whether process `pid` is alive.
 pub fn alive(pid: u32) -> bool {
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    pid != 0 && unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
+    // A zombie (killed, not yet reaped by whoever inherited it) no longer runs.
+    pid != 0 && crate::vm::record::process_start_time(pid).is_some()
 }

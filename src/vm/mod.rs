@@ -3,6 +3,7 @@
 
 pub mod qemu;
 pub mod qmp;
+pub mod record;
 
 use std::path::{Path, PathBuf};
 

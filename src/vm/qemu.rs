@@ -1,18 +1,28 @@
 //! The qemu backend: qemu-system-x86_64 as a child process, with direct kernel boot, user-mode
 //! networking (the guest reaches the 9P server at 10.0.2.2, the host's loopback) and the
-//! serial console in a log file.
+//! serial console in a log file. qemu runs in a process group of its own, so that it outlives a
+//! control plane that is killed and can be adopted by the next one (see [`super::record`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::record::{process_start_time, VmRecord};
 use super::{Accel, VmError, VmSpec};
 
 /// A running qemu.
 #[derive(Debug)]
 pub struct Qemu {
-    child: Child,
+    process: Process,
     qmp: PathBuf,
+}
+
+/// qemu as our child, or adopted from a control plane before us (not our child: it cannot be
+/// waited for, only watched through /proc).
+#[derive(Debug)]
+enum Process {
+    Child(Child),
+    Adopted { pid: u32, start_time: u64 },
 }
 
 /// The command line for `spec`.
@@ -49,27 +59,61 @@ impl Qemu {
         let log = std::fs::File::create(errors).map_err(|e| VmError::io(errors, e))?;
         let mut command = command(spec, accel);
         command.stderr(Stdio::from(log));
-        // SAFETY: prctl is async-signal-safe. qemu gets SIGTERM if the control plane dies, so a
-        // killed `cairn up` never leaves a VM behind that nobody manages.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
+        // Ctrl-C in the terminal of a foreground `cairn up` reaches the control plane only,
+        // which then powers the guest off cleanly.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let child = command.spawn().map_err(|e| {
             VmError::Start(format!("qemu-system-x86_64: {e} (install qemu-system-x86)"))
         })?;
-        Ok(Qemu { child, qmp: spec.qmp.clone() })
+        Ok(Qemu { process: Process::Child(child), qmp: spec.qmp.clone() })
+    }
+
+    /// Takes over the qemu of `record`, if it still runs.
+    pub fn adopt(record: &VmRecord) -> Option<Qemu> {
+        let qemu = Qemu {
+            process: Process::Adopted { pid: record.pid, start_time: record.start_time },
+            qmp: record.qmp.clone(),
+        };
+        record.alive().then_some(qemu)
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.process {
+            Process::Child(child) => child.id(),
+            Process::Adopted { pid, .. } => *pid,
+        }
     }
 
-    /// The exit status, if qemu has exited.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
+    /// The record that lets a later control plane adopt this VM.
+    pub fn record(&self, spec: &VmSpec, accel: Accel, booted: String) -> VmRecord {
+        let pid = self.pid();
+        VmRecord {
+            pid,
+            start_time: process_start_time(pid).unwrap_or_default(),
+            qmp: self.qmp.clone(),
+            booted,
+            ninep_port: spec.ninep_port,
+            accel: accel.as_str().into(),
+            memory_mib: spec.memory_mib,
+            ncpu: spec.ncpu,
+        }
+    }
+
+    /// How qemu ended, if it has.
+    pub fn exited(&mut self) -> Option<String> {
+        match &mut self.process {
+            Process::Child(child) => child.try_wait().ok().flatten().map(|s| s.to_string()),
+            Process::Adopted { pid, start_time } => (process_start_time(*pid) != Some(*start_time))
+                .then(|| "exit status unknown: adopted from an earlier control plane".into()),
+        }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on the pid of the qemu this value manages, which has not been reaped
+        // by us (a child is reaped only through `exited`, after which it is not signalled).
+        unsafe {
+            libc::kill(self.pid() as libc::pid_t, signal);
+        }
     }
 
     /// Stops the VM: the guest is asked to power off (Ctrl-Alt-Del, which the agent turns into
@@ -92,13 +136,10 @@ impl Qemu {
         if super::qmp::ctrl_alt_del(&self.qmp).is_ok() && wait(&mut self, grace) {
             return true;
         }
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
+        self.signal(libc::SIGTERM);
         if !wait(&mut self, Duration::from_secs(2)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.signal(libc::SIGKILL);
+            wait(&mut self, Duration::from_secs(2));
         }
         false
     }

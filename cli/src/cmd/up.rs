@@ -109,7 +109,12 @@ fn running(home: &std::path::Path) -> Option<u32> {
 pub fn down() -> anyhow::Result<()> {
     let home = home()?;
     let Some(pid) = running(&home) else {
-        eprintln!("cairn down: cairn up is not running");
+        match cairn::up::stop_left_running(&home) {
+            Some(vm) => {
+                eprintln!("cairn down: stopped the VM (pid {vm}) left by a killed cairn up")
+            }
+            None => eprintln!("cairn down: cairn up is not running"),
+        }
         return Ok(());
     };
     // SAFETY: kill(2) with a pid read from our own pid file.

@@ -106,3 +106,11 @@ pub fn mount_database(host: &str, port: u16) -> Result<(), Error> {
     let options = format!("trans=tcp,port={port},version=9p2000.L,msize=524288,cache=none");
     mount(host, "/Database", "9p", &options)
 }
+
+/// Detaches /Database (lazily: a dead connection's files may still be open).
+pub fn unmount_database() {
+    // SAFETY: umount2 with a NUL-terminated path.
+    unsafe {
+        libc::umount2(c"/Database".as_ptr(), libc::MNT_DETACH);
+    }
+}

@@ -87,6 +87,20 @@ pub fn run() -> ! {
     if let Err(e) = boot::configure_network(&config.address, &config.gateway) {
         say(&e.to_string());
     }
+    loop {
+        mount_database(&config);
+        if let Err(e) = follow(Path::new("/Database")) {
+            // The server went away (the control plane restarted) or the stream broke: a new
+            // mount is a new connection, to the new server on the same port.
+            say(&format!("{e}; mounting /Database again"));
+            boot::unmount_database();
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Mounts /Database, retrying until the server answers.
+fn mount_database(config: &Config) {
     let mut delay = Duration::from_millis(200);
     while let Err(e) = boot::mount_database(&config.db_host, config.db_port) {
         say(&format!("{e}; retrying"));
@@ -94,12 +108,6 @@ pub fn run() -> ! {
         delay = (delay * 2).min(Duration::from_secs(5));
     }
     say("/Database mounted");
-    loop {
-        if let Err(e) = follow(Path::new("/Database")) {
-            say(&format!("{e}; starting over"));
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    }
 }
 
 /// Powers the machine off after saying why: PID 1 may not exit.

@@ -52,11 +52,10 @@ pub fn watch_signals() {
 /// Syncs, unmounts /Database (lazily: a 9P read may still be blocked on it) and powers off or
 /// reboots.
 pub fn off(how: libc::c_int) -> ! {
-    // SAFETY: sync, umount2 with a NUL-terminated path, and reboot; reboot does not return on
-    // success.
+    // SAFETY: sync and reboot; reboot does not return on success.
     unsafe {
         libc::sync();
-        libc::umount2(c"/Database".as_ptr(), libc::MNT_DETACH);
+        super::boot::unmount_database();
         libc::sync();
         libc::reboot(how);
     }
