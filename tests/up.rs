@@ -141,6 +141,7 @@ fn up_applies_live_changes_reboots_for_memory_survives_a_crash_and_goes_down() {
     // The console and the control plane's log.
     let console = env.ok(&["logs", "--console"]);
     assert!(console.contains("cairn-agent: applied"), "{console}");
+    assert!(!console.contains("cairn-agent: module"), "every module loads: {console}");
     assert!(env.ok(&["logs", "--control"]).contains("plan"));
 
     // vm stop keeps it stopped (no restart), vm start boots it again on master.

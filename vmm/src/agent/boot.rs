@@ -7,7 +7,8 @@ use std::path::Path;
 use super::Error;
 
 /// The modules the image carries, in an order that satisfies their dependencies (Debian's
-/// kernel builds 9p, virtio and virtio-net as modules; see DESIGN.md).
+/// kernel builds 9p, virtio, virtio-net, virtio-mmio, vsock and virtio-rng as modules; see
+/// DESIGN.md). Those whose devices a backend lacks load and stay idle.
 pub const MODULES: &[&str] = &[
     "netfs",
     "fscache",
@@ -16,6 +17,12 @@ pub const MODULES: &[&str] = &[
     "9pnet_fd",
     "virtio_ring",
     "virtio",
+    "virtio_mmio",
+    "9pnet_virtio",
+    "vsock",
+    "vmw_vsock_virtio_transport_common",
+    "vmw_vsock_virtio_transport",
+    "virtio-rng",
     "failover",
     "net_failover",
     "virtio_net",
