@@ -5,6 +5,7 @@
 #   diod                     diod's client tools (diodls, diodcat) talk to `cairn serve`
 #   qemu-system-x86          boots the Linux guests under TCG
 #   busybox-static, cpio     the guests' initramfs
+#   acpica-tools             iasl reads back the native VMM's ACPI tables
 #   apt lists                the guest kernel comes from `apt-get download linux-image-amd64`
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86 seabios ipxe-
 [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && ldd /bin/busybox 2>&1 | grep -q "not a dynamic" \
   || need+=(busybox-static)
 command -v cpio >/dev/null || need+=(cpio)
+command -v iasl >/dev/null || need+=(acpica-tools)
 lists=$(apt-cache policy linux-image-amd64 2>/dev/null | awk '/Candidate:/{print $2}')
 if [ ${#need[@]} -gt 0 ] || [ -z "$lists" ] || [ "$lists" = "(none)" ]; then
   if [ "$(id -u)" = 0 ]; then

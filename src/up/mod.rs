@@ -176,7 +176,9 @@ impl Controller {
         status.backend = "qemu".into();
         status.accel = accel.as_str().into();
         status.backend_reason = match hypervisor.as_deref() {
-            Some("native") => format!("hypervisor=native, but the embedded VMM cannot boot Linux yet: qemu; {accel_reason}"),
+            Some("native") => {
+                format!("hypervisor=native, but {}: qemu; {accel_reason}", native_unavailable())
+            }
             _ => format!("hypervisor=qemu; {accel_reason}"),
         };
         progress(&format!("backend: {}", status.backend_reason));
@@ -482,6 +484,15 @@ impl Controller {
         self.restart_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
         Ok(true)
+    }
+}
+
+/// Why the embedded VMM does not run the guest here: its KVM probe's verdict, or what is
+/// still missing when the probe passes.
+fn native_unavailable() -> String {
+    match cairn_vmm::machine::probe::can_run_linux() {
+        Err(why) => format!("the embedded VMM cannot run Linux on this host ({why})"),
+        Ok(()) => "the embedded VMM cannot boot the guest image yet (no guest network)".into(),
     }
 }
 

@@ -7,9 +7,12 @@
 //!   the configuration, follows `head.live` and reports on branch `state`.
 //! - [`report`]: what the agent reports, shared by the agent (writer) and the control plane
 //!   (reader).
-//!
-//! The embedded KVM monitor (the `native` backend) is its own issue and will live here too.
+//! - [`machine`]: the embedded KVM monitor (the `native` backend): memory, vCPUs, PVH boot,
+//!   serial console, poweroff and reset, on the rust-vmm crates.
+//! - [`virtio`]: its virtio-mmio devices: 9P (the database in-process), net, vsock, rng.
 
 pub mod agent;
 pub mod image;
+pub mod machine;
 pub mod report;
+pub mod virtio;

@@ -1,0 +1,284 @@
+//! The embedded VMM: a KVM virtual machine with `memory` MiB and `ncpu` vCPUs, booted directly
+//! into a PVH kernel, with a serial console into a bounded log, poweroff and reset told apart,
+//! and virtio-mmio devices. [`Machine`] is the lifecycle the control plane drives: start, stop,
+//! wait for the exit and its reason, status.
+
+pub mod acpi;
+pub mod boot;
+pub mod bus;
+pub mod console;
+pub mod cpu;
+pub mod layout;
+pub mod legacy;
+pub mod probe;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::virtio::{mmio::MmioTransport, Interrupt, VirtioDevice};
+use bus::Bus;
+use legacy::StopRequest;
+
+/// Why the VMM could not start or run a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{op}: {source}")]
+    Kvm {
+        op: &'static str,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("guest memory: {0}")]
+    Memory(String),
+    #[error("kernel: {0}")]
+    Kernel(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl Error {
+    fn kvm(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
+        move |source| Error::Kvm { op, source }
+    }
+    fn io(path: &Path, source: std::io::Error) -> Error {
+        Error::Io { path: path.to_owned(), source }
+    }
+}
+
+/// How a VM ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// The guest powered off (ACPI S5, or KVM's shutdown system event).
+    PowerOff,
+    /// The guest reset the machine: how (i8042 reset, triple fault, ...).
+    Reboot(String),
+    /// A vCPU halted with interrupts off and nothing can wake it.
+    Halted,
+    /// The VMM stopped it ([`Machine::stop`]).
+    Stopped,
+    /// KVM refused to go on.
+    Crashed(String),
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::PowerOff => write!(f, "the guest powered off"),
+            Exit::Reboot(how) => write!(f, "the guest rebooted ({how})"),
+            Exit::Halted => write!(f, "the guest halted"),
+            Exit::Stopped => write!(f, "stopped by the VMM"),
+            Exit::Crashed(why) => write!(f, "the VM crashed: {why}"),
+        }
+    }
+}
+
+/// What to run.
+pub struct Config {
+    pub memory_mib: u64,
+    pub ncpu: u8,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    /// The serial console's log, kept under `console_limit` bytes.
+    pub console: PathBuf,
+    pub console_limit: u64,
+    pub devices: Vec<Box<dyn VirtioDevice>>,
+    /// Also list the devices as `virtio_mmio.device=` words on the command line, for guests
+    /// without ACPI (a Linux kernel finds them in the DSDT, and would see them twice).
+    pub devices_on_cmdline: bool,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("memory_mib", &self.memory_mib)
+            .field("ncpu", &self.ncpu)
+            .field("kernel", &self.kernel)
+            .field("cmdline", &self.cmdline)
+            .field("devices", &self.devices.len())
+            .finish()
+    }
+}
+
+/// A running VM.
+#[derive(Debug)]
+pub struct Machine {
+    stop: StopRequest,
+    vcpus: Vec<JoinHandle<Exit>>,
+    exit: Option<Exit>,
+    _vm: Arc<VmFd>,
+    started: Instant,
+}
+
+/// The signal that kicks a vCPU thread out of KVM_RUN.
+fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+extern "C" fn ignore(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+fn guest_memory(vm: &VmFd, memory: u64) -> Result<GuestMemoryMmap, Error> {
+    let ranges: Vec<(GuestAddress, usize)> = layout::ram_regions(memory)
+        .into_iter()
+        .map(|(start, len)| (GuestAddress(start), len as usize))
+        .collect();
+    let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|e| Error::Memory(e.to_string()))?;
+    for (slot, region) in mem.iter().enumerate() {
+        let host =
+            mem.get_host_address(region.start_addr()).map_err(|e| Error::Memory(e.to_string()))?;
+        let region = kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().raw_value(),
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+            flags: 0,
+        };
+        // SAFETY: the region is mapped for the life of `mem`, which the vCPU threads and
+        // devices hold until the VM is gone.
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(mem)
+}
+
+impl Machine {
+    /// Creates the VM, loads the kernel and starts the vCPUs.
+    pub fn start(mut config: Config) -> Result<Machine, Error> {
+        let kvm = Kvm::new().map_err(Error::kvm("opening /dev/kvm"))?;
+        let vm = Arc::new(kvm.create_vm().map_err(Error::kvm("KVM_CREATE_VM"))?);
+        vm.set_tss_address(layout::KVM_TSS as usize).map_err(Error::kvm("KVM_SET_TSS_ADDR"))?;
+        vm.set_identity_map_address(layout::KVM_IDENTITY_MAP)
+            .map_err(Error::kvm("KVM_SET_IDENTITY_MAP_ADDR"))?;
+        vm.create_irq_chip().map_err(Error::kvm("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        vm.create_pit2(pit).map_err(Error::kvm("KVM_CREATE_PIT2"))?;
+        let mem = guest_memory(&vm, config.memory_mib << 20)?;
+
+        let stop = StopRequest::default();
+        let mut io = Bus::default();
+        let console = console::ConsoleLog::create(&config.console, config.console_limit)
+            .map_err(|e| Error::io(&config.console, e))?;
+        let serial_irq =
+            EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Setup(format!("eventfd: {e}")))?;
+        vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ).map_err(Error::kvm("KVM_IRQFD"))?;
+        let serial = vm_superio::Serial::new(legacy::IrqLine(serial_irq), console);
+        io.insert(u64::from(layout::COM1), 8, Arc::new(Mutex::new(legacy::SerialPort(serial))));
+        io.insert(
+            u64::from(layout::I8042_DATA),
+            5,
+            Arc::new(Mutex::new(legacy::I8042(stop.clone()))),
+        );
+        io.insert(
+            u64::from(layout::SLEEP_CONTROL_PORT),
+            2,
+            Arc::new(Mutex::new(legacy::SleepRegisters(stop.clone()))),
+        );
+
+        let mut mmio = Bus::default();
+        let mut cmdline = config.cmdline.clone();
+        let mut described = Vec::new();
+        for (index, device) in std::mem::take(&mut config.devices).into_iter().enumerate() {
+            let (addr, gsi) = layout::virtio_slot(index);
+            let line = EventFd::new(libc::EFD_NONBLOCK)
+                .map_err(|e| Error::Setup(format!("eventfd: {e}")))?;
+            vm.register_irqfd(&line, gsi).map_err(Error::kvm("KVM_IRQFD"))?;
+            let transport = MmioTransport::new(device, mem.clone(), Arc::new(Interrupt::new(line)));
+            mmio.insert(addr, layout::VIRTIO_MMIO_SIZE, Arc::new(Mutex::new(transport)));
+            if config.devices_on_cmdline {
+                cmdline.push_str(&format!(" virtio_mmio.device=4K@{addr:#x}:{gsi}"));
+            }
+            described.push(acpi::MmioDevice { base: addr, gsi });
+        }
+        acpi::write(&mem, config.ncpu.max(1), &described)?;
+
+        let entry = boot::load(
+            &mem,
+            &boot::Kernel {
+                kernel: &config.kernel,
+                initrd: config.initrd.as_deref(),
+                cmdline: &cmdline,
+            },
+        )?;
+        cpu::write_gdt(&mem)?;
+
+        vmm_sys_util::signal::register_signal_handler(kick_signal(), ignore)
+            .map_err(|e| Error::Setup(format!("registering the vCPU kick signal: {e}")))?;
+        let mut vcpus = Vec::new();
+        let count = config.ncpu.max(1);
+        for id in 0..count {
+            let mut vcpu = vm.create_vcpu(u64::from(id)).map_err(Error::kvm("KVM_CREATE_VCPU"))?;
+            vcpu.set_cpuid2(&cpu::cpuid(&kvm, id, count)?).map_err(Error::kvm("KVM_SET_CPUID2"))?;
+            cpu::wire_lints(&vcpu)?;
+            if id == 0 {
+                cpu::enter_pvh(&vcpu, entry.pvh, entry.start_info)?;
+            }
+            let (io, mmio, stop, mem) = (io.clone(), mmio.clone(), stop.clone(), mem.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("vcpu{id}"))
+                .spawn(move || {
+                    let _mem = mem;
+                    cpu::run(&mut vcpu, &io, &mmio, &stop)
+                })
+                .map_err(|e| Error::Setup(format!("starting vCPU {id}: {e}")))?;
+            vcpus.push(thread);
+        }
+        Ok(Machine { stop, vcpus, exit: None, _vm: vm, started: Instant::now() })
+    }
+
+    /// Whether the VM still runs.
+    pub fn running(&self) -> bool {
+        self.exit.is_none() && self.stop.get().is_none()
+    }
+
+    /// How long it has run.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Stops the VM now.
+    pub fn stop(&mut self) -> Exit {
+        self.stop.set(Exit::Stopped);
+        self.wait()
+    }
+
+    /// Waits for the VM to end, and says how it did.
+    pub fn wait(&mut self) -> Exit {
+        if let Some(exit) = &self.exit {
+            return exit.clone();
+        }
+        while self.stop.get().is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Every vCPU leaves KVM_RUN: kicked until its thread ends (a kick that lands just
+        // before KVM_RUN is lost, so it is repeated).
+        for vcpu in &self.vcpus {
+            use std::os::unix::thread::JoinHandleExt;
+            while !vcpu.is_finished() {
+                // SAFETY: the thread has not been joined, so its pthread_t is valid.
+                unsafe {
+                    libc::pthread_kill(vcpu.as_pthread_t(), kick_signal());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        for vcpu in self.vcpus.drain(..) {
+            let _ = vcpu.join();
+        }
+        let exit = self.stop.get().unwrap_or(Exit::Stopped);
+        self.exit = Some(exit.clone());
+        exit
+    }
+}
