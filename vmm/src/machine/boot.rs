@@ -1,7 +1,12 @@
-//! Direct kernel boot through the PVH entry: the ELF kernel (Linux's vmlinux, or the tests'
-//! guest) is loaded at its physical addresses, the initramfs high in low memory, and the
-//! `hvm_start_info` with the command line and the memory map tells the guest where it all is.
-//! No firmware runs: the vCPU starts at the PVH entry in 32-bit protected mode.
+//! Direct kernel boot, no firmware. Two ways in:
+//! - PVH: an ELF kernel (Linux's vmlinux, or the tests' guest) is loaded at its physical
+//!   addresses and `hvm_start_info` (command line, memory map, initramfs) tells it where
+//!   everything is; the vCPU starts at the PVH entry in 32-bit protected mode.
+//! - The Linux boot protocol: a bzImage is loaded at 1 MiB with its zero page (`boot_params`:
+//!   setup header, e820 map, command line, initramfs, RSDP) and the vCPU starts at the 64-bit
+//!   entry (load address + 0x200) in long mode with RSI pointing at the zero page.
+//!
+//! The kernel's format decides, by its magic.
 
 use std::fs::File;
 use std::path::Path;
@@ -21,11 +26,76 @@ const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
 const E820_RAM: u32 = 1;
 const E820_RESERVED: u32 = 2;
 
-/// Where the boot vCPU starts.
+/// Where the boot vCPU starts, and in which mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Entry {
-    pub pvh: u64,
-    pub start_info: u64,
+pub enum Entry {
+    /// 32-bit protected mode at `entry`, EBX = `start_info`.
+    Pvh { entry: u64, start_info: u64 },
+    /// 64-bit long mode at `entry`, RSI = `zero_page`.
+    Linux64 { entry: u64, zero_page: u64 },
+}
+
+/// bzImage's setup header magic ("HdrS") at offset 0x202.
+fn is_bzimage(path: &Path) -> Result<bool, Error> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut magic = [0u8; 4];
+    let read = file.seek(SeekFrom::Start(0x202)).and_then(|_| file.read_exact(&mut magic));
+    Ok(read.is_ok() && &magic == b"HdrS")
+}
+
+fn command_line(mem: &GuestMemoryMmap, text: &str) -> Result<(), Error> {
+    let mut cmdline = Cmdline::new(layout::CMDLINE_MAX)
+        .map_err(|e| Error::Kernel(format!("command line: {e}")))?;
+    cmdline.insert_str(text).map_err(|e| Error::Kernel(format!("command line {text:?}: {e}")))?;
+    linux_loader::loader::load_cmdline(mem, GuestAddress(layout::CMDLINE), &cmdline)
+        .map_err(|e| Error::Kernel(format!("command line: {e}")))
+}
+
+/// Loads a bzImage with its zero page.
+fn load_bzimage(mem: &GuestMemoryMmap, boot: &Kernel<'_>) -> Result<Entry, Error> {
+    use linux_loader::configurator::linux::LinuxBootConfigurator;
+    use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
+    let mut image = File::open(boot.kernel).map_err(|e| Error::io(boot.kernel, e))?;
+    let loaded = linux_loader::loader::BzImage::load(
+        mem,
+        None,
+        &mut image,
+        Some(GuestAddress(layout::KERNEL)),
+    )
+    .map_err(|e| Error::Kernel(format!("{}: {e}", boot.kernel.display())))?;
+    let header = loaded
+        .setup_header
+        .ok_or_else(|| Error::Kernel(format!("{}: no setup header", boot.kernel.display())))?;
+    command_line(mem, boot.cmdline)?;
+    let mut params =
+        boot_params { hdr: header, acpi_rsdp_addr: layout::RSDP, ..Default::default() };
+    params.hdr.type_of_loader = 0xff; // "undefined" loader
+    params.hdr.boot_flag = 0xaa55;
+    params.hdr.header = 0x5372_6448;
+    params.hdr.cmd_line_ptr = layout::CMDLINE as u32;
+    params.hdr.cmdline_size = boot.cmdline.len() as u32 + 1;
+    params.hdr.kernel_alignment = 0x100_0000;
+    if let Some(initrd) = boot.initrd {
+        let (addr, size) = load_initrd(mem, initrd, loaded.kernel_end)?;
+        params.hdr.ramdisk_image = addr as u32;
+        params.hdr.ramdisk_size = size as u32;
+    }
+    let map = memory_map(mem);
+    if map.len() > params.e820_table.len() {
+        return Err(Error::Kernel("too many e820 entries".into()));
+    }
+    for (slot, entry) in params.e820_table.iter_mut().zip(&map) {
+        *slot = boot_e820_entry { addr: entry.addr, size: entry.size, r#type: entry.type_ };
+    }
+    params.e820_entries = map.len() as u8;
+    let zero_page = BootParams::new(&params, GuestAddress(layout::ZERO_PAGE));
+    LinuxBootConfigurator::write_bootparams::<GuestMemoryMmap>(&zero_page, mem)
+        .map_err(boot_err)?;
+    Ok(Entry::Linux64 {
+        entry: loaded.kernel_load.raw_value() + 0x200,
+        zero_page: layout::ZERO_PAGE,
+    })
 }
 
 /// What to boot.
@@ -38,6 +108,9 @@ pub struct Kernel<'a> {
 
 /// Loads the kernel, the initramfs and the boot information into `mem`.
 pub fn load(mem: &GuestMemoryMmap, boot: &Kernel<'_>) -> Result<Entry, Error> {
+    if is_bzimage(boot.kernel)? {
+        return load_bzimage(mem, boot);
+    }
     let open = |p: &Path| File::open(p).map_err(|e| Error::io(p, e));
     let mut image = open(boot.kernel)?;
     let loaded =
@@ -53,13 +126,7 @@ pub fn load(mem: &GuestMemoryMmap, boot: &Kernel<'_>) -> Result<Entry, Error> {
             boot.kernel.display()
         )));
     };
-    let mut cmdline = Cmdline::new(layout::CMDLINE_MAX)
-        .map_err(|e| Error::Kernel(format!("command line: {e}")))?;
-    cmdline
-        .insert_str(boot.cmdline)
-        .map_err(|e| Error::Kernel(format!("command line {:?}: {e}", boot.cmdline)))?;
-    linux_loader::loader::load_cmdline(mem, GuestAddress(layout::CMDLINE), &cmdline)
-        .map_err(|e| Error::Kernel(format!("command line: {e}")))?;
+    command_line(mem, boot.cmdline)?;
 
     let mut start_info = hvm_start_info {
         magic: XEN_HVM_START_MAGIC,
@@ -87,7 +154,7 @@ pub fn load(mem: &GuestMemoryMmap, boot: &Kernel<'_>) -> Result<Entry, Error> {
     params.header = vm_memory::ByteValued::as_slice(&start_info).to_vec();
     params.set_sections(&memmap, GuestAddress(layout::MEMMAP));
     PvhBootConfigurator::write_bootparams::<GuestMemoryMmap>(&params, mem).map_err(boot_err)?;
-    Ok(Entry { pvh: entry.raw_value(), start_info: layout::START_INFO })
+    Ok(Entry::Pvh { entry: entry.raw_value(), start_info: layout::START_INFO })
 }
 
 fn boot_err(e: impl std::fmt::Display) -> Error {

@@ -32,9 +32,15 @@ pub fn cpuid(kvm: &Kvm, id: u8, count: u8) -> Result<CpuId, Error> {
     Ok(cpuid)
 }
 
-/// Writes the flat GDT the PVH entry state refers to: null, null, 32-bit code, data.
-pub fn write_gdt(mem: &GuestMemoryMmap) -> Result<(), Error> {
-    let gdt: [u64; 4] = [0, 0, 0x00cf_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
+/// 32-bit and 64-bit flat code descriptors, and flat data.
+const CODE32: u64 = 0x00cf_9b00_0000_ffff;
+pub(super) const CODE64: u64 = 0x00af_9b00_0000_ffff;
+const DATA: u64 = 0x00cf_9300_0000_ffff;
+
+/// Writes the GDT the entry state refers to: null, null, code (selector 0x10), data (0x18),
+/// the layout both PVH and the Linux boot protocol expect.
+pub(super) fn write_gdt(mem: &GuestMemoryMmap, code: u64) -> Result<(), Error> {
+    let gdt: [u64; 4] = [0, 0, code, DATA];
     for (i, entry) in gdt.iter().enumerate() {
         mem.write_obj(*entry, GuestAddress(layout::GDT + 8 * i as u64))
             .map_err(|e| Error::Kernel(format!("writing the GDT: {e}")))?;
@@ -42,7 +48,21 @@ pub fn write_gdt(mem: &GuestMemoryMmap) -> Result<(), Error> {
     Ok(())
 }
 
-fn flat_segment(selector: u16, type_: u8) -> kvm_segment {
+/// Identity-maps the first 1 GiB with 2 MiB pages, for a 64-bit entry.
+pub fn write_page_tables(mem: &GuestMemoryMmap) -> Result<(), Error> {
+    let write = |value: u64, at: u64| {
+        mem.write_obj(value, GuestAddress(at))
+            .map_err(|e| Error::Kernel(format!("page tables: {e}")))
+    };
+    write(layout::PDPT | 0x3, layout::PML4)?;
+    write(layout::PD | 0x3, layout::PDPT)?;
+    for i in 0..512u64 {
+        write((i << 21) | 0x83, layout::PD + i * 8)?;
+    }
+    Ok(())
+}
+
+fn flat_segment(selector: u16, type_: u8, long: bool) -> kvm_segment {
     kvm_segment {
         base: 0,
         limit: 0xffff_ffff,
@@ -50,9 +70,9 @@ fn flat_segment(selector: u16, type_: u8) -> kvm_segment {
         type_,
         present: 1,
         dpl: 0,
-        db: 1,
+        db: u8::from(!long),
         s: 1,
-        l: 0,
+        l: u8::from(long),
         g: 1,
         avl: 0,
         unusable: 0,
@@ -60,12 +80,47 @@ fn flat_segment(selector: u16, type_: u8) -> kvm_segment {
     }
 }
 
+/// Sets the boot vCPU up for `entry`, writing the GDT (and page tables) it needs.
+pub fn enter(vcpu: &VcpuFd, mem: &GuestMemoryMmap, entry: super::boot::Entry) -> Result<(), Error> {
+    match entry {
+        super::boot::Entry::Pvh { entry, start_info } => {
+            write_gdt(mem, CODE32)?;
+            enter_pvh(vcpu, entry, start_info)
+        }
+        super::boot::Entry::Linux64 { entry, zero_page } => {
+            write_gdt(mem, CODE64)?;
+            write_page_tables(mem)?;
+            enter_long_mode(vcpu, entry, zero_page)
+        }
+    }
+}
+
+/// The Linux 64-bit boot protocol's entry state: long mode, paging on with the identity map,
+/// __BOOT_CS 0x10 and __BOOT_DS 0x18, RSI = the zero page.
+pub(super) fn enter_long_mode(vcpu: &VcpuFd, entry: u64, zero_page: u64) -> Result<(), Error> {
+    let mut sregs = vcpu.get_sregs().map_err(Error::kvm("KVM_GET_SREGS"))?;
+    sregs.cs = flat_segment(0x10, 0xb, true);
+    let data = flat_segment(0x18, 0x3, false);
+    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
+    sregs.gdt.base = layout::GDT;
+    sregs.gdt.limit = 4 * 8 - 1;
+    sregs.cr3 = layout::PML4;
+    sregs.cr4 = 0x20; // PAE
+    sregs.cr0 = 0x8000_0011; // PG | ET | PE
+    sregs.efer = 0x500; // LME | LMA
+    vcpu.set_sregs(&sregs).map_err(Error::kvm("KVM_SET_SREGS"))?;
+    let regs = kvm_regs { rip: entry, rsi: zero_page, rflags: 0x2, ..Default::default() };
+    vcpu.set_regs(&regs).map_err(Error::kvm("KVM_SET_REGS"))?;
+    let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
+    vcpu.set_fpu(&fpu).map_err(Error::kvm("KVM_SET_FPU"))
+}
+
 /// The PVH entry state (Xen's PVH ABI): 32-bit protected mode, paging off, flat segments,
 /// EBX = the start info, interrupts off.
-pub fn enter_pvh(vcpu: &VcpuFd, entry: u64, start_info: u64) -> Result<(), Error> {
+fn enter_pvh(vcpu: &VcpuFd, entry: u64, start_info: u64) -> Result<(), Error> {
     let mut sregs = vcpu.get_sregs().map_err(Error::kvm("KVM_GET_SREGS"))?;
-    sregs.cs = flat_segment(0x10, 0xb);
-    let data = flat_segment(0x18, 0x3);
+    sregs.cs = flat_segment(0x10, 0xb, false);
+    let data = flat_segment(0x18, 0x3, false);
     (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
     sregs.gdt.base = layout::GDT;
     sregs.gdt.limit = 4 * 8 - 1;
@@ -78,6 +133,33 @@ pub fn enter_pvh(vcpu: &VcpuFd, entry: u64, start_info: u64) -> Result<(), Error
     // x87 and SSE in their reset state (FCW 0x37f, MXCSR 0x1f80).
     let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
     vcpu.set_fpu(&fpu).map_err(Error::kvm("KVM_SET_FPU"))
+}
+
+/// The MSRs firmware would have set: memory write-back by default (without it the guest's
+/// memory is uncached and a kernel crawls), fast string operations. Says how many took.
+pub fn set_msrs(vcpu: &VcpuFd) -> Result<(), Error> {
+    const IA32_MTRR_DEF_TYPE: u32 = 0x2ff;
+    const IA32_MISC_ENABLE: u32 = 0x1a0;
+    let entries = [
+        kvm_bindings::kvm_msr_entry {
+            index: IA32_MTRR_DEF_TYPE,
+            data: (1 << 11) | 6,
+            ..Default::default()
+        },
+        kvm_bindings::kvm_msr_entry { index: IA32_MISC_ENABLE, data: 1, ..Default::default() },
+    ];
+    let msrs = kvm_bindings::Msrs::from_entries(&entries)
+        .map_err(|e| Error::Setup(format!("MSR list: {e:?}")))?;
+    let set = vcpu.set_msrs(&msrs).map_err(Error::kvm("KVM_SET_MSRS"))?;
+    if set != entries.len() {
+        // This host refuses some MSRs (REFERENCE.md): the first refused one is named.
+        return Err(Error::Setup(format!(
+            "KVM_SET_MSRS set {set} of {}: MSR {:#x} refused",
+            entries.len(),
+            entries[set].index
+        )));
+    }
+    Ok(())
 }
 
 /// LINT0 as ExtINT and LINT1 as NMI, as a PC's board wires them.

@@ -4,6 +4,10 @@
 
 /// A GDT for the 32-bit PVH entry (the kernel loads its own soon after).
 pub const GDT: u64 = 0x500;
+/// Page tables for a 64-bit entry: PML4, PDPT, one page directory of 2 MiB pages (1 GiB).
+pub const PML4: u64 = 0x9000;
+pub const PDPT: u64 = 0xa000;
+pub const PD: u64 = 0xb000;
 /// PVH `hvm_start_info`, then its memory map.
 pub const START_INFO: u64 = 0x6000;
 pub const MEMMAP: u64 = 0x7000;

@@ -1,5 +1,5 @@
 //! The embedded VMM: a KVM virtual machine with `memory` MiB and `ncpu` vCPUs, booted directly
-//! into a PVH kernel, with a serial console into a bounded log, poweroff and reset told apart,
+//! into a PVH ELF kernel or a bzImage, with a serial console into a bounded log, poweroff and reset told apart,
 //! and virtio-mmio devices. [`Machine`] is the lifecycle the control plane drives: start, stop,
 //! wait for the exit and its reason, status.
 
@@ -212,7 +212,6 @@ impl Machine {
                 cmdline: &cmdline,
             },
         )?;
-        cpu::write_gdt(&mem)?;
 
         vmm_sys_util::signal::register_signal_handler(kick_signal(), ignore)
             .map_err(|e| Error::Setup(format!("registering the vCPU kick signal: {e}")))?;
@@ -222,8 +221,9 @@ impl Machine {
             let mut vcpu = vm.create_vcpu(u64::from(id)).map_err(Error::kvm("KVM_CREATE_VCPU"))?;
             vcpu.set_cpuid2(&cpu::cpuid(&kvm, id, count)?).map_err(Error::kvm("KVM_SET_CPUID2"))?;
             cpu::wire_lints(&vcpu)?;
+            cpu::set_msrs(&vcpu)?;
             if id == 0 {
-                cpu::enter_pvh(&vcpu, entry.pvh, entry.start_info)?;
+                cpu::enter(&vcpu, &mem, entry)?;
             }
             let (io, mmio, stop, mem) = (io.clone(), mmio.clone(), stop.clone(), mem.clone());
             let thread = std::thread::Builder::new()

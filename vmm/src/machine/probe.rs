@@ -19,17 +19,14 @@
 //! 0x44 mov $5,%al; out %al,$0xf4; mov $0xff,%al; out %al,$0xf4; 1: hlt; jmp 1b
 //! ```
 
-use kvm_bindings::{kvm_regs, kvm_segment, kvm_userspace_memory_region};
+use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuExit};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 const CODE: u64 = 0x10000;
 const STACK: u64 = 0x8000;
-const GDT: u64 = 0x500;
+/// After the GDT at 0x500 (four entries), as Firecracker places it.
 const IDT: u64 = 0x520;
-const PML4: u64 = 0x9000;
-const PDPT: u64 = 0xa000;
-const PD: u64 = 0xb000;
 const PORT: u16 = 0xf4;
 const DONE: u8 = 0xff;
 
@@ -85,35 +82,16 @@ pub fn can_run_linux() -> Result<(), String> {
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
     vcpu.set_cpuid2(&cpuid).map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
+    super::cpu::enter_long_mode(&vcpu, CODE, 0).map_err(|e| e.to_string())?;
+    // What the probed instructions need on top: SSE and XSAVE enabled, an IDT, a stack.
     let mut sregs = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
-    let segment = |selector: u16, type_: u8, l: u8| kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector,
-        type_,
-        present: 1,
-        dpl: 0,
-        db: u8::from(l == 0),
-        s: 1,
-        l,
-        g: 1,
-        avl: 0,
-        unusable: 0,
-        padding: 0,
-    };
-    sregs.cs = segment(0x08, 0xb, 1);
-    let data = segment(0x10, 0x3, 0);
-    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
-    sregs.gdt.base = GDT;
-    sregs.gdt.limit = 3 * 8 - 1;
+    sregs.cr4 |= 0x200 | 0x400 | 0x4_0000; // OSFXSR, OSXMMEXCPT, OSXSAVE
+    sregs.cr0 |= 0x2 | 0x20; // MP, NE
     sregs.idt.base = IDT;
     sregs.idt.limit = 4 * 16 - 1;
-    sregs.cr3 = PML4;
-    sregs.cr4 = 0x20 | 0x200 | 0x400 | 0x4_0000; // PAE, OSFXSR, OSXMMEXCPT, OSXSAVE
-    sregs.cr0 = 0x8005_0033; // PG, WP, NE, ET, MP, PE
-    sregs.efer = 0x500; // LME, LMA
     vcpu.set_sregs(&sregs).map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
-    let regs = kvm_regs { rip: CODE, rsp: STACK, rflags: 0x2, ..Default::default() };
+    let mut regs = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+    regs.rsp = STACK;
     vcpu.set_regs(&regs).map_err(|e| format!("KVM_SET_REGS: {e}"))?;
 
     let mut last = 0u8;
@@ -136,24 +114,17 @@ pub fn can_run_linux() -> Result<(), String> {
     Err(format!("the probe did not finish (last step: {})", step_name(last)))
 }
 
-/// The code, a flat GDT, the IDT with the int3 gate, and page tables mapping 1 GiB.
-fn write_guest(mem: &GuestMemoryMmap) -> Result<(), vm_memory::GuestMemoryError> {
-    mem.write_slice(&PROBE, GuestAddress(CODE))?;
-    let gdt: [u64; 3] = [0, 0x00af_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
-    for (i, entry) in gdt.iter().enumerate() {
-        mem.write_obj(*entry, GuestAddress(GDT + 8 * i as u64))?;
-    }
-    // An interrupt gate (present, DPL 0, type 0xe) for vector 3.
+/// The code, the GDT and page tables of a 64-bit entry, and the IDT with the int3 gate.
+fn write_guest(mem: &GuestMemoryMmap) -> Result<(), String> {
+    let err = |e: vm_memory::GuestMemoryError| e.to_string();
+    mem.write_slice(&PROBE, GuestAddress(CODE)).map_err(err)?;
+    super::cpu::write_gdt(mem, super::cpu::CODE64).map_err(|e| e.to_string())?;
+    super::cpu::write_page_tables(mem).map_err(|e| e.to_string())?;
+    // An interrupt gate (present, DPL 0, type 0xe, code selector 0x10) for vector 3.
     let gate_low =
-        (HANDLER & 0xffff) | (0x08 << 16) | (0x8e00 << 32) | ((HANDLER >> 16) & 0xffff) << 48;
-    mem.write_obj(gate_low, GuestAddress(IDT + 3 * 16))?;
-    mem.write_obj(HANDLER >> 32, GuestAddress(IDT + 3 * 16 + 8))?;
-    mem.write_obj(PDPT | 0x3, GuestAddress(PML4))?;
-    mem.write_obj(PD | 0x3, GuestAddress(PDPT))?;
-    for i in 0..512u64 {
-        mem.write_obj((i << 21) | 0x83, GuestAddress(PD + i * 8))?;
-    }
-    Ok(())
+        (HANDLER & 0xffff) | (0x10 << 16) | (0x8e00 << 32) | ((HANDLER >> 16) & 0xffff) << 48;
+    mem.write_obj(gate_low, GuestAddress(IDT + 3 * 16)).map_err(err)?;
+    mem.write_obj(HANDLER >> 32, GuestAddress(IDT + 3 * 16 + 8)).map_err(err)
 }
 
 #[cfg(test)]
