@@ -182,6 +182,20 @@ pub fn wire_lints(vcpu: &VcpuFd) -> Result<(), Error> {
     vcpu.set_lapic(&lapic).map_err(Error::kvm("KVM_SET_LAPIC"))
 }
 
+/// What KVM's internal error was (kvm-ioctls' exit carries no data: it is in kvm_run).
+fn internal_error(vcpu: &mut VcpuFd) -> String {
+    let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or_default();
+    // SAFETY: after a KVM_EXIT_INTERNAL_ERROR exit, `internal` is the union member KVM wrote.
+    let suberror = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal.suberror };
+    let what = match suberror {
+        kvm_bindings::KVM_INTERNAL_ERROR_EMULATION => "emulation failure",
+        kvm_bindings::KVM_INTERNAL_ERROR_SIMUL_EX => "exception while delivering an exception",
+        kvm_bindings::KVM_INTERNAL_ERROR_DELIVERY_EV => "event delivery failed",
+        _ => "other",
+    };
+    format!("KVM internal error: {what} (suberror {suberror}) at rip {rip:#x}")
+}
+
 /// Runs `vcpu` until the guest stops or `stop` is set by someone else (the vCPU is kicked out
 /// of KVM_RUN with a signal, see `Machine::stop`).
 pub fn run(vcpu: &mut VcpuFd, io: &Bus, mmio: &Bus, stop: &StopRequest) -> Exit {
@@ -215,7 +229,7 @@ pub fn run(vcpu: &mut VcpuFd, io: &Bus, mmio: &Bus, stop: &StopRequest) -> Exit 
             Ok(VcpuExit::FailEntry(reason, cpu)) => {
                 Some(Exit::Crashed(format!("KVM entry failed: reason {reason:#x} on cpu {cpu}")))
             }
-            Ok(VcpuExit::InternalError) => Some(Exit::Crashed("KVM internal error".into())),
+            Ok(VcpuExit::InternalError) => Some(Exit::Crashed(internal_error(vcpu))),
             Ok(other) => Some(Exit::Crashed(format!("unexpected vCPU exit {other:?}"))),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 vcpu.set_kvm_immediate_exit(0);
