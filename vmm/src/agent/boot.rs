@@ -108,10 +108,17 @@ pub fn configure_network(address: &str, gateway: &str) -> Result<(), Error> {
     ip(&["route", "add", "default", "via", gateway])
 }
 
-/// Mounts the database at `/Database` over 9P on TCP.
-pub fn mount_database(host: &str, port: u16) -> Result<(), Error> {
-    let options = format!("trans=tcp,port={port},version=9p2000.L,msize=524288,cache=none");
-    mount(host, "/Database", "9p", &options)
+/// Mounts the database at `/Database` over 9P, on TCP or virtio.
+pub fn mount_database(db: &super::DbTransport) -> Result<(), Error> {
+    match db {
+        super::DbTransport::Tcp { host, port } => {
+            let options = format!("trans=tcp,port={port},version=9p2000.L,msize=524288,cache=none");
+            mount(host, "/Database", "9p", &options)
+        }
+        super::DbTransport::Virtio { tag } => {
+            mount(tag, "/Database", "9p", "trans=virtio,version=9p2000.L,msize=524288,cache=none")
+        }
+    }
 }
 
 /// Detaches /Database (lazily: a dead connection's files may still be open).

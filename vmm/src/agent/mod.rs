@@ -29,12 +29,19 @@ pub enum Error {
     Database(String),
 }
 
-/// What the kernel command line tells the agent (`cairn.db=tcp:HOST:PORT cairn.ip=ADDR/LEN
-/// cairn.gw=ADDR`).
+/// Where /Database comes from: 9P over TCP (the qemu backend, through its user network) or
+/// the virtio-9p device with this tag (the native VMM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbTransport {
+    Tcp { host: String, port: u16 },
+    Virtio { tag: String },
+}
+
+/// What the kernel command line tells the agent (`cairn.db=tcp:HOST:PORT` or
+/// `cairn.db=virtio:TAG`, `cairn.ip=ADDR/LEN`, `cairn.gw=ADDR`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    pub db_host: String,
-    pub db_port: u16,
+    pub db: DbTransport,
     pub address: String,
     pub gateway: String,
 }
@@ -43,18 +50,27 @@ impl Config {
     /// Parses `/proc/cmdline`; unknown words are the kernel's.
     pub fn from_cmdline(cmdline: &str) -> Result<Config, Error> {
         let mut config = Config {
-            db_host: "10.0.2.2".into(),
-            db_port: 564,
+            db: DbTransport::Tcp { host: "10.0.2.2".into(), port: 564 },
             address: "10.0.2.15/24".into(),
             gateway: "10.0.2.2".into(),
         };
         for word in cmdline.split_whitespace() {
             if let Some(db) = word.strip_prefix("cairn.db=") {
-                let bad = || Error::Boot(format!("cairn.db={db}: expected tcp:HOST:PORT"));
-                let rest = db.strip_prefix("tcp:").ok_or_else(bad)?;
-                let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
-                config.db_host = host.to_owned();
-                config.db_port = port.parse().map_err(|_| bad())?;
+                let bad =
+                    || Error::Boot(format!("cairn.db={db}: expected tcp:HOST:PORT or virtio:TAG"));
+                config.db = if let Some(tag) = db.strip_prefix("virtio:") {
+                    if tag.is_empty() {
+                        return Err(bad());
+                    }
+                    DbTransport::Virtio { tag: tag.to_owned() }
+                } else {
+                    let rest = db.strip_prefix("tcp:").ok_or_else(bad)?;
+                    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+                    DbTransport::Tcp {
+                        host: host.to_owned(),
+                        port: port.parse().map_err(|_| bad())?,
+                    }
+                };
             } else if let Some(ip) = word.strip_prefix("cairn.ip=") {
                 config.address = ip.to_owned();
             } else if let Some(gw) = word.strip_prefix("cairn.gw=") {
@@ -102,7 +118,7 @@ pub fn run() -> ! {
 /// Mounts /Database, retrying until the server answers.
 fn mount_database(config: &Config) {
     let mut delay = Duration::from_millis(200);
-    while let Err(e) = boot::mount_database(&config.db_host, config.db_port) {
+    while let Err(e) = boot::mount_database(&config.db) {
         say(&format!("{e}; retrying"));
         std::thread::sleep(delay);
         delay = (delay * 2).min(Duration::from_secs(5));
@@ -178,10 +194,11 @@ mod tests {
         let c =
             Config::from_cmdline("console=ttyS0 cairn.db=tcp:10.0.2.2:5640 cairn.ip=10.0.2.9/24")
                 .expect("parses");
-        assert_eq!(
-            (c.db_host.as_str(), c.db_port, c.address.as_str()),
-            ("10.0.2.2", 5640, "10.0.2.9/24")
-        );
+        assert_eq!(c.db, DbTransport::Tcp { host: "10.0.2.2".into(), port: 5640 });
+        assert_eq!(c.address, "10.0.2.9/24");
+        let c = Config::from_cmdline("cairn.db=virtio:db").expect("parses");
+        assert_eq!(c.db, DbTransport::Virtio { tag: "db".into() });
+        assert!(Config::from_cmdline("cairn.db=virtio:").is_err());
         assert!(Config::from_cmdline("cairn.db=udp:x").is_err());
         assert!(Config::from_cmdline("cairn.db=tcp:host:lots").is_err());
     }
