@@ -95,44 +95,52 @@ pub fn enter(vcpu: &VcpuFd, mem: &GuestMemoryMmap, entry: super::boot::Entry) ->
     }
 }
 
-/// The Linux 64-bit boot protocol's entry state: long mode, paging on with the identity map,
-/// __BOOT_CS 0x10 and __BOOT_DS 0x18, RSI = the zero page.
-pub(super) fn enter_long_mode(vcpu: &VcpuFd, entry: u64, zero_page: u64) -> Result<(), Error> {
+/// Control registers of an entry state.
+struct Mode {
+    long: bool,
+    cr0: u64,
+    cr3: u64,
+    cr4: u64,
+    efer: u64,
+}
+
+/// Loads an entry state: flat segments (code 0x10, data 0x18) from our GDT, `mode`'s control
+/// registers, `regs`, and x87/SSE in their reset state (FCW 0x37f, MXCSR 0x1f80).
+fn load_state(vcpu: &VcpuFd, mode: Mode, regs: kvm_regs) -> Result<(), Error> {
     let mut sregs = vcpu.get_sregs().map_err(Error::kvm("KVM_GET_SREGS"))?;
-    sregs.cs = flat_segment(0x10, 0xb, true);
+    sregs.cs = flat_segment(0x10, 0xb, mode.long);
     let data = flat_segment(0x18, 0x3, false);
     (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
     sregs.gdt.base = layout::GDT;
     sregs.gdt.limit = 4 * 8 - 1;
-    sregs.cr3 = layout::PML4;
-    sregs.cr4 = 0x20; // PAE
-    sregs.cr0 = 0x8000_0011; // PG | ET | PE
-    sregs.efer = 0x500; // LME | LMA
+    (sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer) = (mode.cr0, mode.cr3, mode.cr4, mode.efer);
     vcpu.set_sregs(&sregs).map_err(Error::kvm("KVM_SET_SREGS"))?;
-    let regs = kvm_regs { rip: entry, rsi: zero_page, rflags: 0x2, ..Default::default() };
     vcpu.set_regs(&regs).map_err(Error::kvm("KVM_SET_REGS"))?;
     let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
     vcpu.set_fpu(&fpu).map_err(Error::kvm("KVM_SET_FPU"))
 }
 
+/// The Linux 64-bit boot protocol's entry state: long mode, paging on with the identity map,
+/// __BOOT_CS 0x10 and __BOOT_DS 0x18, RSI = the zero page.
+pub(super) fn enter_long_mode(vcpu: &VcpuFd, entry: u64, zero_page: u64) -> Result<(), Error> {
+    // PG | ET | PE; PAE; LME | LMA.
+    let mode = Mode { long: true, cr0: 0x8000_0011, cr3: layout::PML4, cr4: 0x20, efer: 0x500 };
+    load_state(
+        vcpu,
+        mode,
+        kvm_regs { rip: entry, rsi: zero_page, rflags: 0x2, ..Default::default() },
+    )
+}
+
 /// The PVH entry state (Xen's PVH ABI): 32-bit protected mode, paging off, flat segments,
 /// EBX = the start info, interrupts off.
 fn enter_pvh(vcpu: &VcpuFd, entry: u64, start_info: u64) -> Result<(), Error> {
-    let mut sregs = vcpu.get_sregs().map_err(Error::kvm("KVM_GET_SREGS"))?;
-    sregs.cs = flat_segment(0x10, 0xb, false);
-    let data = flat_segment(0x18, 0x3, false);
-    (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
-    sregs.gdt.base = layout::GDT;
-    sregs.gdt.limit = 4 * 8 - 1;
-    sregs.cr0 = 0x11; // PE | ET
-    sregs.cr4 = 0;
-    sregs.efer = 0;
-    vcpu.set_sregs(&sregs).map_err(Error::kvm("KVM_SET_SREGS"))?;
-    let regs = kvm_regs { rip: entry, rbx: start_info, rflags: 0x2, ..Default::default() };
-    vcpu.set_regs(&regs).map_err(Error::kvm("KVM_SET_REGS"))?;
-    // x87 and SSE in their reset state (FCW 0x37f, MXCSR 0x1f80).
-    let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
-    vcpu.set_fpu(&fpu).map_err(Error::kvm("KVM_SET_FPU"))
+    let mode = Mode { long: false, cr0: 0x11, cr3: 0, cr4: 0, efer: 0 }; // PE | ET
+    load_state(
+        vcpu,
+        mode,
+        kvm_regs { rip: entry, rbx: start_info, rflags: 0x2, ..Default::default() },
+    )
 }
 
 /// The MSRs firmware would have set: memory write-back by default (without it the guest's
