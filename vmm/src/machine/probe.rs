@@ -4,7 +4,7 @@
 //! few bytes of 64-bit code that executes each of them and reports its progress on an I/O
 //! port, so `cairn up` and the tests can say exactly why the native backend cannot be used.
 //!
-//! The code, assembled with GNU as (`as --64`), loaded at [`CODE`]:
+//! The code, assembled with GNU as (`as --64`), loaded at guest address `0x10000` (`CODE`):
 //!
 //! ```text
 //! 0x00 mov $1,%al; out %al,$0xf4            long mode reached
