@@ -11,3 +11,5 @@ for mode in 0 3; do
   ld -m elf_x86_64 -Ttext=0x100000 -z noseparate-code -o "$work/tiny$mode.elf" "$work/tiny$mode.o"
 done
 cargo run -q --release -p cairn-vmm --example boot_bench -- "$work/tiny0.elf" "$work/tiny3.elf" "$runs"
+# A 9P round trip over virtio-9p (the test guest, vmm/testguest) against the unix socket.
+cargo run -q --release -p cairn-vmm --example ninep_bench -- "${2:-2000}" "${3:-9}"
