@@ -14,6 +14,7 @@
 #![no_main]
 
 mod devices;
+mod keyboard;
 mod ninep;
 mod serial;
 mod virtio;
@@ -72,6 +73,12 @@ fn option<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
     cmdline.split(' ').find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// The time-stamp counter: timeouts of some seconds, whatever the exact frequency.
+fn timestamp() -> u64 {
+    // SAFETY: rdtsc only reads the counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
 /// A number written in decimal or with 0x.
 fn number(text: &str) -> Option<u64> {
     match text.strip_prefix("0x") {
@@ -111,6 +118,14 @@ extern "C" fn guest_main(start_info: usize) -> ! {
         ninep_reads: count("cairn.bench_9p").unwrap_or(0),
     });
 
+    if cmdline.split(' ').any(|word| word == "cairn.await_ctrl_alt_del") {
+        println!("testguest: waiting for ctrl-alt-del");
+        if keyboard::await_ctrl_alt_del() {
+            println!("testguest: ctrl-alt-del");
+        } else {
+            println!("testguest: no ctrl-alt-del came");
+        }
+    }
     println!("testguest: poweroff");
     power_off()
 }

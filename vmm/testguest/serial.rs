@@ -13,9 +13,10 @@ pub unsafe fn outb(port: u16, value: u8) {
     unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack)) };
 }
 
-fn inb(port: u16) -> u8 {
+pub fn inb(port: u16) -> u8 {
     let value: u8;
-    // SAFETY: reading the UART's registers has no side effect this guest relies on.
+    // SAFETY: the ports read here (the UART's status, the i8042's) have no side effect
+    // beyond handing over the byte that is asked for.
     unsafe { asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack)) };
     value
 }

@@ -260,22 +260,17 @@ impl Queue {
 
     /// Waits for the next used chain; `what` names it if it never comes.
     pub fn wait(&mut self, what: &'static str) -> Result<Used, &'static str> {
-        let start = timestamp();
+        let start = crate::timestamp();
         loop {
             if let Some(used) = self.poll() {
                 return Ok(used);
             }
             // Some 10 s on any machine that runs KVM.
-            if timestamp() - start > 30_000_000_000 {
+            if crate::timestamp() - start > 30_000_000_000 {
                 crate::println!("testguest: timed out waiting for {what}");
                 return Err("timed out");
             }
             core::hint::spin_loop();
         }
     }
-}
-
-fn timestamp() -> u64 {
-    // SAFETY: rdtsc only reads the time-stamp counter.
-    unsafe { core::arch::x86_64::_rdtsc() }
 }

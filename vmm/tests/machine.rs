@@ -2,7 +2,8 @@
 //! booted through its PVH entry: it prints on the serial port, finds the virtio-mmio devices,
 //! reads /branch/master/ro/etc/hostname from the real cairn-9p server over virtio-9p, sends an
 //! ARP request on virtio-net and gets the test backend's reply, reads virtio-rng, talks to a
-//! host listener over vsock, and powers off through the ACPI sleep register.
+//! host listener over vsock, and powers off through the ACPI sleep register; and a graceful
+//! shutdown from the VMM (Ctrl-Alt-Del on the i8042) that the guest answers by powering off.
 
 #[path = "support/testguest.rs"]
 mod testguest;
@@ -140,4 +141,37 @@ fn the_test_guest_uses_every_device_and_powers_off() {
     let frame = frames.recv_timeout(Duration::from_secs(1)).expect("the guest sent a frame");
     assert_eq!(&frame[0..6], &[0xff; 6], "the ARP request is a broadcast");
     assert_eq!(&frame[6..12], &[0x52, 0x54, 0, 0x12, 0x34, 0x56], "from the MAC the device gave");
+}
+
+#[test]
+fn a_graceful_shutdown_reaches_the_guest_as_ctrl_alt_del() {
+    if !kvm_usable() {
+        eprintln!("skipped: /dev/kvm cannot be opened here");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let console = dir.path().join("console.log");
+    let mut machine = Machine::start(Config {
+        memory_mib: 64,
+        ncpu: 1,
+        kernel: testguest::build(dir.path()),
+        initrd: None,
+        cmdline: "cairn.poweroff=0x3c0 cairn.await_ctrl_alt_del".into(),
+        console: console.clone(),
+        console_limit: 1 << 20,
+        devices: Vec::new(),
+        devices_on_cmdline: true,
+    })
+    .expect("the VM starts");
+    let waiting = || std::fs::read_to_string(&console).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !waiting().contains("testguest: waiting for ctrl-alt-del") {
+        assert!(std::time::Instant::now() < deadline, "the guest never waited:\n{}", waiting());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The guest powers off on its own once it sees the keys: no forced stop.
+    let exit = machine.shutdown(Duration::from_secs(60));
+    let text = waiting();
+    assert_eq!(exit, Exit::PowerOff, "console:\n{text}");
+    assert!(text.contains("testguest: ctrl-alt-del\ntestguest: poweroff\n"), "{text}");
 }

@@ -33,6 +33,8 @@ pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// Their interrupts: GSI 5 upwards (below are the legacy ISA lines: 4 is COM1).
 pub const VIRTIO_IRQ: u32 = 5;
 pub const SERIAL_IRQ: u32 = 4;
+/// The i8042 keyboard's ISA line.
+pub const KEYBOARD_IRQ: u32 = 1;
 pub const IOAPIC: u64 = 0xfec0_0000;
 pub const LAPIC: u64 = 0xfee0_0000;
 /// RAM above the hole.

@@ -1,6 +1,6 @@
 //! The few port-I/O devices a direct-booted guest touches: COM1 (vm-superio's 16550 into the
-//! bounded console log), the i8042's reset line, and the ACPI sleep registers of the
-//! hardware-reduced FADT through which the guest powers off.
+//! bounded console log) and the ACPI sleep registers of the hardware-reduced FADT through
+//! which the guest powers off; the i8042 has its own module.
 
 use std::sync::{Arc, Mutex};
 
@@ -67,23 +67,6 @@ impl StopRequest {
     }
 }
 
-/// The i8042: only the "pulse reset line" command matters; status reads say "empty".
-#[derive(Debug)]
-pub struct I8042(pub StopRequest);
-
-impl BusDevice for I8042 {
-    fn read(&mut self, _offset: u64, data: &mut [u8]) {
-        data.fill(0);
-    }
-
-    fn write(&mut self, offset: u64, data: &[u8]) {
-        let command_port = offset == u64::from(layout::I8042_COMMAND - layout::I8042_DATA);
-        if command_port && data.first() == Some(&0xfe) {
-            self.0.set(Exit::Reboot("i8042 reset".into()));
-        }
-    }
-}
-
 /// ACPI's sleep control (offset 0) and status (offset 1) registers.
 #[derive(Debug)]
 pub struct SleepRegisters(pub StopRequest);
@@ -114,7 +97,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn poweroff_and_reset_are_told_apart() {
+    fn only_s5_with_slp_en_powers_off() {
         let stop = StopRequest::default();
         SleepRegisters(stop.clone()).write(0, &[3 << SLP_TYP_SHIFT | SLP_EN]);
         assert_eq!(stop.get(), None, "S3 is not a poweroff");
@@ -122,9 +105,5 @@ mod tests {
         assert_eq!(stop.get(), None, "no SLP_EN");
         SleepRegisters(stop.clone()).write(0, &[5 << SLP_TYP_SHIFT | SLP_EN]);
         assert_eq!(stop.get(), Some(Exit::PowerOff));
-
-        let stop = StopRequest::default();
-        I8042(stop.clone()).write(4, &[0xfe]);
-        assert_eq!(stop.get(), Some(Exit::Reboot("i8042 reset".into())));
     }
 }

@@ -8,6 +8,7 @@ pub mod boot;
 pub mod bus;
 pub mod console;
 pub mod cpu;
+pub mod i8042;
 pub mod layout;
 pub mod legacy;
 pub mod probe;
@@ -117,6 +118,7 @@ impl std::fmt::Debug for Config {
 #[derive(Debug)]
 pub struct Machine {
     stop: StopRequest,
+    keyboard: Arc<Mutex<i8042::I8042>>,
     vcpus: Vec<JoinHandle<Exit>>,
     exit: Option<Exit>,
     _vm: Arc<VmFd>,
@@ -176,11 +178,14 @@ impl Machine {
         vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ).map_err(Error::kvm("KVM_IRQFD"))?;
         let serial = vm_superio::Serial::new(legacy::IrqLine(serial_irq), console);
         io.insert(u64::from(layout::COM1), 8, Arc::new(Mutex::new(legacy::SerialPort(serial))));
-        io.insert(
-            u64::from(layout::I8042_DATA),
-            5,
-            Arc::new(Mutex::new(legacy::I8042(stop.clone()))),
-        );
+        let keyboard_irq =
+            EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Setup(format!("eventfd: {e}")))?;
+        vm.register_irqfd(&keyboard_irq, layout::KEYBOARD_IRQ).map_err(Error::kvm("KVM_IRQFD"))?;
+        let keyboard = Arc::new(Mutex::new(i8042::I8042::new(
+            stop.clone(),
+            Some(legacy::IrqLine(keyboard_irq)),
+        )));
+        io.insert(u64::from(layout::I8042_DATA), 5, keyboard.clone());
         io.insert(
             u64::from(layout::SLEEP_CONTROL_PORT),
             2,
@@ -235,7 +240,7 @@ impl Machine {
                 .map_err(|e| Error::Setup(format!("starting vCPU {id}: {e}")))?;
             vcpus.push(thread);
         }
-        Ok(Machine { stop, vcpus, exit: None, _vm: vm, started: Instant::now() })
+        Ok(Machine { stop, keyboard, vcpus, exit: None, _vm: vm, started: Instant::now() })
     }
 
     /// Whether the VM still runs.
@@ -252,6 +257,36 @@ impl Machine {
     pub fn stop(&mut self) -> Exit {
         self.stop.set(Exit::Stopped);
         self.wait()
+    }
+
+    /// Asks the guest to shut down by typing Ctrl-Alt-Del on its keyboard; it may ignore it.
+    pub fn ctrl_alt_del(&self) {
+        bus::lock(&self.keyboard).ctrl_alt_del();
+    }
+
+    /// Graceful, then forced: asks the guest to shut down ([`Machine::ctrl_alt_del`]) and
+    /// gives it `grace` to end on its own (a poweroff, or a reboot the control plane does not
+    /// follow); then stops it.
+    pub fn shutdown(&mut self, grace: Duration) -> Exit {
+        if self.running() {
+            self.ctrl_alt_del();
+        }
+        match self.wait_timeout(grace) {
+            Some(exit) => exit,
+            None => self.stop(),
+        }
+    }
+
+    /// Waits at most `timeout` for the VM to end.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Exit> {
+        let deadline = Instant::now() + timeout;
+        while self.exit.is_none() && self.stop.get().is_none() {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Some(self.wait())
     }
 
     /// Waits for the VM to end, and says how it did.
