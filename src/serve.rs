@@ -65,13 +65,13 @@ pub fn run(db: Db, listeners: Listeners) -> Result<(), Error> {
 /// The 9P server for `cairn up`, on its own threads: TCP on a loopback port (the guest's way in
 /// through qemu's user network) and the unix socket at `socket`. The port is `port` when it is
 /// free (a running guest dials the port it booted with), else one the system picks. SIGINT,
-/// SIGTERM and SIGHUP set `stop`. Returns the port and the thread, which ends with the process.
+/// SIGTERM and SIGHUP set `stop`. The thread ends with the process.
 pub fn spawn_for_vm(
     db: Arc<Db>,
     socket: &std::path::Path,
     port: Option<u16>,
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<(u16, std::thread::JoinHandle<()>), Error> {
+) -> Result<VmServer, Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -95,6 +95,8 @@ pub fn spawn_for_vm(
         let _guard = runtime.enter();
         cairn_9p::transport::bind_unix(socket)?
     };
+    let handle = runtime.handle().clone();
+    let served = fs.clone();
     let thread = std::thread::Builder::new()
         .name("cairn-9p".into())
         .spawn(move || {
@@ -118,5 +120,15 @@ pub fn spawn_for_vm(
             })
         })
         .map_err(Error::Runtime)?;
-    Ok((port, thread))
+    Ok(VmServer { port, fs: served, runtime: handle, _thread: thread })
+}
+
+/// The server `cairn up` runs: its TCP port, and the filesystem and runtime that the native
+/// VMM's virtio-9p device serves in-process.
+#[derive(Debug)]
+pub struct VmServer {
+    pub port: u16,
+    pub fs: Arc<cairn_9p::Fs>,
+    pub runtime: tokio::runtime::Handle,
+    _thread: std::thread::JoinHandle<()>,
 }

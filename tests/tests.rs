@@ -11,4 +11,5 @@ mod diod_tools;
 mod external_git;
 mod linux_guest;
 mod migration;
+mod native;
 mod up;

@@ -19,9 +19,10 @@ use cairn_db::{Db, ObjectId, CONFIG_BRANCH};
 use cairn_vmm::report::{Report, STATE_BRANCH};
 
 use crate::plan;
+use crate::vm::native::Native;
 use crate::vm::qemu::{self, Qemu};
 use crate::vm::record::VmRecord;
-use crate::vm::{Accel, VmSpec};
+use crate::vm::{Accel, Running, VmSpec};
 use crate::Error;
 use status::{Guest, LastError, RunDir, Status};
 
@@ -85,8 +86,10 @@ struct Controller {
     status: Status,
     kernel: PathBuf,
     initrd: PathBuf,
+    /// The embedded VMM instead of qemu.
+    native: bool,
     accel: Accel,
-    vm: Option<Qemu>,
+    vm: Option<Running>,
     /// The commit whose reboot-class values the running VM was started with.
     booted: Option<ObjectId>,
     /// A boot whose reports no longer count (the VM was restarted after it).
@@ -105,7 +108,7 @@ struct Controller {
     /// A VM left running by an earlier control plane, to be taken over.
     orphan: Option<(Qemu, ObjectId)>,
     stop: Arc<AtomicBool>,
-    _server: std::thread::JoinHandle<()>,
+    server: crate::serve::VmServer,
 }
 
 impl Controller {
@@ -122,12 +125,13 @@ impl Controller {
         status.save(&run.status()).map_err(|e| Error::io(&run.status(), e))?;
         let record = VmRecord::load(&run.vm_record());
         let record = record.filter(|r| r.alive());
-        let (port, server) = crate::serve::spawn_for_vm(
+        let server = crate::serve::spawn_for_vm(
             db.clone(),
             &run.socket(),
             record.as_ref().map(|r| r.ninep_port),
             stop.clone(),
         )?;
+        let port = server.port;
         status.ninep_port = port;
         progress(&format!("9P: 127.0.0.1:{port} and {}", run.socket().display()));
         let orphan = match record.and_then(|r| Some((Qemu::adopt(&r)?, r))) {
@@ -166,20 +170,34 @@ impl Controller {
         let hypervisor = db
             .read(CONFIG_BRANCH, "hypervisor")?
             .map(|v| String::from_utf8_lossy(&v).trim().to_owned());
+        let usable = (hypervisor.as_deref() == Some("native")).then(native_usable);
+        let native = matches!(usable, Some(Ok(_)));
+        let orphan = match orphan {
+            Some((vm, _, record)) if native => {
+                progress(&format!(
+                    "the VM left running (pid {}) is qemu's and hypervisor=native: stopping it",
+                    record.pid
+                ));
+                vm.stop(Duration::from_secs(10));
+                let _ = std::fs::remove_file(run.vm_record());
+                None
+            }
+            orphan => orphan,
+        };
         let (accel, accel_reason) = match &orphan {
+            _ if native => (Accel::Kvm, "KVM".to_owned()),
             Some((_, _, record)) if record.accel == "kvm" => {
                 (Accel::Kvm, "KVM (as the adopted VM runs)".to_owned())
             }
             Some(_) => (Accel::Tcg, "TCG (as the adopted VM runs)".to_owned()),
             None => choose_accel(&kernel, &run.0),
         };
-        status.backend = "qemu".into();
+        status.backend = if native { "native" } else { "qemu" }.into();
         status.accel = accel.as_str().into();
-        status.backend_reason = match hypervisor.as_deref() {
-            Some("native") => {
-                format!("hypervisor=native, but {}: qemu; {accel_reason}", native_unavailable())
-            }
-            _ => format!("hypervisor=qemu; {accel_reason}"),
+        status.backend_reason = match usable {
+            Some(Ok(how)) => format!("hypervisor=native: {how}"),
+            Some(Err(why)) => format!("hypervisor=native, but {why}: qemu; {accel_reason}"),
+            None => format!("hypervisor=qemu; {accel_reason}"),
         };
         progress(&format!("backend: {}", status.backend_reason));
         Ok(Controller {
@@ -188,6 +206,7 @@ impl Controller {
             status,
             kernel,
             initrd,
+            native,
             accel,
             vm: None,
             booted: None,
@@ -201,7 +220,7 @@ impl Controller {
             backoff: Duration::from_secs(1),
             orphan: orphan.map(|(vm, booted, _)| (vm, booted)),
             stop,
-            _server: server,
+            server,
         })
     }
 
@@ -219,7 +238,7 @@ impl Controller {
             self.status.vm_pid = Some(vm.pid());
             self.status.vm = "running".into();
             self.status.adopted = true;
-            self.vm = Some(vm);
+            self.vm = Some(Running::Qemu(vm));
             self.booted = Some(booted);
             // What the guest runs is planned against master like any new head.
             self.target = None;
@@ -302,11 +321,17 @@ impl Controller {
             self.status.backend,
             self.accel.as_str()
         ));
-        let vm = Qemu::start(&spec, self.accel, &self.run.qemu_errors())?;
-        let record = vm.record(&spec, self.accel, commit.to_string());
-        if let Err(e) = record.save(&self.run.vm_record()) {
-            tracing::warn!(error = %e, "writing the VM record: a restarted control plane will not find this VM");
-        }
+        let vm = if self.native {
+            let (fs, runtime) = (self.server.fs.clone(), self.server.runtime.clone());
+            Running::Native(Native::start(&spec, fs, runtime, &self.run.vsock())?)
+        } else {
+            let vm = Qemu::start(&spec, self.accel, &self.run.qemu_errors())?;
+            let record = vm.record(&spec, self.accel, commit.to_string());
+            if let Err(e) = record.save(&self.run.vm_record()) {
+                tracing::warn!(error = %e, "writing the VM record: a restarted control plane will not find this VM");
+            }
+            Running::Qemu(vm)
+        };
         self.status.vm_pid = Some(vm.pid());
         self.status.vm = "booting".into();
         self.vm = Some(vm);
@@ -471,7 +496,10 @@ impl Controller {
         if let Some(report) = self.report.take() {
             self.stale_boot = Some(report.boot_id);
         }
-        let errors = std::fs::read_to_string(self.run.qemu_errors()).unwrap_or_default();
+        let errors = match self.native {
+            true => String::new(),
+            false => std::fs::read_to_string(self.run.qemu_errors()).unwrap_or_default(),
+        };
         let message = format!(
             "the VM stopped ({exit}); starting it again in {:?}. {}",
             self.backoff,
@@ -487,12 +515,15 @@ impl Controller {
     }
 }
 
-/// Why the embedded VMM does not run the guest here: its KVM probe's verdict, or what is
-/// still missing when the probe passes.
-fn native_unavailable() -> String {
+/// Whether the embedded VMM can run the guest here, by its KVM probe: how it will, or why
+/// not. `CAIRN_NATIVE=force` skips the probe (for guests that need less than Linux does).
+fn native_usable() -> Result<String, String> {
+    if std::env::var("CAIRN_NATIVE").as_deref() == Ok("force") {
+        return Ok("the embedded VMM (KVM probe skipped: CAIRN_NATIVE=force)".into());
+    }
     match cairn_vmm::machine::probe::can_run_linux() {
-        Err(why) => format!("the embedded VMM cannot run Linux on this host ({why})"),
-        Ok(()) => "the embedded VMM cannot boot the guest image yet (no guest network)".into(),
+        Ok(()) => Ok("the embedded VMM (KVM)".into()),
+        Err(why) => Err(format!("the embedded VMM cannot run Linux on this host ({why})")),
     }
 }
 

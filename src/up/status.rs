@@ -39,6 +39,11 @@ impl RunDir {
     pub fn socket(&self) -> PathBuf {
         self.0.join("9p.sock")
     }
+    /// The host side of the native VMM's vsock (Firecracker's convention: connect, then
+    /// `CONNECT <port>`; the guest's connections to port P arrive at `vsock.sock_P`).
+    pub fn vsock(&self) -> PathBuf {
+        self.0.join("vsock.sock")
+    }
 }
 
 /// The last error, with the key at fault when there is one.

@@ -1,11 +1,53 @@
-//! VM backends. The qemu backend runs today; the native VMM (vmm/) plugs in here when it can
-//! boot the guest, and until then `up` says why it uses qemu.
+//! VM backends: qemu as a child process, and the embedded VMM (vmm/) where the host's KVM can
+//! run Linux (`up` says why it uses qemu otherwise).
 
+pub mod native;
 pub mod qemu;
 pub mod qmp;
 pub mod record;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The VM a control plane runs, on either backend.
+#[derive(Debug)]
+pub enum Running {
+    Qemu(qemu::Qemu),
+    Native(native::Native),
+}
+
+impl Running {
+    /// The process that runs the VM: qemu's, or the control plane's own for the native VMM.
+    pub fn pid(&self) -> u32 {
+        match self {
+            Running::Qemu(vm) => vm.pid(),
+            Running::Native(_) => std::process::id(),
+        }
+    }
+
+    /// How the VM ended, if it has.
+    pub fn exited(&mut self) -> Option<String> {
+        match self {
+            Running::Qemu(vm) => vm.exited(),
+            Running::Native(vm) => vm.exited(),
+        }
+    }
+
+    /// Asks the guest to power off, forces the VM down after `grace`; whether the guest
+    /// powered off by itself.
+    pub fn stop(self, grace: Duration) -> bool {
+        match self {
+            Running::Qemu(vm) => vm.stop(grace),
+            Running::Native(vm) => vm.stop(grace),
+        }
+    }
+}
+
+/// Extra words for the guest kernel's command line (`CAIRN_KERNEL_ARGS`), on either backend:
+/// for debugging a guest (`debug`, `earlyprintk=ttyS0`) or options of your own kernel.
+pub fn extra_kernel_args() -> String {
+    std::env::var("CAIRN_KERNEL_ARGS").map(|args| format!(" {}", args.trim())).unwrap_or_default()
+}
 
 /// What to boot: the image, the size, and where the guest finds the database.
 #[derive(Debug, Clone, PartialEq, Eq)]

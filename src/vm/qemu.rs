@@ -29,8 +29,9 @@ enum Process {
 pub fn command(spec: &VmSpec, accel: Accel) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     let append = format!(
-        "console=ttyS0 quiet panic=-1 rdinit=/init cairn.db=tcp:10.0.2.2:{} cairn.ip=10.0.2.15/24 cairn.gw=10.0.2.2",
-        spec.ninep_port
+        "console=ttyS0 quiet panic=-1 rdinit=/init cairn.db=tcp:10.0.2.2:{} cairn.ip=10.0.2.15/24 cairn.gw=10.0.2.2{}",
+        spec.ninep_port,
+        super::extra_kernel_args()
     );
     cmd.args(["-accel", accel.as_str()])
         .args(["-m", &spec.memory_mib.to_string(), "-smp", &spec.ncpu.to_string()])

@@ -24,6 +24,9 @@ use core::sync::atomic::{AtomicU16, Ordering};
 
 global_asm!(include_str!("entry.S"), options(att_syntax));
 
+/// Where the embedded VMM puts its virtio-mmio devices (vmm/src/machine/layout.rs).
+const VIRTIO_WINDOW: usize = 0xd000_0000;
+
 /// `hvm_start_info.cmdline_paddr` (the PVH start info, Xen's arch-x86/hvm/start_info.h).
 const CMDLINE_OFFSET: usize = 24;
 
@@ -100,16 +103,29 @@ extern "C" fn guest_main(start_info: usize) -> ! {
 
     let mut found = devices::Found::default();
     // `virtio_mmio.device=4K@0xd0000000:5`, as Linux reads them.
-    for word in cmdline.split(' ') {
-        let Some(spec) = word.strip_prefix("virtio_mmio.device=") else { continue };
-        let Some(base) = spec.split('@').nth(1).and_then(|s| s.split(':').next()) else { continue };
-        let Some(base) = number(base) else { continue };
+    let listed = cmdline.split(' ').filter_map(|word| {
+        let spec = word.strip_prefix("virtio_mmio.device=")?;
+        number(spec.split('@').nth(1)?.split(':').next()?)
+    });
+    let mut any = false;
+    for base in listed {
+        any = true;
         match virtio::Device::probe(base as usize) {
             Some(device) => {
                 println!("testguest: device {base:#x} id {}", device.id());
                 found.add(device);
             }
             None => println!("testguest: nothing at {base:#x}"),
+        }
+    }
+    if !any {
+        // Listed only in ACPI (as for Linux under `cairn up`), which this guest does not
+        // read: scan the VMM's device window, one 4 KiB slot per device, up to the first gap.
+        for slot in 0..32 {
+            let base = VIRTIO_WINDOW + slot * 0x1000;
+            let Some(device) = virtio::Device::probe(base) else { break };
+            println!("testguest: device {base:#x} id {} (scanned)", device.id());
+            found.add(device);
         }
     }
     let count = |key| option(cmdline, key).and_then(number).map(|n| n as u32);

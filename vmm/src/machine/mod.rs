@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod i8042;
 pub mod layout;
 pub mod legacy;
+pub mod notify;
 pub mod probe;
 
 use std::path::{Path, PathBuf};
@@ -120,6 +121,8 @@ pub struct Machine {
     stop: StopRequest,
     keyboard: Arc<Mutex<i8042::I8042>>,
     vcpus: Vec<JoinHandle<Exit>>,
+    /// The notification thread's stopper and handle, until the VM has ended.
+    notifications: Option<(EventFd, JoinHandle<()>)>,
     exit: Option<Exit>,
     _vm: Arc<VmFd>,
     started: Instant,
@@ -193,6 +196,7 @@ impl Machine {
         );
 
         let mut mmio = Bus::default();
+        let mut notifier = notify::Notifier::new()?;
         let mut cmdline = config.cmdline.clone();
         let mut described = Vec::new();
         for (index, device) in std::mem::take(&mut config.devices).into_iter().enumerate() {
@@ -200,8 +204,14 @@ impl Machine {
             let line = EventFd::new(libc::EFD_NONBLOCK)
                 .map_err(|e| Error::Setup(format!("eventfd: {e}")))?;
             vm.register_irqfd(&line, gsi).map_err(Error::kvm("KVM_IRQFD"))?;
-            let transport = MmioTransport::new(device, mem.clone(), Arc::new(Interrupt::new(line)));
-            mmio.insert(addr, layout::VIRTIO_MMIO_SIZE, Arc::new(Mutex::new(transport)));
+            let queues = device.queue_sizes().len();
+            let transport = Arc::new(Mutex::new(MmioTransport::new(
+                device,
+                mem.clone(),
+                Arc::new(Interrupt::new(line)),
+            )));
+            notifier.add(&vm, addr, &transport, queues)?;
+            mmio.insert(addr, layout::VIRTIO_MMIO_SIZE, transport);
             if config.devices_on_cmdline {
                 cmdline.push_str(&format!(" virtio_mmio.device=4K@{addr:#x}:{gsi}"));
             }
@@ -218,6 +228,7 @@ impl Machine {
             },
         )?;
 
+        let notifications = (notifier.stopper()?, notifier.spawn()?);
         vmm_sys_util::signal::register_signal_handler(kick_signal(), ignore)
             .map_err(|e| Error::Setup(format!("registering the vCPU kick signal: {e}")))?;
         let mut vcpus = Vec::new();
@@ -240,7 +251,15 @@ impl Machine {
                 .map_err(|e| Error::Setup(format!("starting vCPU {id}: {e}")))?;
             vcpus.push(thread);
         }
-        Ok(Machine { stop, keyboard, vcpus, exit: None, _vm: vm, started: Instant::now() })
+        Ok(Machine {
+            stop,
+            keyboard,
+            vcpus,
+            notifications: Some(notifications),
+            exit: None,
+            _vm: vm,
+            started: Instant::now(),
+        })
     }
 
     /// Whether the VM still runs.
@@ -311,6 +330,13 @@ impl Machine {
         }
         for vcpu in self.vcpus.drain(..) {
             let _ = vcpu.join();
+        }
+        if let Some((stopper, thread)) = self.notifications.take() {
+            // Written or not, the thread cannot outlive the process; a failed write only
+            // leaves it waiting.
+            if stopper.write(1).is_ok() {
+                let _ = thread.join();
+            }
         }
         let exit = self.stop.get().unwrap_or(Exit::Stopped);
         self.exit = Some(exit.clone());

@@ -11,6 +11,8 @@ use super::{DeviceQueue, Interrupt, VirtioDevice, VERSION_1};
 use crate::machine::bus::BusDevice;
 
 const MAGIC: u32 = 0x7472_6976; // "virt"
+/// The QueueNotify register, which the VMM may route through an ioeventfd.
+pub const QUEUE_NOTIFY: u64 = 0x050;
 const VENDOR: u32 = 0x4e52_4143; // "CARN"
 
 const ACKNOWLEDGE: u32 = 1;
@@ -133,6 +135,14 @@ impl MmioTransport {
         }
     }
 
+    /// The driver made buffers available in queue `queue` (a QueueNotify write, from an MMIO
+    /// exit or an ioeventfd).
+    pub fn queue_notify(&mut self, queue: u32) {
+        if self.active {
+            self.device.notify(queue as usize);
+        }
+    }
+
     fn read_register(&self, offset: u64) -> u32 {
         let queue = self.queues.get(self.queue_sel as usize);
         match offset {
@@ -181,7 +191,7 @@ impl MmioTransport {
                     q.set_ready(value == 1);
                 }
             }
-            0x050 if self.active => self.device.notify(value as usize),
+            QUEUE_NOTIFY => self.queue_notify(value),
             0x064 => self.interrupt.acknowledge(value),
             0x070 => self.set_status(value),
             0x080 | 0x084 | 0x090 | 0x094 | 0x0a0 | 0x0a4 if setting_up => {

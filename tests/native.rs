@@ -1,0 +1,101 @@
+//! `cairn up` on the native backend: the embedded VMM in the control plane's process, with
+//! the VMM's own test guest (vmm/testguest) standing in for Linux, which this host's KVM cannot
+//! run (CAIRN_NATIVE=force skips the probe that says so). The guest finds the devices `up`
+//! gives it, reads the hostname from the live database over virtio-9p, talks to a host
+//! listener over vsock, and waits; `cairn down` asks it to shut down with Ctrl-Alt-Del.
+
+#[path = "../vmm/tests/support/testguest.rs"]
+mod testguest;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::time::{Duration, Instant};
+
+use crate::util::Env;
+
+fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+}
+
+/// Kills `cairn up` if the test ends before `cairn down` did.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn up_runs_the_vm_on_the_embedded_vmm_and_down_powers_it_off() {
+    if !kvm_usable() {
+        eprintln!("skipped: /dev/kvm cannot be opened here");
+        return;
+    }
+    let env = Env::new();
+    env.ok(&["set", "hostname=native-guest", "hypervisor=native"]);
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let kernel = testguest::build(scratch.path());
+    let initrd = scratch.path().join("initrd");
+    std::fs::write(&initrd, b"not read by the test guest").expect("initrd");
+
+    // The guest dials host port 1234: `vsock.sock_1234` next to the VMM's socket.
+    let run = env.home().join("run");
+    std::fs::create_dir_all(&run).expect("run dir");
+    let listener = UnixListener::bind(run.join("vsock.sock_1234")).expect("binds");
+    let host_side = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("the guest connects");
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).expect("reads");
+        (&stream).write_all(b"hello from the host\n").expect("writes");
+        line
+    });
+
+    let up = env
+        .command(&["up", "--kernel"])
+        .arg(&kernel)
+        .arg("--initrd")
+        .arg(&initrd)
+        .env("CAIRN_NATIVE", "force")
+        .env("CAIRN_KERNEL_ARGS", "cairn.poweroff=0x3c0 cairn.await_ctrl_alt_del")
+        .stderr(std::fs::File::create(scratch.path().join("up.log")).expect("log"))
+        .spawn()
+        .expect("cairn up starts");
+    let mut up = Up(up);
+    let console = run.join("console.log");
+    let read = || std::fs::read_to_string(&console).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !read().contains("testguest: waiting for ctrl-alt-del") {
+        let log = std::fs::read_to_string(scratch.path().join("up.log")).unwrap_or_default();
+        assert!(Instant::now() < deadline, "the guest never got there:\n{}\nup:\n{log}", read());
+        assert!(up.0.try_wait().expect("waits").is_none(), "cairn up ended:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = read();
+    for line in [
+        "cairn.db=virtio:db",
+        "9p: tag db",
+        "9p: hostname native-guest",
+        "vsock: cid 3",
+        "vsock: received hello from the host",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from the console:\n{text}");
+    }
+    assert!(text.lines().any(|l| l.starts_with("rng: ")), "{text}");
+    assert_eq!(host_side.join().expect("host side"), "hello from the guest\n");
+
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(&["status", "--json"])).expect("status is JSON");
+    assert_eq!(status["backend"], "native", "{status:#}");
+    let reason = status["backend_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("CAIRN_NATIVE=force"), "{reason}");
+    assert_eq!(status["vm_pid"], up.0.id(), "the VM runs inside cairn up: {status:#}");
+
+    env.ok(&["down"]);
+    let exit = up.0.wait().expect("cairn up ends");
+    let log = std::fs::read_to_string(scratch.path().join("up.log")).unwrap_or_default();
+    assert!(exit.success(), "{log}");
+    assert!(log.contains("the guest powered off"), "a clean poweroff, not a forced stop:\n{log}");
+    assert!(read().contains("testguest: ctrl-alt-del\ntestguest: poweroff\n"), "{}", read());
+}
