@@ -12,4 +12,4 @@ for mode in 0 3; do
 done
 cargo run -q --release -p cairn-vmm --example boot_bench -- "$work/tiny0.elf" "$work/tiny3.elf" "$runs"
 # A 9P round trip over virtio-9p (the test guest, vmm/testguest) against the unix socket.
-cargo run -q --release -p cairn-vmm --example ninep_bench -- "${2:-2000}" "${3:-9}"
+cargo run -q --release -p cairn-vmm --example virtio_bench -- "${2:-2000}" "${3:-9}"

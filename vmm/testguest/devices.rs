@@ -15,6 +15,9 @@ pub struct Options {
     pub vsock_port: u32,
     /// How many more times to read the hostname over 9P (`cairn.bench_9p=`).
     pub ninep_reads: u32,
+    /// How many more times to read random bytes (`cairn.bench_rng=`): the transport's own
+    /// round trip, with a device that does next to nothing.
+    pub rng_reads: u32,
 }
 
 /// The devices found, by type.
@@ -45,7 +48,7 @@ impl Found {
             }
         };
         if let Some(device) = &self.rng {
-            report("rng", rng(device));
+            report("rng", rng(device, options.rng_reads));
         }
         if let Some(device) = &self.net {
             report("net", arp(device));
@@ -59,8 +62,8 @@ impl Found {
     }
 }
 
-/// Prints 16 bytes from virtio-rng as hex.
-fn rng(device: &Device) -> Result<(), &'static str> {
+/// Prints 16 bytes from virtio-rng as hex, then reads `again` more times.
+fn rng(device: &Device, again: u32) -> Result<(), &'static str> {
     device.start(0)?;
     let mut queue = device.queue(0, 16)?;
     device.ready()?;
@@ -73,6 +76,14 @@ fn rng(device: &Device) -> Result<(), &'static str> {
         crate::print!("{byte:02x}");
     }
     println!();
+    if again > 0 {
+        for _ in 0..again {
+            queue.submit(&[Buffer::writable(&mut *buffer)])?;
+            device.notify(&queue);
+            queue.wait("random bytes")?;
+        }
+        println!("rng: read {again} more times");
+    }
     Ok(())
 }
 

@@ -132,6 +132,7 @@ extern "C" fn guest_main(start_info: usize) -> ! {
     found.exercise(&devices::Options {
         vsock_port: count("cairn.vsock_port").unwrap_or(1234),
         ninep_reads: count("cairn.bench_9p").unwrap_or(0),
+        rng_reads: count("cairn.bench_rng").unwrap_or(0),
     });
 
     if cmdline.split(' ').any(|word| word == "cairn.await_ctrl_alt_del") {

@@ -2,7 +2,8 @@
 //! bounded console log) and the ACPI sleep registers of the hardware-reduced FADT through
 //! which the guest powers off; the i8042 has its own module.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
@@ -49,21 +50,37 @@ impl BusDevice for SerialPort {
     }
 }
 
-/// How the guest asked to stop, shared with the vCPU loops that end on it.
+/// How the guest asked to stop, shared with the vCPU loops that end on it and with whoever
+/// waits for the VM to end.
 #[derive(Debug, Clone, Default)]
-pub struct StopRequest(Arc<Mutex<Option<Exit>>>);
+pub struct StopRequest(Arc<Requested>);
+
+#[derive(Debug, Default)]
+struct Requested {
+    exit: Mutex<Option<Exit>>,
+    changed: Condvar,
+}
 
 impl StopRequest {
     /// Records the first request; later ones (other vCPUs racing) do not replace it.
     pub fn set(&self, exit: Exit) {
-        let mut slot = super::bus::lock(&self.0);
+        let mut slot = super::bus::lock(&self.0.exit);
         if slot.is_none() {
             *slot = Some(exit);
+            self.0.changed.notify_all();
         }
     }
 
     pub fn get(&self) -> Option<Exit> {
-        super::bus::lock(&self.0).clone()
+        super::bus::lock(&self.0.exit).clone()
+    }
+
+    /// Waits up to `timeout` for a request.
+    pub fn wait(&self, timeout: Duration) -> Option<Exit> {
+        let slot = super::bus::lock(&self.0.exit);
+        let waited = self.0.changed.wait_timeout_while(slot, timeout, |exit| exit.is_none());
+        let (slot, _) = waited.unwrap_or_else(std::sync::PoisonError::into_inner);
+        slot.clone()
     }
 }
 

@@ -298,12 +298,8 @@ impl Machine {
 
     /// Waits at most `timeout` for the VM to end.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Exit> {
-        let deadline = Instant::now() + timeout;
-        while self.exit.is_none() && self.stop.get().is_none() {
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if self.exit.is_none() && self.stop.wait(timeout).is_none() {
+            return None;
         }
         Some(self.wait())
     }
@@ -313,9 +309,7 @@ impl Machine {
         if let Some(exit) = &self.exit {
             return exit.clone();
         }
-        while self.stop.get().is_none() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        while self.stop.wait(Duration::from_secs(3600)).is_none() {}
         // Every vCPU leaves KVM_RUN: kicked until its thread ends (a kick that lands just
         // before KVM_RUN is lost, so it is repeated).
         for vcpu in &self.vcpus {
@@ -325,7 +319,7 @@ impl Machine {
                 unsafe {
                     libc::pthread_kill(vcpu.as_pthread_t(), kick_signal());
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
         for vcpu in self.vcpus.drain(..) {

@@ -64,14 +64,16 @@ fn interrupted(tag: u16) -> Vec<u8> {
     frame
 }
 
-/// Delivers the session's replies into the chains waiting for them.
-fn deliver_replies(
+/// Delivers the session's replies into the chains waiting for them. A task on the server's
+/// runtime rather than a thread: the reply is usually delivered by the worker that produced
+/// it, without waking another thread.
+async fn deliver_replies(
     mut replies: mpsc::UnboundedReceiver<Vec<u8>>,
     queue: Arc<DeviceQueue>,
     pending: Arc<Mutex<HashMap<u16, Pending>>>,
     credits: cairn_9p::session::Credits,
 ) {
-    while let Some(reply) = replies.blocking_recv() {
+    while let Some(reply) = replies.recv().await {
         credits.delivered();
         let Some(tag) = tag_of(&reply) else { continue };
         let Some(request) = lock(&pending).remove(&tag) else { continue };
@@ -111,10 +113,7 @@ impl VirtioDevice for NinePDevice {
         };
         let pending = Arc::new(Mutex::new(HashMap::new()));
         let (q, p, credits) = (queue.clone(), pending.clone(), session.credits());
-        std::thread::Builder::new()
-            .name("virtio-9p".into())
-            .spawn(move || deliver_replies(replies, q, p, credits))
-            .map_err(|e| format!("starting the 9P reply thread: {e}"))?;
+        self.runtime.spawn(deliver_replies(replies, q, p, credits));
         self.active = Some(Active { queue, session, pending });
         Ok(())
     }
@@ -151,7 +150,7 @@ impl VirtioDevice for NinePDevice {
     fn reset(&mut self) {
         if let Some(active) = self.active.take() {
             active.session.shutdown();
-            // The reply thread ends when the session's last sender is gone.
+            // The reply task ends when the session's last sender is gone.
         }
     }
 }

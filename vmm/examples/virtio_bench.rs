@@ -1,11 +1,12 @@
 //! A 9P round trip over virtio-9p (the test guest's polling driver, through the embedded VMM's
 //! device and cairn-9p's in-process session) against the same request over cairn-9p's unix
-//! socket (the project's client), same server, same file: a Tread of the hostname key. Run by
+//! socket (the project's client), same server, same file: a Tread of the hostname key. And the
+//! transport's own floor: a virtio-rng request, whose device does next to nothing. Run by
 //! tests/bench/vmm.sh.
 //!
-//! usage: ninep_bench ROUNDS RUNS
-//! The guest's cost per round trip is the difference between a boot that reads ROUNDS times
-//! and one that reads once, over ROUNDS, so boot and poweroff cancel out. Medians of RUNS.
+//! usage: virtio_bench ROUNDS RUNS
+//! The guest's cost per round trip is the difference between a boot that reads ROUNDS more
+//! times and one that does not, over ROUNDS, so boot and poweroff cancel out. Medians of RUNS.
 
 #[path = "../tests/support/testguest.rs"]
 mod testguest;
@@ -15,13 +16,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_vmm::machine::{Config, Machine};
-use cairn_vmm::virtio::ninep::NinePDevice;
+use cairn_vmm::virtio::{ninep::NinePDevice, rng::Rng, VirtioDevice};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-/// Boots the guest with only the 9P device; returns how long the VM ran.
-fn boot(guest: &Path, dir: &Path, fs: &Arc<cairn_9p::Fs>, reads: u32) -> Result<Duration> {
-    let runtime = tokio::runtime::Handle::current();
+/// Boots the guest with `device` alone, asking for `reads` more requests with the command-line
+/// word `option`; returns how long the VM ran.
+fn boot(
+    guest: &Path,
+    dir: &Path,
+    device: Box<dyn VirtioDevice>,
+    option: &str,
+    reads: u32,
+) -> Result<Duration> {
     let console = dir.join("console.log");
     let _ = std::fs::remove_file(&console);
     let start = Instant::now();
@@ -30,19 +37,34 @@ fn boot(guest: &Path, dir: &Path, fs: &Arc<cairn_9p::Fs>, reads: u32) -> Result<
         ncpu: 1,
         kernel: guest.to_owned(),
         initrd: None,
-        cmdline: format!("cairn.poweroff=0x3c0 cairn.bench_9p={reads}"),
+        cmdline: format!("cairn.poweroff=0x3c0 {option}={reads}"),
         console: console.clone(),
         console_limit: 1 << 20,
-        devices: vec![Box::new(NinePDevice::new("db", fs.clone(), runtime))],
+        devices: vec![device],
         devices_on_cmdline: true,
     })?;
     machine.wait();
     let elapsed = start.elapsed();
     let text = std::fs::read_to_string(&console)?;
-    if reads > 0 && !text.contains(&format!("9p: read it {reads} more times")) {
+    if reads > 0 && !text.contains(&format!("{reads} more times")) {
         return Err(format!("the guest did not finish its reads; console:\n{text}").into());
     }
     Ok(elapsed)
+}
+
+/// The median cost of one more request, over `runs` pairs of boots.
+fn per_request(
+    runs: usize,
+    rounds: u32,
+    mut boot_with: impl FnMut(u32) -> Result<Duration>,
+) -> Result<Duration> {
+    let mut per_read = Vec::new();
+    for _ in 0..runs {
+        let once = boot_with(0)?;
+        let many = boot_with(rounds)?;
+        per_read.push(many.saturating_sub(once) / rounds);
+    }
+    Ok(median(per_read))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -78,7 +100,7 @@ async fn over_unix(
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let [_, rounds, runs] = args.as_slice() else {
-        return Err("usage: ninep_bench ROUNDS RUNS".into());
+        return Err("usage: virtio_bench ROUNDS RUNS".into());
     };
     let (rounds, runs): (u32, usize) = (rounds.parse()?, runs.parse()?);
     let dir = tempfile::tempdir()?;
@@ -92,16 +114,18 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let _guard = runtime.enter();
 
-    let mut per_read = Vec::new();
-    for _ in 0..runs {
-        let once = boot(&guest, dir.path(), &fs, 0)?;
-        let many = boot(&guest, dir.path(), &fs, rounds)?;
-        per_read.push(many.saturating_sub(once) / rounds);
-    }
-    let virtio = median(per_read);
+    let handle = runtime.handle().clone();
+    let virtio = per_request(runs, rounds, |n| {
+        let device = Box::new(NinePDevice::new("db", fs.clone(), handle.clone()));
+        boot(&guest, dir.path(), device, "cairn.bench_9p", n)
+    })?;
+    let rng = per_request(runs, rounds, |n| {
+        boot(&guest, dir.path(), Box::new(Rng::default()), "cairn.bench_rng", n)
+    })?;
     let unix = runtime.block_on(over_unix(fs, dir.path(), rounds, runs))?;
     println!("9P Tread round trip over virtio-9p:  {virtio:?} (median of {runs} x {rounds})");
     println!("9P Tread round trip over unix socket: {unix:?} (median of {runs} x {rounds})");
     println!("virtio / unix: {:.2}", virtio.as_secs_f64() / unix.as_secs_f64());
+    println!("virtio-rng round trip (the transport alone): {rng:?} (median of {runs} x {rounds})");
     Ok(())
 }
