@@ -8,12 +8,14 @@
 //! - [`home`]: where cairn keeps its data (`CAIRN_HOME`, `CAIRN_DB`).
 //! - [`host`]: the machine's limits, which bound settings such as `memory` and `ncpu`.
 //! - [`serve`]: the 9P server on its own (`cairn serve`), and for `cairn up`.
+//! - [`net`]: the guest's network, a user-space NAT on smoltcp.
 //! - [`plan`]: what a change means for the VM (its apply classes).
 //! - [`vm`]: VM backends (qemu today).
 //! - [`up`]: the control loop of `cairn up`, and its status.
 
 pub mod home;
 pub mod host;
+pub mod net;
 pub mod plan;
 pub mod serve;
 pub mod up;

@@ -1,0 +1,155 @@
+//! Guest networking: a user-space NAT on smoltcp, in the spirit of Docker for Mac's VPNKit.
+//! The guest's ethernet frames end here; its TCP connections and UDP datagrams leave as
+//! ordinary host sockets (tokio), so they work through whatever the host's own networking
+//! does (VPNs, firewalls), and nothing needs privileges or a tap device.
+//!
+//! The guest sees one network, 10.0.2.0/24 by default: itself at .15 (handed out by the DHCP
+//! server here), and the gateway at .2, which answers ARP and ping, serves DNS (the name
+//! `host.cairn.internal` is the gateway; other names go to the host's resolvers or the `dns`
+//! key's), and stands for the host: a connection to the gateway reaches the host's loopback.
+//!
+//! - [`stack`]: the frame loop: frames in, frames out, the smoltcp interface in between.
+//! - [`tcp`]: TCP flows, terminated in smoltcp sockets and proxied through host connections.
+//! - [`udp`]: UDP flows, handled on the wire (no smoltcp socket can send from any address).
+//! - [`dhcp`], [`dns`]: the gateway's two services.
+//! - [`frame`]: building the frames the NAT writes by hand.
+
+pub mod dhcp;
+pub mod dns;
+mod frame;
+pub mod stack;
+mod tcp;
+mod udp;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+/// The network the guest sees, and the NAT's limits.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The gateway: DHCP, DNS, and the host's stand-in.
+    pub gateway: Ipv4Addr,
+    /// The address the DHCP server hands out.
+    pub guest: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway_mac: [u8; 6],
+    pub mtu: u16,
+    /// Where DNS queries for other names go (the `dns` key, else the host's resolv.conf).
+    pub resolvers: Vec<SocketAddr>,
+    /// What a connection to the gateway reaches on the host.
+    pub host: IpAddr,
+    pub limits: Limits,
+}
+
+/// Bounds on what the guest can make the NAT hold.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub tcp_flows: usize,
+    pub udp_flows: usize,
+    /// Each TCP flow's receive and send buffers in smoltcp.
+    pub tcp_buffer: usize,
+    /// A host connection that is not up by then makes the guest's connection reset.
+    pub connect_timeout: Duration,
+    /// A UDP flow without traffic for this long is closed.
+    pub udp_idle: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            gateway: Ipv4Addr::new(10, 0, 2, 2),
+            guest: Ipv4Addr::new(10, 0, 2, 15),
+            prefix_len: 24,
+            gateway_mac: [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02],
+            mtu: 1500,
+            resolvers: host_resolvers(),
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            limits: Limits {
+                tcp_flows: 512,
+                udp_flows: 512,
+                tcp_buffer: 64 * 1024,
+                connect_timeout: Duration::from_secs(30),
+                udp_idle: Duration::from_secs(60),
+            },
+        }
+    }
+}
+
+/// The nameservers of the host's /etc/resolv.conf, port 53.
+pub fn host_resolvers() -> Vec<SocketAddr> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .filter_map(|address| address.trim().parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+/// What the NAT has seen, for `cairn status`: traffic, and what it refused or dropped.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    /// Frames that do not parse (truncated, bad checksums, nonsense lengths).
+    pub malformed: AtomicU64,
+    /// Well-formed frames the NAT does not forward (IPv6, fragments, ARP for other hosts,
+    /// ping beyond the gateway, oversized replies).
+    pub dropped: AtomicU64,
+    pub tcp_flows: AtomicU64,
+    pub tcp_opened: AtomicU64,
+    /// Connections the host refused or that timed out.
+    pub tcp_refused: AtomicU64,
+    pub udp_flows: AtomicU64,
+    /// New flows refused because a limit was reached (a SYN flood lands here).
+    pub over_limit: AtomicU64,
+    pub dhcp_replies: AtomicU64,
+    pub dns_local: AtomicU64,
+}
+
+impl Stats {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+    fn set(counter: &AtomicU64, n: u64) {
+        counter.store(n, Ordering::Relaxed);
+    }
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// A running NAT: frames for it, frames from it, its counters.
+#[derive(Debug)]
+pub struct Nat {
+    pub to_nat: mpsc::Sender<Vec<u8>>,
+    pub from_nat: mpsc::Receiver<Vec<u8>>,
+    pub stats: Arc<Stats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Frames waiting in either direction before the sender waits.
+const FRAME_QUEUE: usize = 1024;
+
+impl Nat {
+    /// Starts the NAT on `runtime`.
+    pub fn spawn(config: Config, runtime: &tokio::runtime::Handle) -> Nat {
+        let (to_nat, frames_in) = mpsc::channel(FRAME_QUEUE);
+        let (frames_out, from_nat) = mpsc::channel(FRAME_QUEUE);
+        let stats = Arc::new(Stats::default());
+        let task = runtime.spawn(stack::run(config, frames_in, frames_out, stats.clone()));
+        Nat { to_nat, from_nat, stats, task }
+    }
+}
+
+impl Drop for Nat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,284 @@
+//! TCP through the NAT. The guest's SYN to any destination makes a smoltcp socket listen on
+//! exactly that destination, so smoltcp completes the handshake as that address; meanwhile a
+//! task connects to the real destination on the host. Bytes then flow through two bounded
+//! channels, and each side waits when the other is full (smoltcp's window closes towards the
+//! guest, the task stops reading towards the host). A refused or timed-out host connection
+//! resets the guest's; a FIN on either side is passed on as a FIN on the other.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::IpListenEndpoint;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// A flow: the guest's end and the destination it dialled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub guest: SocketAddrV4,
+    pub visible: SocketAddrV4,
+}
+
+/// Chunks in flight per direction, and their size.
+const CHANNEL_CHUNKS: usize = 8;
+const CHUNK: usize = 16 * 1024;
+/// A listening socket whose SYN never arrived (it failed its checksum) is dropped after this.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct Flow {
+    socket: SocketHandle,
+    /// The host connection's outcome, until it is known.
+    connected: Option<oneshot::Receiver<bool>>,
+    /// Towards the host; dropped when the guest has sent its FIN.
+    to_host: Option<mpsc::Sender<Vec<u8>>>,
+    /// From the host; gone when the host has closed its side.
+    from_host: Option<mpsc::Receiver<Vec<u8>>>,
+    /// Host bytes smoltcp has not taken yet.
+    pending: Vec<u8>,
+    established: bool,
+    closing: bool,
+    opened: Instant,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What a pump of the flows saw.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pumped {
+    pub refused: u64,
+}
+
+#[derive(Debug)]
+pub struct Flows {
+    flows: HashMap<Key, Flow>,
+    limit: usize,
+    buffer: usize,
+    connect_timeout: Duration,
+    /// Woken by the host tasks when there is something to move.
+    wake: Arc<Notify>,
+}
+
+/// The host side of a flow: connect, then copy both ways until both are done.
+async fn host_side(
+    real: SocketAddr,
+    timeout: Duration,
+    connected: oneshot::Sender<bool>,
+    mut to_host: mpsc::Receiver<Vec<u8>>,
+    from_host: mpsc::Sender<Vec<u8>>,
+    wake: Arc<Notify>,
+) {
+    let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(real)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(%real, error = %e, "the host refused a guest connection");
+            let _ = connected.send(false);
+            wake.notify_one();
+            return;
+        }
+        Err(_) => {
+            let _ = connected.send(false);
+            wake.notify_one();
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let _ = connected.send(true);
+    wake.notify_one();
+    let (mut reader, mut writer) = stream.into_split();
+    let reading = async {
+        let mut buffer = vec![0u8; CHUNK];
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if from_host.send(buffer[..n].to_vec()).await.is_err() {
+                        break;
+                    }
+                    wake.notify_one();
+                }
+            }
+        }
+        drop(from_host);
+        wake.notify_one();
+    };
+    let writing = async {
+        while let Some(chunk) = to_host.recv().await {
+            if writer.write_all(&chunk).await.is_err() {
+                break;
+            }
+            wake.notify_one();
+        }
+        let _ = writer.shutdown().await;
+    };
+    tokio::join!(reading, writing);
+}
+
+impl Flows {
+    pub fn new(limits: &super::Limits, wake: Arc<Notify>) -> Flows {
+        Flows {
+            flows: HashMap::new(),
+            limit: limits.tcp_flows,
+            buffer: limits.tcp_buffer,
+            connect_timeout: limits.connect_timeout,
+            wake,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// A SYN from the guest: makes a socket listen for it and starts the host connection,
+    /// unless the flow exists (a retransmitted SYN). False when the flow limit is reached.
+    pub fn on_syn(&mut self, key: Key, real: SocketAddr, sockets: &mut SocketSet<'static>) -> bool {
+        if self.flows.contains_key(&key) {
+            return true;
+        }
+        if self.flows.len() >= self.limit {
+            return false;
+        }
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; self.buffer]),
+            tcp::SocketBuffer::new(vec![0; self.buffer]),
+        );
+        let endpoint =
+            IpListenEndpoint { addr: Some((*key.visible.ip()).into()), port: key.visible.port() };
+        if socket.listen(endpoint).is_err() {
+            return false;
+        }
+        socket.set_nagle_enabled(false);
+        let handle = sockets.add(socket);
+        let (connected_tx, connected) = oneshot::channel();
+        let (to_host, to_host_rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let (from_host_tx, from_host) = mpsc::channel(CHANNEL_CHUNKS);
+        let task = tokio::spawn(host_side(
+            real,
+            self.connect_timeout,
+            connected_tx,
+            to_host_rx,
+            from_host_tx,
+            self.wake.clone(),
+        ));
+        self.flows.insert(
+            key,
+            Flow {
+                socket: handle,
+                connected: Some(connected),
+                to_host: Some(to_host),
+                from_host: Some(from_host),
+                pending: Vec::new(),
+                established: false,
+                closing: false,
+                opened: Instant::now(),
+                task,
+            },
+        );
+        true
+    }
+
+    /// Moves bytes between the sockets and the host tasks, passes on FINs and resets, and
+    /// forgets the flows that are over.
+    pub fn pump(&mut self, sockets: &mut SocketSet<'static>) -> Pumped {
+        let mut pumped = Pumped::default();
+        let timeout = self.connect_timeout;
+        self.flows.retain(|_, flow| {
+            let socket = sockets.get_mut::<tcp::Socket>(flow.socket);
+            let keep = pump_one(flow, socket, timeout, &mut pumped);
+            if !keep {
+                sockets.remove(flow.socket);
+            }
+            keep
+        });
+        pumped
+    }
+}
+
+/// One flow's step; false when it is over.
+fn pump_one(
+    flow: &mut Flow,
+    socket: &mut tcp::Socket,
+    timeout: Duration,
+    pumped: &mut Pumped,
+) -> bool {
+    use tcp::State;
+    if let Some(connected) = &mut flow.connected {
+        let outcome = match connected.try_recv() {
+            Ok(up) => Some(up),
+            Err(oneshot::error::TryRecvError::Empty) => {
+                (flow.opened.elapsed() > timeout).then_some(false)
+            }
+            Err(oneshot::error::TryRecvError::Closed) => Some(false),
+        };
+        match outcome {
+            Some(true) => flow.connected = None,
+            Some(false) => {
+                pumped.refused += 1;
+                socket.abort();
+                return false;
+            }
+            None => {}
+        }
+    }
+    match socket.state() {
+        State::Listen if flow.opened.elapsed() > LISTEN_TIMEOUT => return false,
+        State::Closed | State::TimeWait => return false,
+        State::Established => flow.established = true,
+        _ => {}
+    }
+    // Guest to host, while the host side has room.
+    if let Some(to_host) = &flow.to_host {
+        while socket.can_recv() && to_host.capacity() > 0 {
+            let chunk = socket.recv(|data| {
+                let n = data.len().min(CHUNK);
+                (n, data[..n].to_vec())
+            });
+            match chunk {
+                Ok(chunk) if !chunk.is_empty() => {
+                    if to_host.try_send(chunk).is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        if flow.established && !socket.may_recv() && !socket.can_recv() {
+            // The guest's FIN: the host connection's write side shuts down.
+            flow.to_host = None;
+        }
+    }
+    // Host to guest, while smoltcp has room.
+    while socket.can_send() {
+        if flow.pending.is_empty() {
+            let Some(from_host) = &mut flow.from_host else { break };
+            match from_host.try_recv() {
+                Ok(chunk) => flow.pending = chunk,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    flow.from_host = None;
+                    break;
+                }
+            }
+        }
+        match socket.send_slice(&flow.pending) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                flow.pending.drain(..n);
+            }
+        }
+    }
+    if flow.from_host.is_none() && flow.pending.is_empty() && !flow.closing && flow.established {
+        socket.close();
+        flow.closing = true;
+    }
+    true
+}
