@@ -13,11 +13,15 @@
 //! - [`udp`]: UDP flows, handled on the wire (no smoltcp socket can send from any address).
 //! - [`dhcp`], [`dns`]: the gateway's two services.
 //! - [`frame`]: building the frames the NAT writes by hand.
+//! - Transports: [`stream`] for QEMU's `-netdev stream`, [`port`] for the native VMM's
+//!   virtio-net.
 
 pub mod dhcp;
 pub mod dns;
 mod frame;
+pub mod port;
 pub mod stack;
+pub mod stream;
 mod tcp;
 mod udp;
 
@@ -45,6 +49,9 @@ pub struct Config {
     pub resolvers: Vec<SocketAddr>,
     /// What a connection to the gateway reaches on the host.
     pub host: IpAddr,
+    /// Whether the guest reaches beyond the gateway (`network=nat`); without it
+    /// (`network=none`) only the host's services at the gateway answer, /Database's included.
+    pub outbound: bool,
     pub limits: Limits,
 }
 
@@ -71,6 +78,7 @@ impl Default for Config {
             mtu: 1500,
             resolvers: host_resolvers(),
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            outbound: true,
             limits: Limits {
                 tcp_flows: 512,
                 udp_flows: 512,
@@ -79,6 +87,30 @@ impl Default for Config {
                 udp_idle: Duration::from_secs(60),
             },
         }
+    }
+}
+
+impl Config {
+    /// The network the configuration at `rev` describes: its mode, its MTU, and its resolvers
+    /// (the `dns` key, one address per line; empty means the host's).
+    pub fn from_db(db: &cairn_db::Db, rev: &str) -> Result<Config, cairn_db::Error> {
+        let mut config = Config::default();
+        let text = |path| -> Result<String, cairn_db::Error> {
+            Ok(String::from_utf8_lossy(&db.read(rev, path)?.unwrap_or_default()).into_owned())
+        };
+        config.outbound = text("network")?.trim() != "none";
+        if let Ok(mtu) = text("net/mtu")?.trim().parse() {
+            config.mtu = mtu;
+        }
+        let resolvers: Vec<SocketAddr> = text("net/dns")?
+            .lines()
+            .filter_map(|line| line.trim().parse::<IpAddr>().ok())
+            .map(|ip| SocketAddr::new(ip, 53))
+            .collect();
+        if !resolvers.is_empty() {
+            config.resolvers = resolvers;
+        }
+        Ok(config)
     }
 }
 
@@ -125,13 +157,13 @@ impl Stats {
     }
 }
 
-/// A running NAT: frames for it, frames from it, its counters.
+/// A running NAT: frames for it, frames from it, its counters. It runs until every sender
+/// of frames is gone.
 #[derive(Debug)]
 pub struct Nat {
     pub to_nat: mpsc::Sender<Vec<u8>>,
     pub from_nat: mpsc::Receiver<Vec<u8>>,
     pub stats: Arc<Stats>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 /// Frames waiting in either direction before the sender waits.
@@ -143,13 +175,7 @@ impl Nat {
         let (to_nat, frames_in) = mpsc::channel(FRAME_QUEUE);
         let (frames_out, from_nat) = mpsc::channel(FRAME_QUEUE);
         let stats = Arc::new(Stats::default());
-        let task = runtime.spawn(stack::run(config, frames_in, frames_out, stats.clone()));
-        Nat { to_nat, from_nat, stats, task }
-    }
-}
-
-impl Drop for Nat {
-    fn drop(&mut self) {
-        self.task.abort();
+        runtime.spawn(stack::run(config, frames_in, frames_out, stats.clone()));
+        Nat { to_nat, from_nat, stats }
     }
 }

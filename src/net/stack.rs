@@ -207,7 +207,9 @@ impl Stack {
                 let Ok(segment) = TcpPacket::new_checked(packet.payload()) else {
                     return self.malformed();
                 };
-                if segment.syn() && !segment.ack() {
+                let allowed = self.config.outbound || dst == self.config.gateway;
+                // A SYN nobody listens for is answered with a reset by smoltcp.
+                if segment.syn() && !segment.ack() && allowed {
                     let key = tcp::Key {
                         guest: SocketAddrV4::new(src, segment.src_port()),
                         visible: SocketAddrV4::new(dst, segment.dst_port()),
@@ -242,7 +244,7 @@ impl Stack {
         }
         let real = if visible == SocketAddrV4::new(self.config.gateway, dns::PORT) {
             let Some(question) = dns::question(payload) else { return self.malformed() };
-            let resolver = self.config.resolvers.first().copied();
+            let resolver = self.config.resolvers.first().copied().filter(|_| self.config.outbound);
             match resolver.filter(|_| !dns::is_host_name(&question)) {
                 Some(resolver) => resolver,
                 None => {
@@ -255,8 +257,10 @@ impl Stack {
                     return self.out.push(reply);
                 }
             }
-        } else {
+        } else if self.config.outbound || *visible.ip() == self.config.gateway {
             self.real(visible)
+        } else {
+            return self.dropped();
         };
         match self.udp.send(udp::Key { guest, visible }, real, payload) {
             Ok(()) => {}

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use cairn_db::{Db, ObjectId, CONFIG_BRANCH};
 use cairn_vmm::report::{Report, STATE_BRANCH};
 
+use crate::net::{self, port::NatPort};
 use crate::plan;
 use crate::vm::native::Native;
 use crate::vm::qemu::{self, Qemu};
@@ -109,6 +110,8 @@ struct Controller {
     orphan: Option<(Qemu, ObjectId)>,
     stop: Arc<AtomicBool>,
     server: crate::serve::VmServer,
+    /// The transport between qemu's network socket and the NAT of the current boot.
+    net_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Controller {
@@ -221,6 +224,7 @@ impl Controller {
             orphan: orphan.map(|(vm, booted, _)| (vm, booted)),
             stop,
             server,
+            net_task: None,
         })
     }
 
@@ -240,6 +244,8 @@ impl Controller {
             self.status.adopted = true;
             self.vm = Some(Running::Qemu(vm));
             self.booted = Some(booted);
+            // The guest's network carries on through a new NAT: qemu still listens.
+            self.start_network(booted)?;
             // What the guest runs is planned against master like any new head.
             self.target = None;
         } else {
@@ -296,6 +302,7 @@ impl Controller {
             ninep_port: self.status.ninep_port,
             console: self.run.console(),
             qmp: self.run.qmp(),
+            net: (!self.native).then(|| self.run.net()),
         })
     }
 
@@ -314,6 +321,7 @@ impl Controller {
         self.report = None;
         self.stale_boot = self.latest_report().map(|r| r.boot_id);
         let spec = self.spec_for(commit)?;
+        let port = self.start_network(commit)?;
         progress(&format!(
             "booting: {} MiB, {} cpus, {} ({})",
             spec.memory_mib,
@@ -323,8 +331,10 @@ impl Controller {
         ));
         let vm = if self.native {
             let (fs, runtime) = (self.server.fs.clone(), self.server.runtime.clone());
-            Running::Native(Native::start(&spec, fs, runtime, &self.run.vsock())?)
+            Running::Native(Native::start(&spec, fs, runtime, &self.run.vsock(), port)?)
         } else {
+            // qemu listens there: a stale socket from an earlier VM would stop it.
+            let _ = std::fs::remove_file(self.run.net());
             let vm = Qemu::start(&spec, self.accel, &self.run.qemu_errors())?;
             let record = vm.record(&spec, self.accel, commit.to_string());
             if let Err(e) = record.save(&self.run.vm_record()) {
@@ -337,6 +347,24 @@ impl Controller {
         self.vm = Some(vm);
         self.booted = Some(commit);
         Ok(())
+    }
+
+    /// A NAT for a boot of `commit`'s configuration (its network mode, MTU and resolvers),
+    /// replacing the last one: connected to qemu's socket, or returned as the port of the
+    /// native VMM's virtio-net.
+    fn start_network(&mut self, commit: ObjectId) -> Result<Option<NatPort>, Error> {
+        if let Some(task) = self.net_task.take() {
+            task.abort();
+        }
+        let config = net::Config::from_db(&self.db, &commit.to_string())?;
+        let runtime = self.server.runtime.clone();
+        let nat = net::Nat::spawn(config, &runtime);
+        if self.native {
+            return Ok(Some(NatPort::new(nat.to_nat, nat.from_nat, &runtime)));
+        }
+        let follow = net::stream::follow(self.run.net(), nat.to_nat, nat.from_nat);
+        self.net_task = Some(runtime.spawn(follow));
+        Ok(None)
     }
 
     /// The newest report on `state`, whichever boot wrote it.

@@ -39,6 +39,10 @@ impl RunDir {
     pub fn socket(&self) -> PathBuf {
         self.0.join("9p.sock")
     }
+    /// qemu's end of the guest's network, where the NAT connects (`-netdev stream`).
+    pub fn net(&self) -> PathBuf {
+        self.0.join("net.sock")
+    }
     /// The host side of the native VMM's vsock (Firecracker's convention: connect, then
     /// `CONNECT <port>`; the guest's connections to port P arrive at `vsock.sock_P`).
     pub fn vsock(&self) -> PathBuf {

@@ -62,6 +62,8 @@ pub struct VmSpec {
     pub console: PathBuf,
     /// qemu's QMP socket, through which the guest is asked to power off.
     pub qmp: PathBuf,
+    /// Where qemu listens for the NAT (`-netdev stream`); without one, qemu's own user network.
+    pub net: Option<PathBuf>,
 }
 
 /// How qemu runs the guest.

@@ -1,7 +1,8 @@
 //! The native backend: the embedded VMM (cairn-vmm's `Machine`) in this process. The guest
 //! finds its devices in the ACPI tables (virtio-mmio, as under Firecracker): virtio-9p with
 //! tag `db` served in-process by the control plane's 9P filesystem (the agent mounts it with
-//! `cairn.db=virtio:db`), virtio-rng, and vsock with its host side at `run/vsock.sock`.
+//! `cairn.db=virtio:db`), virtio-rng, vsock with its host side at `run/vsock.sock`, and
+//! virtio-net on the NAT (src/net).
 //!
 //! The VM lives and dies with the control plane: unlike qemu, there is nothing to adopt after
 //! a restart, so no VM record is written.
@@ -10,10 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_vmm::machine::{Config, Exit, Machine};
+use cairn_vmm::virtio::net::NetDevice;
 use cairn_vmm::virtio::{ninep::NinePDevice, rng::Rng, vsock::VsockDevice, VirtioDevice};
+
+use crate::net::port::NatPort;
 
 use super::{VmError, VmSpec};
 
+/// The guest's MAC on the NAT's network.
+const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 /// The guest's vsock context id (the host is 2).
 const GUEST_CID: u64 = 3;
 /// The console log keeps its newest 16 MiB.
@@ -43,19 +49,25 @@ impl Native {
         fs: Arc<cairn_9p::Fs>,
         runtime: tokio::runtime::Handle,
         vsock: &std::path::Path,
+        net: Option<NatPort>,
     ) -> Result<Native, VmError> {
         let vsock = VsockDevice::new(GUEST_CID, vsock).map_err(|e| VmError::io(vsock, e))?;
-        let devices: Vec<Box<dyn VirtioDevice>> = vec![
+        let mut devices: Vec<Box<dyn VirtioDevice>> = vec![
             Box::new(NinePDevice::new("db", fs, runtime)),
             Box::new(Rng::default()),
             Box::new(vsock),
         ];
+        let mut cmdline = cmdline();
+        if let Some(port) = net {
+            devices.push(Box::new(NetDevice::new(GUEST_MAC, Box::new(port))));
+            cmdline.push_str(" cairn.ip=10.0.2.15/24 cairn.gw=10.0.2.2");
+        }
         let config = Config {
             memory_mib: spec.memory_mib,
             ncpu: u8::try_from(spec.ncpu).unwrap_or(u8::MAX),
             kernel: spec.kernel.clone(),
             initrd: Some(spec.initrd.clone()),
-            cmdline: cmdline() + &super::extra_kernel_args(),
+            cmdline: cmdline + &super::extra_kernel_args(),
             console: spec.console.clone(),
             console_limit: CONSOLE_LIMIT,
             devices,

@@ -45,7 +45,14 @@ pub fn command(spec: &VmSpec, accel: Accel) -> Command {
         .arg("-initrd")
         .arg(&spec.initrd)
         .args(["-append", &append])
-        .args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="])
+        .arg("-netdev")
+        .arg(match &spec.net {
+            Some(path) => {
+                format!("stream,id=n0,server=on,addr.type=unix,addr.path={}", path.display())
+            }
+            None => "user,id=n0".into(),
+        })
+        .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     if accel == Accel::Kvm {
