@@ -32,6 +32,16 @@ fn step(path: &str, old: Option<&[u8]>, new: Option<&[u8]>) -> Step {
             key: key.name.to_owned(),
             class: cairn_schema::daemon::change_class(old.unwrap_or(b"{}"), new.unwrap_or(b"{}")),
         },
+        // The hypervisor's own network (hostnet) is chosen when the VM starts: a change to or
+        // from it reboots; between nat and none the NAT switches live.
+        Some(key) if key.name == "network" => {
+            let hostnet = |v: Option<&[u8]>| v.is_some_and(|v| v.trim_ascii() == b"hostnet");
+            let class = match hostnet(old) || hostnet(new) {
+                true => ApplyClass::Reboot,
+                false => key.apply,
+            };
+            Step { key: key.name.to_owned(), class }
+        }
         Some(key) => Step { key: key.name.to_owned(), class: key.apply },
         // Outside the schema (written with git directly): the guest does not use it.
         None => Step { key: path.to_owned(), class: ApplyClass::None },
@@ -71,10 +81,15 @@ pub fn of_changes(
     Ok(plan_of(base, "(not committed)", steps))
 }
 
-/// Whether the qemu backend must reboot the VM for `action`. Without the user-space NAT, a
-/// network change also needs a new qemu (its user-mode network is set at start).
+/// Whether the VM must reboot for `action`. Network changes do not: the NAT takes the new
+/// mode and resolvers at once, and the guest renews its lease for a new MTU.
 pub fn needs_reboot(action: ApplyClass) -> bool {
-    action >= ApplyClass::Network
+    action >= ApplyClass::Reboot
+}
+
+/// Whether the plan changes what the NAT does (mode, MTU, resolvers, forwarded ports).
+pub fn touches_network(plan: &Plan) -> bool {
+    plan.steps.iter().any(|s| matches!(s.class, ApplyClass::Network | ApplyClass::NetworkLive))
 }
 
 #[cfg(test)]
@@ -111,8 +126,20 @@ mod tests {
         let plan = between(&db, &restart, &reboot).expect("plan");
         assert_eq!(plan.action, ApplyClass::Reboot);
         assert!(needs_reboot(plan.action) && !needs_reboot(ApplyClass::DaemonRestart));
+        // nat to none switches live; hostnet is the hypervisor's, set at start.
+        let none = commit(&db, &[("network", "none")]);
+        let plan = between(&db, &reboot, &none).expect("plan");
+        assert_eq!(plan.action, ApplyClass::Network);
+        assert!(!needs_reboot(plan.action) && touches_network(&plan));
+        let hostnet = commit(&db, &[("network", "hostnet")]);
+        assert_eq!(between(&db, &none, &hostnet).expect("plan").action, ApplyClass::Reboot);
+        let forwards = commit(&db, &[("port-forwarding", "8080:80")]);
+        let plan = between(&db, &hostnet, &forwards).expect("plan");
+        assert_eq!(plan.action, ApplyClass::NetworkLive);
+        assert!(touches_network(&plan));
         // Over several commits, the classes of every key changed since.
         assert_eq!(between(&db, &init, &reboot).expect("plan").steps.len(), 3);
+        assert!(!touches_network(&between(&db, &init, &reboot).expect("plan")));
         assert_eq!(between(&db, &reboot, &reboot).expect("plan").action, ApplyClass::None);
     }
 

@@ -12,4 +12,5 @@ mod external_git;
 mod linux_guest;
 mod migration;
 mod native;
+mod network;
 mod up;

@@ -9,17 +9,17 @@ use serde_json::Value;
 use crate::util::Env;
 
 /// Packages downloaded for the guest image, shared by test runs.
-fn cache() -> std::path::PathBuf {
+pub fn cache() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-cache/debs")
 }
 
-fn status(env: &Env) -> Value {
+pub fn status(env: &Env) -> Value {
     let out = env.ok(&["status", "--json"]);
     serde_json::from_str(&out).expect("status --json is JSON")
 }
 
 /// Waits until the status satisfies `ready`; panics with the status and the logs otherwise.
-fn wait_for(env: &Env, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
+pub fn wait_for(env: &Env, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let s = status(env);
@@ -36,12 +36,12 @@ fn wait_for(env: &Env, what: &str, ready: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
-fn applied(env: &Env, what: &str) -> Value {
+pub fn applied(env: &Env, what: &str) -> Value {
     let head = env.head();
     wait_for(env, what, |s| s["applied_commit"] == head.as_str())
 }
 
-fn boot_id(s: &Value) -> String {
+pub fn boot_id(s: &Value) -> String {
     s["guest"]["boot_id"].as_str().unwrap_or_default().to_owned()
 }
 
@@ -61,7 +61,7 @@ fn pid_alive(pid: u64) -> bool {
 }
 
 /// Runs `cairn down` when the test ends, also by a panic: nothing is left running.
-struct Down<'a>(&'a Env);
+pub struct Down<'a>(pub &'a Env);
 
 impl Drop for Down<'_> {
     fn drop(&mut self) {

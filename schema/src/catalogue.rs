@@ -119,8 +119,11 @@ pub static KEYS: &[Key] = &[
         default: Default::Text("nat"),
         summary: "How the VM reaches the network.",
         description: "nat: cairn's user-space NAT turns the guest's traffic into ordinary host \
-            sockets, so it works through VPNs and firewalls; hostnet: the hypervisor's own \
-            host networking; none: no network device. Changing it reconfigures the guest network.",
+            sockets, so it works through VPNs and firewalls; none: the same NAT, but the guest \
+            reaches only the gateway (/Database, the host's services, forwarded ports), not the \
+            outside world; hostnet: the hypervisor's own user network (qemu's slirp), without \
+            port forwarding. Between nat and none the switch is live; to or from hostnet the VM \
+            reboots.",
         options: &["mtu", "dns", "port-forwarding"],
         apply: ApplyClass::Network,
         internal: false,

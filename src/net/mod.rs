@@ -9,15 +9,17 @@
 //! key's), and stands for the host: a connection to the gateway reaches the host's loopback.
 //!
 //! - [`stack`]: the frame loop: frames in, frames out, the smoltcp interface in between.
-//! - [`tcp`]: TCP flows, terminated in smoltcp sockets and proxied through host connections.
-//! - [`udp`]: UDP flows, handled on the wire (no smoltcp socket can send from any address).
+//! - `tcp`: TCP flows, terminated in smoltcp sockets and proxied through host connections.
+//! - `udp`: UDP flows, handled on the wire (no smoltcp socket can send from any address).
 //! - [`dhcp`], [`dns`]: the gateway's two services.
-//! - [`frame`]: building the frames the NAT writes by hand.
+//! - [`forward`]: forwarded host ports, whose connections the NAT carries into the guest.
+//! - `frame`: building the frames the NAT writes by hand.
 //! - Transports: [`stream`] for QEMU's `-netdev stream`, [`port`] for the native VMM's
 //!   virtio-net.
 
 pub mod dhcp;
 pub mod dns;
+pub mod forward;
 mod frame;
 pub mod port;
 pub mod stack;
@@ -27,6 +29,8 @@ mod udp;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_live;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -143,9 +147,46 @@ pub struct Stats {
     pub over_limit: AtomicU64,
     pub dhcp_replies: AtomicU64,
     pub dns_local: AtomicU64,
+    /// Connections and datagrams carried in through forwarded ports.
+    pub forwarded_in: AtomicU64,
+}
+
+/// The counters at one moment, as `cairn status` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counters {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub malformed: u64,
+    pub dropped: u64,
+    pub tcp_flows: u64,
+    pub tcp_opened: u64,
+    pub tcp_refused: u64,
+    pub udp_flows: u64,
+    pub over_limit: u64,
+    pub dhcp_replies: u64,
+    pub dns_local: u64,
+    pub forwarded_in: u64,
 }
 
 impl Stats {
+    pub fn snapshot(&self) -> Counters {
+        let get = Stats::get;
+        Counters {
+            frames_in: get(&self.frames_in),
+            frames_out: get(&self.frames_out),
+            malformed: get(&self.malformed),
+            dropped: get(&self.dropped),
+            tcp_flows: get(&self.tcp_flows),
+            tcp_opened: get(&self.tcp_opened),
+            tcp_refused: get(&self.tcp_refused),
+            udp_flows: get(&self.udp_flows),
+            over_limit: get(&self.over_limit),
+            dhcp_replies: get(&self.dhcp_replies),
+            dns_local: get(&self.dns_local),
+            forwarded_in: get(&self.forwarded_in),
+        }
+    }
+
     fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -157,12 +198,25 @@ impl Stats {
     }
 }
 
-/// A running NAT: frames for it, frames from it, its counters. It runs until every sender
-/// of frames is gone.
+/// What the control plane tells a running NAT.
+#[derive(Debug)]
+pub enum Command {
+    /// The settings of a new commit: mode, MTU (for the next DHCP lease) and resolvers. The
+    /// addresses and limits stay as they are.
+    Reconfigure(Config),
+    /// A connection accepted on a forwarded TCP port, for the guest's `port`.
+    TcpIn { stream: tokio::net::TcpStream, port: u16 },
+    /// A datagram from `peer` on a forwarded UDP port (`socket`), for the guest's `port`.
+    UdpIn { socket: Arc<std::net::UdpSocket>, peer: SocketAddr, port: u16, payload: Vec<u8> },
+}
+
+/// A running NAT: frames for it, frames from it, its commands and counters. It runs until
+/// every sender of frames is gone.
 #[derive(Debug)]
 pub struct Nat {
     pub to_nat: mpsc::Sender<Vec<u8>>,
     pub from_nat: mpsc::Receiver<Vec<u8>>,
+    pub control: mpsc::Sender<Command>,
     pub stats: Arc<Stats>,
 }
 
@@ -174,8 +228,9 @@ impl Nat {
     pub fn spawn(config: Config, runtime: &tokio::runtime::Handle) -> Nat {
         let (to_nat, frames_in) = mpsc::channel(FRAME_QUEUE);
         let (frames_out, from_nat) = mpsc::channel(FRAME_QUEUE);
+        let (control, commands) = mpsc::channel(FRAME_QUEUE);
         let stats = Arc::new(Stats::default());
-        runtime.spawn(stack::run(config, frames_in, frames_out, stats.clone()));
-        Nat { to_nat, from_nat, stats }
+        runtime.spawn(stack::run(config, frames_in, frames_out, commands, stats.clone()));
+        Nat { to_nat, from_nat, control, stats }
     }
 }

@@ -1,5 +1,5 @@
 //! The frame loop. Each frame from the guest is looked at once: ARP for the gateway, ping to
-//! the gateway and TCP go to the smoltcp interface (TCP after [`super::tcp`] made a socket
+//! the gateway and TCP go to the smoltcp interface (TCP after `tcp` made a socket
 //! listen for a new connection); DHCP, DNS and other UDP are answered or forwarded here;
 //! anything else is counted and dropped, and nothing a guest sends can make the loop fail.
 
@@ -17,7 +17,7 @@ use smoltcp::wire::{
 };
 use tokio::sync::{mpsc, Notify};
 
-use super::{dhcp, dns, frame, tcp, udp, Config, Stats};
+use super::{dhcp, dns, frame, tcp, udp, Command, Config, Stats};
 
 /// The interface's device: frames queued for smoltcp, and the frames it wrote.
 #[derive(Debug, Default)]
@@ -74,6 +74,10 @@ pub struct Stack {
     sockets: SocketSet<'static>,
     tcp: tcp::Flows,
     udp: udp::Flows,
+    /// Peers of forwarded UDP ports.
+    forwarded: udp::Forwarded,
+    /// The next of the gateway's ports for a forwarded TCP connection.
+    next_port: u16,
     /// The guest's MAC, from its frames.
     guest_mac: Option<[u8; 6]>,
     /// Frames written here rather than by smoltcp.
@@ -116,6 +120,8 @@ impl Stack {
             sockets: SocketSet::new(Vec::new()),
             tcp,
             udp,
+            forwarded: udp::Forwarded::default(),
+            next_port: 0,
             guest_mac: None,
             out: Vec::new(),
             stats,
@@ -242,6 +248,9 @@ impl Stack {
             }
             return;
         }
+        if *visible.ip() == self.config.gateway && self.forwarded.reply(visible.port(), payload) {
+            return;
+        }
         let real = if visible == SocketAddrV4::new(self.config.gateway, dns::PORT) {
             let Some(question) = dns::question(payload) else { return self.malformed() };
             let resolver = self.config.resolvers.first().copied().filter(|_| self.config.outbound);
@@ -279,6 +288,65 @@ impl Stack {
         self.out.push(frame::udp(self.config.gateway_mac, mac, visible, guest, &reply.payload));
     }
 
+    /// Carries out a command of the control plane.
+    pub fn command(&mut self, command: Command) {
+        match command {
+            Command::Reconfigure(config) => self.reconfigure(config),
+            Command::TcpIn { stream, port } => {
+                let guest = SocketAddrV4::new(self.config.guest, port);
+                let Some(from) = self.free_port() else {
+                    return Stats::add(&self.stats.over_limit, 1);
+                };
+                if self.tcp.inbound(stream, from, guest, &mut self.iface, &mut self.sockets) {
+                    Stats::add(&self.stats.forwarded_in, 1);
+                } else {
+                    Stats::add(&self.stats.over_limit, 1);
+                }
+            }
+            Command::UdpIn { socket, peer, port, payload } => {
+                let Some(mac) = self.guest_mac else { return self.dropped() };
+                if payload.len() > frame::udp_room(self.config.mtu) {
+                    return self.dropped();
+                }
+                let Some(from) = self.forwarded.port_for(&socket, peer) else {
+                    return Stats::add(&self.stats.over_limit, 1);
+                };
+                let from = SocketAddrV4::new(self.config.gateway, from);
+                let to = SocketAddrV4::new(self.config.guest, port);
+                self.out.push(frame::udp(self.config.gateway_mac, mac, from, to, &payload));
+                Stats::add(&self.stats.forwarded_in, 1);
+            }
+        }
+    }
+
+    /// Takes a new commit's mode, MTU and resolvers. Turning outbound traffic off cuts the
+    /// flows that go beyond the gateway.
+    fn reconfigure(&mut self, new: Config) {
+        self.config.mtu = new.mtu;
+        self.device.mtu = usize::from(new.mtu);
+        self.config.resolvers = new.resolvers;
+        self.config.outbound = new.outbound;
+        if !self.config.outbound {
+            let gateway = self.config.gateway;
+            self.tcp.abort_where(|key| *key.visible.ip() != gateway, &mut self.sockets);
+            self.udp.close_where(|key| *key.visible.ip() != gateway);
+        }
+    }
+
+    /// A port of the gateway's for a forwarded TCP connection that no flow uses.
+    fn free_port(&mut self) -> Option<SocketAddrV4> {
+        const PORTS: u16 = 10000;
+        for _ in 0..PORTS {
+            let port = 40000 + self.next_port % PORTS;
+            self.next_port = self.next_port.wrapping_add(1);
+            let from = SocketAddrV4::new(self.config.gateway, port);
+            if !self.tcp.uses(from) {
+                return Some(from);
+            }
+        }
+        None
+    }
+
     /// Runs the interface and the flows; returns the frames for the guest.
     pub fn poll(&mut self) -> Vec<Vec<u8>> {
         let now = self.now();
@@ -287,6 +355,7 @@ impl Stack {
         Stats::add(&self.stats.tcp_refused, pumped.refused);
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         self.udp.sweep(self.config.limits.udp_idle);
+        self.forwarded.sweep(self.config.limits.udp_idle);
         Stats::set(&self.stats.tcp_flows, self.tcp.len() as u64);
         Stats::set(&self.stats.udp_flows, self.udp.len() as u64);
         let mut frames = std::mem::take(&mut self.out);
@@ -311,6 +380,7 @@ pub async fn run(
     config: Config,
     mut frames_in: mpsc::Receiver<Vec<u8>>,
     frames_out: mpsc::Sender<Vec<u8>>,
+    mut commands: mpsc::Receiver<Command>,
     stats: Arc<Stats>,
 ) {
     let wake = Arc::new(Notify::new());
@@ -325,10 +395,17 @@ pub async fn run(
         let delay = stack.delay();
         tokio::select! {
             frame = frames_in.recv() => match frame {
-                Some(frame) => stack.from_guest(frame),
+                Some(frame) => {
+                    // What the control plane said before this frame came applies to it.
+                    while let Ok(command) = commands.try_recv() {
+                        stack.command(command);
+                    }
+                    stack.from_guest(frame);
+                }
                 None => return,
             },
             Some(reply) = replies.recv() => stack.from_host(reply),
+            Some(command) = commands.recv() => stack.command(command),
             () = wake.notified() => {}
             () = tokio::time::sleep(delay) => {}
         }

@@ -4,6 +4,9 @@
 //! channels, and each side waits when the other is full (smoltcp's window closes towards the
 //! guest, the task stops reading towards the host). A refused or timed-out host connection
 //! resets the guest's; a FIN on either side is passed on as a FIN on the other.
+//!
+//! A forwarded port works the other way round: the host connection is already there, and a
+//! smoltcp socket connects from the gateway into the guest; the copying is the same.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, SocketAddrV4};
@@ -42,13 +45,28 @@ struct Flow {
     pending: Vec<u8>,
     established: bool,
     closing: bool,
+    /// Ended cleanly: everything the guest sent is on its way to the host.
+    finished: bool,
     opened: Instant,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// How long the host side of a flow that ended cleanly may take to write out its last bytes.
+const LINGER: Duration = Duration::from_secs(10);
+
 impl Drop for Flow {
     fn drop(&mut self) {
-        self.task.abort();
+        if !self.finished {
+            return self.task.abort();
+        }
+        // Both FINs were exchanged: the host side finishes writing on its own, within bounds.
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        tokio::spawn(async move {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(LINGER, task).await.is_err() {
+                abort.abort();
+            }
+        });
     }
 }
 
@@ -68,32 +86,39 @@ pub struct Flows {
     wake: Arc<Notify>,
 }
 
-/// The host side of a flow: connect, then copy both ways until both are done.
-async fn host_side(
+/// The host side of a flow the guest opened: connect, then copy both ways.
+async fn dial(
     real: SocketAddr,
     timeout: Duration,
     connected: oneshot::Sender<bool>,
-    mut to_host: mpsc::Receiver<Vec<u8>>,
+    to_host: mpsc::Receiver<Vec<u8>>,
     from_host: mpsc::Sender<Vec<u8>>,
     wake: Arc<Notify>,
 ) {
     let stream = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(real)).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            tracing::debug!(%real, error = %e, "the host refused a guest connection");
-            let _ = connected.send(false);
-            wake.notify_one();
-            return;
-        }
-        Err(_) => {
+        outcome => {
+            if let Ok(Err(e)) = outcome {
+                tracing::debug!(%real, error = %e, "the host refused a guest connection");
+            }
             let _ = connected.send(false);
             wake.notify_one();
             return;
         }
     };
-    let _ = stream.set_nodelay(true);
     let _ = connected.send(true);
     wake.notify_one();
+    copy(stream, to_host, from_host, wake).await;
+}
+
+/// Copies between a host connection and a flow's channels until both directions are done.
+async fn copy(
+    stream: tokio::net::TcpStream,
+    mut to_host: mpsc::Receiver<Vec<u8>>,
+    from_host: mpsc::Sender<Vec<u8>>,
+    wake: Arc<Notify>,
+) {
+    let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let reading = async {
         let mut buffer = vec![0u8; CHUNK];
@@ -138,6 +163,44 @@ impl Flows {
         self.flows.len()
     }
 
+    fn socket(&self) -> tcp::Socket<'static> {
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; self.buffer]),
+            tcp::SocketBuffer::new(vec![0; self.buffer]),
+        );
+        socket.set_nagle_enabled(false);
+        socket
+    }
+
+    /// Tracks a flow whose socket is `handle`; `host` runs its host side on the channels.
+    fn insert<F, Fut>(
+        &mut self,
+        key: Key,
+        handle: SocketHandle,
+        connected: Option<oneshot::Receiver<bool>>,
+        host: F,
+    ) where
+        F: FnOnce(mpsc::Receiver<Vec<u8>>, mpsc::Sender<Vec<u8>>, Arc<Notify>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (to_host, to_host_rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let (from_host_tx, from_host) = mpsc::channel(CHANNEL_CHUNKS);
+        let task = tokio::spawn(host(to_host_rx, from_host_tx, self.wake.clone()));
+        let flow = Flow {
+            socket: handle,
+            connected,
+            to_host: Some(to_host),
+            from_host: Some(from_host),
+            pending: Vec::new(),
+            established: false,
+            closing: false,
+            finished: false,
+            opened: Instant::now(),
+            task,
+        };
+        self.flows.insert(key, flow);
+    }
+
     /// A SYN from the guest: makes a socket listen for it and starts the host connection,
     /// unless the flow exists (a retransmitted SYN). False when the flow limit is reached.
     pub fn on_syn(&mut self, key: Key, real: SocketAddr, sockets: &mut SocketSet<'static>) -> bool {
@@ -147,43 +210,62 @@ impl Flows {
         if self.flows.len() >= self.limit {
             return false;
         }
-        let mut socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; self.buffer]),
-            tcp::SocketBuffer::new(vec![0; self.buffer]),
-        );
+        let mut socket = self.socket();
         let endpoint =
             IpListenEndpoint { addr: Some((*key.visible.ip()).into()), port: key.visible.port() };
         if socket.listen(endpoint).is_err() {
             return false;
         }
-        socket.set_nagle_enabled(false);
         let handle = sockets.add(socket);
         let (connected_tx, connected) = oneshot::channel();
-        let (to_host, to_host_rx) = mpsc::channel(CHANNEL_CHUNKS);
-        let (from_host_tx, from_host) = mpsc::channel(CHANNEL_CHUNKS);
-        let task = tokio::spawn(host_side(
-            real,
-            self.connect_timeout,
-            connected_tx,
-            to_host_rx,
-            from_host_tx,
-            self.wake.clone(),
-        ));
-        self.flows.insert(
-            key,
-            Flow {
-                socket: handle,
-                connected: Some(connected),
-                to_host: Some(to_host),
-                from_host: Some(from_host),
-                pending: Vec::new(),
-                established: false,
-                closing: false,
-                opened: Instant::now(),
-                task,
-            },
-        );
+        let timeout = self.connect_timeout;
+        self.insert(key, handle, Some(connected), move |to_host, from_host, wake| {
+            dial(real, timeout, connected_tx, to_host, from_host, wake)
+        });
         true
+    }
+
+    /// A connection to a forwarded port: `stream` (accepted on the host) is joined to a new
+    /// connection from `from` (the gateway, a port of its own) to `guest`. False when the
+    /// flow limit is reached or the socket cannot connect.
+    pub fn inbound(
+        &mut self,
+        stream: tokio::net::TcpStream,
+        from: SocketAddrV4,
+        guest: SocketAddrV4,
+        iface: &mut smoltcp::iface::Interface,
+        sockets: &mut SocketSet<'static>,
+    ) -> bool {
+        let key = Key { guest, visible: from };
+        if self.flows.len() >= self.limit || self.flows.contains_key(&key) {
+            return false;
+        }
+        let mut socket = self.socket();
+        let remote = (smoltcp::wire::IpAddress::from(*guest.ip()), guest.port());
+        let local = (smoltcp::wire::IpAddress::from(*from.ip()), from.port());
+        if let Err(e) = socket.connect(iface.context(), remote, local) {
+            tracing::debug!(%guest, error = %e, "connecting a forwarded port into the guest");
+            return false;
+        }
+        let handle = sockets.add(socket);
+        self.insert(key, handle, None, move |to_host, from_host, wake| {
+            copy(stream, to_host, from_host, wake)
+        });
+        true
+    }
+
+    /// Resets the flows `which` picks (their sockets close; the next pump forgets them).
+    pub fn abort_where(&mut self, which: impl Fn(&Key) -> bool, sockets: &mut SocketSet<'static>) {
+        for (key, flow) in &self.flows {
+            if which(key) {
+                sockets.get_mut::<tcp::Socket>(flow.socket).abort();
+            }
+        }
+    }
+
+    /// Whether a flow uses the gateway's port `port` (for choosing a free one).
+    pub fn uses(&self, from: SocketAddrV4) -> bool {
+        self.flows.keys().any(|key| key.visible == from)
     }
 
     /// Moves bytes between the sockets and the host tasks, passes on FINs and resets, and
@@ -231,10 +313,13 @@ fn pump_one(
     }
     match socket.state() {
         State::Listen if flow.opened.elapsed() > LISTEN_TIMEOUT => return false,
-        State::Closed | State::TimeWait => return false,
+        // A forwarded connection the guest never answered.
+        State::SynSent if flow.opened.elapsed() > timeout => return false,
+        State::Closed => return false,
         State::Established => flow.established = true,
         _ => {}
     }
+    let over = socket.state() == State::TimeWait;
     // Guest to host, while the host side has room.
     if let Some(to_host) = &flow.to_host {
         while socket.can_recv() && to_host.capacity() > 0 {
@@ -255,6 +340,14 @@ fn pump_one(
             // The guest's FIN: the host connection's write side shuts down.
             flow.to_host = None;
         }
+    }
+    if over {
+        // The guest's last bytes can arrive with its FIN after ours: they go first.
+        if socket.can_recv() {
+            return true;
+        }
+        flow.finished = true;
+        return false;
     }
     // Host to guest, while smoltcp has room.
     while socket.can_send() {

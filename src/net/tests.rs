@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::{Config, Nat, Stats};
 
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
-const GATEWAY: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
+pub(super) const GATEWAY: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
 
 #[derive(Default)]
 struct Wire {
@@ -61,10 +61,10 @@ impl phy::Device for Wire {
 }
 
 /// The guest: a smoltcp interface whose wire is the NAT.
-struct Guest {
-    iface: Interface,
+pub(super) struct Guest {
+    pub(super) iface: Interface,
     wire: Wire,
-    sockets: SocketSet<'static>,
+    pub(super) sockets: SocketSet<'static>,
     started: std::time::Instant,
 }
 
@@ -83,7 +83,7 @@ impl Guest {
     }
 
     /// A guest at 10.0.2.15/24 with the gateway as its default route.
-    fn configured() -> Guest {
+    pub(super) fn configured() -> Guest {
         let mut guest = Guest::bare();
         guest.iface.update_ip_addrs(|addrs| {
             let _ = addrs.push(IpCidr::new(IpAddress::v4(10, 0, 2, 15), 24));
@@ -98,7 +98,7 @@ impl Guest {
     }
 
     /// Moves frames both ways between the guest and the NAT.
-    async fn exchange(&mut self, nat: &mut Nat) {
+    pub(super) async fn exchange(&mut self, nat: &mut Nat) {
         self.poll();
         for frame in self.wire.tx.drain(..) {
             trace("guest", &frame);
@@ -112,7 +112,12 @@ impl Guest {
     }
 
     /// Exchanges frames until `done` says so; panics after 20 s (a hang, not a slow host).
-    async fn until(&mut self, nat: &mut Nat, what: &str, mut done: impl FnMut(&mut Guest) -> bool) {
+    pub(super) async fn until(
+        &mut self,
+        nat: &mut Nat,
+        what: &str,
+        mut done: impl FnMut(&mut Guest) -> bool,
+    ) {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while !done(self) {
             let stats = &nat.stats;
@@ -125,12 +130,12 @@ impl Guest {
         }
     }
 
-    fn tcp(&mut self) -> SocketHandle {
+    pub(super) fn tcp(&mut self) -> SocketHandle {
         let buffer = || tcp::SocketBuffer::new(vec![0; 64 * 1024]);
         self.sockets.add(tcp::Socket::new(buffer(), buffer()))
     }
 
-    fn udp(&mut self, port: u16) -> SocketHandle {
+    pub(super) fn udp(&mut self, port: u16) -> SocketHandle {
         let buffer = || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 8], vec![0; 8192]);
         let mut socket = udp::Socket::new(buffer(), buffer());
         socket.bind(port).expect("binds");
@@ -146,11 +151,11 @@ fn trace(from: &str, frame: &[u8]) {
     }
 }
 
-fn nat(config: Config) -> Nat {
+pub(super) fn nat(config: Config) -> Nat {
     Nat::spawn(config, &tokio::runtime::Handle::current())
 }
 
-fn config() -> Config {
+pub(super) fn config() -> Config {
     Config { resolvers: Vec::new(), ..Config::default() }
 }
 
@@ -332,7 +337,7 @@ async fn udp_round_trip_to_a_host_server() {
 }
 
 /// A DNS query for `name` (type A), id 7.
-fn query(name: &str) -> Vec<u8> {
+pub(super) fn query(name: &str) -> Vec<u8> {
     let mut q = vec![0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
     for label in name.split('.') {
         q.push(label.len() as u8);
@@ -343,7 +348,7 @@ fn query(name: &str) -> Vec<u8> {
 }
 
 /// A resolver on loopback that answers every A query with 192.0.2.7.
-async fn test_resolver() -> SocketAddr {
+pub(super) async fn test_resolver() -> SocketAddr {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("binds");
     let address = socket.local_addr().expect("address");
     tokio::spawn(async move {

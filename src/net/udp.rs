@@ -118,8 +118,78 @@ impl Flows {
         }
     }
 
+    /// Closes the flows `which` picks.
+    pub fn close_where(&mut self, which: impl Fn(&Key) -> bool) {
+        self.flows.retain(|key, _| !which(key));
+    }
+
     /// Closes the flows idle for longer than `idle`.
     pub fn sweep(&mut self, idle: std::time::Duration) {
         self.flows.retain(|_, flow| flow.last_used.elapsed() < idle);
+    }
+}
+
+/// The other direction: datagrams that arrived on a forwarded host port. Each host peer gets
+/// a port of the gateway's, so that the guest's replies (to that port) go back to it.
+#[derive(Debug, Default)]
+pub struct Forwarded {
+    by_peer: HashMap<(SocketAddr, SocketAddr), u16>,
+    by_port: HashMap<u16, Peer>,
+    next: u16,
+}
+
+#[derive(Debug)]
+struct Peer {
+    /// The forwarded port's socket (std, for sending, as for flows).
+    socket: std::sync::Arc<std::net::UdpSocket>,
+    peer: SocketAddr,
+    last_used: Instant,
+}
+
+/// The gateway's ports for forwarded peers.
+const FORWARD_PORTS: std::ops::RangeInclusive<u16> = 50000..=59999;
+
+impl Forwarded {
+    /// The gateway port that stands for `peer` of the forwarded `socket`; None when every
+    /// port is taken (more live peers than ports).
+    pub fn port_for(
+        &mut self,
+        socket: &std::sync::Arc<std::net::UdpSocket>,
+        peer: SocketAddr,
+    ) -> Option<u16> {
+        let local = socket.local_addr().ok()?;
+        if let Some(port) = self.by_peer.get(&(local, peer)) {
+            if let Some(entry) = self.by_port.get_mut(port) {
+                entry.last_used = Instant::now();
+            }
+            return Some(*port);
+        }
+        let span = usize::from(FORWARD_PORTS.end() - FORWARD_PORTS.start()) + 1;
+        for _ in 0..span {
+            let port = FORWARD_PORTS.start() + self.next % (span as u16);
+            self.next = self.next.wrapping_add(1);
+            if let std::collections::hash_map::Entry::Vacant(free) = self.by_port.entry(port) {
+                free.insert(Peer { socket: socket.clone(), peer, last_used: Instant::now() });
+                self.by_peer.insert((local, peer), port);
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    /// Sends the guest's datagram to the gateway's `port` back to its host peer; false when
+    /// the port stands for nobody.
+    pub fn reply(&mut self, port: u16, payload: &[u8]) -> bool {
+        let Some(entry) = self.by_port.get_mut(&port) else { return false };
+        entry.last_used = Instant::now();
+        let _ = entry.socket.send_to(payload, entry.peer);
+        true
+    }
+
+    /// Forgets the peers quiet for longer than `idle`.
+    pub fn sweep(&mut self, idle: std::time::Duration) {
+        self.by_port.retain(|_, entry| entry.last_used.elapsed() < idle);
+        let by_port = &self.by_port;
+        self.by_peer.retain(|_, port| by_port.contains_key(port));
     }
 }

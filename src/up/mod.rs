@@ -40,6 +40,8 @@ pub struct Options {
 /// Quiet time after a commit before it is planned: later commits in this window join it.
 const COALESCE: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(50);
+/// How often the network's counters reach the status file.
+const NETWORK_REFRESH: Duration = Duration::from_secs(2);
 
 /// The run directory of a data directory.
 pub fn run_dir(home: &std::path::Path) -> RunDir {
@@ -112,6 +114,11 @@ struct Controller {
     server: crate::serve::VmServer,
     /// The transport between qemu's network socket and the NAT of the current boot.
     net_task: Option<tokio::task::JoinHandle<()>>,
+    /// The NAT of the current boot: its commands and counters.
+    nat: Option<(tokio::sync::mpsc::Sender<net::Command>, Arc<net::Stats>)>,
+    forwards: net::forward::Forwards,
+    /// When the network's counters were last copied into the status.
+    network_seen: Instant,
 }
 
 impl Controller {
@@ -223,8 +230,11 @@ impl Controller {
             backoff: Duration::from_secs(1),
             orphan: orphan.map(|(vm, booted, _)| (vm, booted)),
             stop,
+            forwards: net::forward::Forwards::new(server.runtime.clone()),
             server,
             net_task: None,
+            nat: None,
+            network_seen: Instant::now(),
         })
     }
 
@@ -260,6 +270,7 @@ impl Controller {
             changed |= self.read_reports(progress)?;
             changed |= self.requests(progress)?;
             changed |= self.mind_the_vm(progress)?;
+            changed |= self.refresh_network();
             if changed {
                 self.save();
             }
@@ -302,7 +313,8 @@ impl Controller {
             ninep_port: self.status.ninep_port,
             console: self.run.console(),
             qmp: self.run.qmp(),
-            net: (!self.native).then(|| self.run.net()),
+            // qemu's own network for hostnet; the NAT's socket otherwise.
+            net: (!self.hostnet(&rev)?).then(|| self.run.net()),
         })
     }
 
@@ -349,22 +361,82 @@ impl Controller {
         Ok(())
     }
 
-    /// A NAT for a boot of `commit`'s configuration (its network mode, MTU and resolvers),
-    /// replacing the last one: connected to qemu's socket, or returned as the port of the
-    /// native VMM's virtio-net.
+    /// Whether `rev` asks for qemu's own network (the native VMM has only the NAT).
+    fn hostnet(&self, rev: &str) -> Result<bool, Error> {
+        let mode = self.db.read(rev, "network")?.unwrap_or_default();
+        Ok(!self.native && mode.trim_ascii() == b"hostnet")
+    }
+
+    /// A NAT for a boot of `commit`'s configuration (its network mode, MTU, resolvers and
+    /// forwarded ports), replacing the last one: connected to qemu's socket, or returned as
+    /// the port of the native VMM's virtio-net.
     fn start_network(&mut self, commit: ObjectId) -> Result<Option<NatPort>, Error> {
         if let Some(task) = self.net_task.take() {
             task.abort();
         }
-        let config = net::Config::from_db(&self.db, &commit.to_string())?;
+        self.nat = None;
+        let rev = commit.to_string();
+        if self.hostnet(&rev)? {
+            self.forwards.apply("");
+            self.status.network =
+                Some(status::Network { mode: "hostnet".into(), ..Default::default() });
+            return Ok(None);
+        }
+        let config = net::Config::from_db(&self.db, &rev)?;
         let runtime = self.server.runtime.clone();
         let nat = net::Nat::spawn(config, &runtime);
+        self.forwards.attach(nat.control.clone());
+        self.nat = Some((nat.control, nat.stats));
+        self.reconfigure_network(commit)?;
         if self.native {
             return Ok(Some(NatPort::new(nat.to_nat, nat.from_nat, &runtime)));
         }
         let follow = net::stream::follow(self.run.net(), nat.to_nat, nat.from_nat);
         self.net_task = Some(runtime.spawn(follow));
         Ok(None)
+    }
+
+    /// Gives the running NAT `commit`'s network settings and forwarded ports, live.
+    fn reconfigure_network(&mut self, commit: ObjectId) -> Result<(), Error> {
+        let Some((control, _)) = &self.nat else { return Ok(()) };
+        let rev = commit.to_string();
+        let config = net::Config::from_db(&self.db, &rev)?;
+        let mode = if config.outbound { "nat" } else { "none" };
+        let network = status::Network {
+            mode: mode.into(),
+            mtu: config.mtu,
+            resolvers: config.resolvers.iter().map(|r| r.ip().to_string()).collect(),
+            ..status::Network::default()
+        };
+        if control.try_send(net::Command::Reconfigure(config)).is_err() {
+            tracing::warn!("the NAT did not take the new network settings");
+        }
+        let forwards = self.db.read(&rev, "net/port-forwarding")?.unwrap_or_default();
+        self.forwards.apply(&String::from_utf8_lossy(&forwards));
+        self.status.network = Some(network);
+        self.copy_network_status();
+        Ok(())
+    }
+
+    /// Copies the NAT's counters and the forwards' states into the status now and then, and
+    /// tries again the forwards whose ports were taken.
+    fn refresh_network(&mut self) -> bool {
+        if self.network_seen.elapsed() < NETWORK_REFRESH {
+            return false;
+        }
+        self.copy_network_status()
+    }
+
+    fn copy_network_status(&mut self) -> bool {
+        self.network_seen = Instant::now();
+        let Some(network) = &mut self.status.network else { return false };
+        self.forwards.retry();
+        let before = network.clone();
+        network.forwards = self.forwards.status();
+        if let Some((_, stats)) = &self.nat {
+            network.counters = stats.snapshot();
+        }
+        *network != before
     }
 
     /// The newest report on `state`, whichever boot wrote it.
@@ -404,6 +476,9 @@ impl Controller {
             self.status.reboots += 1;
             self.boot(Some(head), progress)?;
             self.status.vm = "rebooting".into();
+        } else if plan::touches_network(&plan) {
+            // Before the guest renews its lease for a new MTU, the NAT has the new value.
+            self.reconfigure_network(head)?;
         }
         // Everything else the guest applies itself when it sees the new head.
         self.status.plan = Some(plan);

@@ -68,6 +68,18 @@ pub struct Guest {
     pub daemon_json_sha256: String,
 }
 
+/// The guest's network as the NAT sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Network {
+    /// nat, none, or hostnet (qemu's own network: no NAT, no forwards).
+    pub mode: String,
+    pub mtu: u16,
+    /// Where the gateway's DNS forwards to.
+    pub resolvers: Vec<String>,
+    pub forwards: Vec<crate::net::forward::ForwardStatus>,
+    pub counters: crate::net::Counters,
+}
+
 /// Everything `cairn status` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Status {
@@ -98,6 +110,8 @@ pub struct Status {
     /// The VM was started by an earlier control plane and taken over by this one.
     #[serde(default)]
     pub adopted: bool,
+    #[serde(default)]
+    pub network: Option<Network>,
 }
 
 impl Status {

@@ -38,10 +38,30 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             guest.memory_mib, guest.ncpu, guest.hostname, guest.boot_id
         );
     }
+    if let Some(net) = &status.network {
+        print_network(net);
+    }
     println!("restarts:    {} (reboots for changes: {})", status.restarts, status.reboots);
     if let Some(error) = &status.last_error {
         let key = error.key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default();
         println!("last error:  {key}{}", error.message);
     }
     Ok(())
+}
+
+fn print_network(net: &cairn::up::status::Network) {
+    let c = &net.counters;
+    let resolvers = if net.resolvers.is_empty() { "none".into() } else { net.resolvers.join(" ") };
+    println!("network:     {}, mtu {}, dns via {resolvers}", net.mode, net.mtu);
+    println!(
+        "  traffic:   {} frames in, {} out; tcp {} open ({} opened, {} refused); udp {} flows",
+        c.frames_in, c.frames_out, c.tcp_flows, c.tcp_opened, c.tcp_refused, c.udp_flows
+    );
+    println!(
+        "  refused:   {} malformed, {} dropped, {} over limits",
+        c.malformed, c.dropped, c.over_limit
+    );
+    for forward in &net.forwards {
+        println!("  forward:   {} {}", forward.forward, forward.state);
+    }
 }

@@ -1,5 +1,5 @@
-//! What PID 1 does before anything else: the kernel's filesystems, the modules, the network,
-//! and `/Database`.
+//! What PID 1 does before anything else: the kernel's filesystems, the modules, and
+//! `/Database` (the network is [`super::network`]'s).
 
 use std::ffi::CString;
 use std::path::Path;
@@ -85,27 +85,6 @@ pub fn load_modules(dir: &Path) -> Vec<String> {
         }
     }
     problems
-}
-
-/// Brings up `lo` and `eth0` with a static address. busybox's `ip` does the netlink work: the
-/// user-space NAT of the networking issue replaces this with DHCP.
-pub fn configure_network(address: &str, gateway: &str) -> Result<(), Error> {
-    let ip = |args: &[&str]| -> Result<(), Error> {
-        let status = std::process::Command::new("/bin/busybox")
-            .arg("ip")
-            .args(args)
-            .status()
-            .map_err(|e| Error::Boot(format!("running ip {args:?}: {e}")))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(Error::Boot(format!("ip {} failed ({status})", args.join(" "))))
-        }
-    };
-    ip(&["link", "set", "lo", "up"])?;
-    ip(&["link", "set", "eth0", "up"])?;
-    ip(&["addr", "add", address, "dev", "eth0"])?;
-    ip(&["route", "add", "default", "via", gateway])
 }
 
 /// Mounts the database at `/Database` over 9P, on TCP or virtio.

@@ -8,6 +8,7 @@
 
 mod apply;
 mod boot;
+mod network;
 mod power;
 mod state;
 
@@ -100,9 +101,10 @@ pub fn run() -> ! {
         Ok(config) => config,
         Err(e) => halt(&e.to_string()),
     };
-    if let Err(e) = boot::configure_network(&config.address, &config.gateway) {
+    if let Err(e) = network::configure(&config.address, &config.gateway) {
         say(&e.to_string());
     }
+    heartbeat();
     loop {
         mount_database(&config);
         if let Err(e) = follow(Path::new("/Database")) {
@@ -112,6 +114,24 @@ pub fn run() -> ! {
             boot::unmount_database();
             std::thread::sleep(Duration::from_secs(1));
         }
+    }
+}
+
+/// How often the heartbeat touches /Database.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Reads a small file of /Database now and then, on a thread of its own. The main thread
+/// waits in a read of head.live, which sends nothing; if the control plane died and a new one
+/// took over (its NAT knows nothing of the old connection), only traffic from the guest lets
+/// the new NAT answer with a reset, which fails the connection, the waiting read with it, and
+/// makes the main loop mount /Database again.
+fn heartbeat() {
+    let spawned = std::thread::Builder::new().name("heartbeat".into()).spawn(|| loop {
+        std::thread::sleep(HEARTBEAT);
+        let _ = std::fs::read("/Database/branch/master/head");
+    });
+    if let Err(e) = spawned {
+        say(&format!("no heartbeat for /Database: {e}"));
     }
 }
 
@@ -163,6 +183,7 @@ fn apply_commit(db: &Path, commit: &str) -> Report {
     let mut report = Report { applied_commit: commit.to_owned(), ..Report::default() };
     report.results.insert("hostname".into(), apply::hostname(&ro));
     report.results.insert("sysctl".into(), apply::sysctl(&ro, Path::new("/proc/sys")));
+    report.results.insert("mtu".into(), network::mtu(&ro));
     let (daemon, hash) = apply::daemon_json(&ro, Path::new(DAEMON_JSON));
     report.results.insert("daemon".into(), daemon);
     report.daemon_json_sha256 = hash;

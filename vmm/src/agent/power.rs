@@ -49,6 +49,22 @@ pub fn watch_signals() {
     }
 }
 
+/// Makes `command`'s process start with no signal blocked: it inherits the agent's mask, in
+/// which the request signals wait for the power thread, and udhcpc (renew on SIGUSR1) or a
+/// daemon would never see them.
+pub fn default_signals(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let set = signals();
+    // SAFETY: the closure runs between fork and exec and only calls pthread_sigmask, which
+    // is async-signal-safe, on a set copied in before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}
+
 /// Syncs, unmounts /Database (lazily: a 9P read may still be blocked on it) and powers off or
 /// reboots.
 pub fn off(how: libc::c_int) -> ! {
