@@ -86,7 +86,7 @@ impl Default for Config {
             limits: Limits {
                 tcp_flows: 512,
                 udp_flows: 512,
-                tcp_buffer: 64 * 1024,
+                tcp_buffer: 256 * 1024,
                 connect_timeout: Duration::from_secs(30),
                 udp_idle: Duration::from_secs(60),
             },

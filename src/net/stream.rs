@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 
 /// Larger than any ethernet frame QEMU sends without offloads (which it does not offer here).
 const MAX_FRAME: usize = 65_536;
+/// Bytes read or written at once.
+const BATCH: usize = 256 * 1024;
 
 /// Serves QEMU's connections on `listener`, one after the other, for as long as the NAT runs.
 pub async fn serve(
@@ -68,7 +70,10 @@ async fn connection(
     to_nat: &mpsc::Sender<Vec<u8>>,
     from_nat: &mut mpsc::Receiver<Vec<u8>>,
 ) -> io::Result<bool> {
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
+    // Frames are small and come in bursts: one read fills the buffer with many of them, and
+    // one write carries what the NAT has queued.
+    let mut reader = tokio::io::BufReader::with_capacity(BATCH, reader);
     let inbound = async {
         loop {
             let mut prefix = [0u8; 4];
@@ -86,10 +91,17 @@ async fn connection(
         }
     };
     let outbound = async {
+        let mut message = Vec::with_capacity(BATCH);
         while let Some(frame) = from_nat.recv().await {
-            let mut message = Vec::with_capacity(4 + frame.len());
-            message.extend_from_slice(&(frame.len() as u32).to_be_bytes());
-            message.extend_from_slice(&frame);
+            message.clear();
+            let mut next = Some(frame);
+            while let Some(frame) = next.take() {
+                message.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+                message.extend_from_slice(&frame);
+                if message.len() < BATCH {
+                    next = from_nat.try_recv().ok();
+                }
+            }
             writer.write_all(&message).await?;
         }
         Ok(false)

@@ -316,8 +316,10 @@ fn pump_one(
         // A forwarded connection the guest never answered.
         State::SynSent if flow.opened.elapsed() > timeout => return false,
         State::Closed => return false,
-        State::Established => flow.established = true,
-        _ => {}
+        // Synchronized, whatever came since: a burst can take a flow past Established (to
+        // CloseWait, with the guest's data and FIN) between two looks.
+        State::Listen | State::SynSent | State::SynReceived => {}
+        _ => flow.established = true,
     }
     let over = socket.state() == State::TimeWait;
     // Guest to host, while the host side has room.

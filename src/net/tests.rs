@@ -1,12 +1,11 @@
 //! The NAT against a guest that is a second smoltcp stack (with smoltcp's DHCP client), and
 //! host servers on loopback: every frame goes through the NAT's real loop and real sockets.
 
-use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::{dhcpv4, icmp, tcp, udp};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{
@@ -19,46 +18,8 @@ use super::{Config, Nat, Stats};
 const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 pub(super) const GATEWAY: Ipv4Address = Ipv4Address::new(10, 0, 2, 2);
 
-#[derive(Default)]
-struct Wire {
-    rx: VecDeque<Vec<u8>>,
-    tx: Vec<Vec<u8>>,
-}
-
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut Vec<Vec<u8>>);
-
-impl phy::RxToken for Rx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl phy::TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut frame = vec![0; len];
-        let result = f(&mut frame);
-        self.0.push(frame);
-        result
-    }
-}
-
-impl phy::Device for Wire {
-    type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx<'a>;
-    fn receive(&mut self, _: SmolInstant) -> Option<(Rx, Tx<'_>)> {
-        Some((Rx(self.rx.pop_front()?), Tx(&mut self.tx)))
-    }
-    fn transmit(&mut self, _: SmolInstant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
-    }
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = 1514;
-        caps
-    }
-}
+/// The guest's device is the NAT's own kind, checking every checksum the NAT writes.
+type Wire = super::stack::Queues;
 
 /// The guest: a smoltcp interface whose wire is the NAT.
 pub(super) struct Guest {
@@ -71,7 +32,7 @@ pub(super) struct Guest {
 impl Guest {
     /// A guest with no address yet.
     fn bare() -> Guest {
-        let mut wire = Wire::default();
+        let mut wire = Wire { mtu: 1500, verify: true, ..Wire::default() };
         let config = IfaceConfig::new(HardwareAddress::Ethernet(EthernetAddress(GUEST_MAC)));
         let iface = Interface::new(config, &mut wire, SmolInstant::from_millis(0));
         Guest {
@@ -128,6 +89,15 @@ impl Guest {
             self.exchange(nat).await;
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    /// A TCP socket connecting from `local_port` to the gateway's `port`.
+    pub(super) fn connect(&mut self, port: u16, local_port: u16) -> SocketHandle {
+        let handle = self.tcp();
+        let cx = self.iface.context();
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        socket.connect(cx, (IpAddress::from(GATEWAY), port), local_port).expect("connects");
+        handle
     }
 
     pub(super) fn tcp(&mut self) -> SocketHandle {
@@ -243,13 +213,7 @@ async fn tcp_reaches_a_host_server_through_the_gateway_both_ways_and_closes() {
     let port = tcp_echo_server().await;
     let mut nat = nat(config());
     let mut guest = Guest::configured();
-    let handle = guest.tcp();
-    let cx = guest.iface.context();
-    guest
-        .sockets
-        .get_mut::<tcp::Socket>(handle)
-        .connect(cx, (IpAddress::from(GATEWAY), port), 49152)
-        .expect("connects");
+    let handle = guest.connect(port, 49152);
 
     // A megabyte, more than every buffer on the way: both sides wait for each other.
     let sent: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
@@ -290,13 +254,7 @@ async fn a_refused_host_connection_resets_the_guests() {
     drop(closed);
     let mut nat = nat(config());
     let mut guest = Guest::configured();
-    let handle = guest.tcp();
-    let cx = guest.iface.context();
-    guest
-        .sockets
-        .get_mut::<tcp::Socket>(handle)
-        .connect(cx, (IpAddress::from(GATEWAY), port), 49153)
-        .expect("connects");
+    let handle = guest.connect(port, 49153);
     guest
         .until(&mut nat, "a reset", |g| {
             g.sockets.get_mut::<tcp::Socket>(handle).state() == tcp::State::Closed

@@ -173,3 +173,80 @@ async fn network_none_takes_effect_live() {
     assert_eq!(local[3] & 0x0f, 2, "SERVFAIL: nothing leaves the gateway with network=none");
     assert_eq!(Stats::get(&nat.stats.dns_local), 1);
 }
+
+/// A loopback server that answers each connection with one line and closes it.
+async fn one_line_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 64];
+                let _ = stream.read(&mut request).await;
+                let _ = stream.write_all(b"HTTP/1.0 200 OK\r\n\r\nok").await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn many_short_connections_each_end_cleanly() {
+    let port = one_line_server().await;
+    let mut nat = nat(config());
+    let mut guest = Guest::configured();
+    for i in 0..200u16 {
+        let handle = guest.connect(port, 40000 + i);
+        let (mut sent, mut reply) = (false, Vec::new());
+        guest
+            .until(&mut nat, &format!("connection {i}"), |g| {
+                let socket = g.sockets.get_mut::<tcp::Socket>(handle);
+                if !sent && socket.can_send() {
+                    sent = socket.send_slice(b"GET / HTTP/1.0\r\n\r\n").is_ok();
+                }
+                while socket.can_recv() {
+                    let _ = socket.recv(|d| {
+                        reply.extend_from_slice(d);
+                        (d.len(), ())
+                    });
+                }
+                if socket.state() == tcp::State::CloseWait {
+                    socket.close();
+                }
+                matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait)
+            })
+            .await;
+        assert!(reply.ends_with(b"ok"), "connection {i}: {reply:?}");
+        guest.sockets.remove(handle);
+    }
+}
+
+#[tokio::test]
+async fn data_and_fin_in_one_burst_still_get_an_answer() {
+    // The guest's request and FIN arrive before the NAT looks at the flow again: the flow
+    // goes from SynReceived to CloseWait unseen, and must still be answered and closed.
+    let port = one_line_server().await;
+    let mut nat = nat(config());
+    let mut guest = Guest::configured();
+    let handle = guest.connect(port, 41000);
+    guest
+        .until(&mut nat, "the handshake", |g| g.sockets.get::<tcp::Socket>(handle).may_send())
+        .await;
+    let socket = guest.sockets.get_mut::<tcp::Socket>(handle);
+    socket.send_slice(b"GET / HTTP/1.0\r\n\r\n").expect("queued");
+    socket.close();
+    let mut reply = Vec::new();
+    guest
+        .until(&mut nat, "the answer and the NAT's FIN", |g| {
+            let socket = g.sockets.get_mut::<tcp::Socket>(handle);
+            while socket.can_recv() {
+                let _ = socket.recv(|d| {
+                    reply.extend_from_slice(d);
+                    (d.len(), ())
+                });
+            }
+            matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait)
+        })
+        .await;
+    assert!(reply.ends_with(b"ok"), "{reply:?}");
+}
