@@ -8,6 +8,7 @@
 //! record in `run/vm.json`) is adopted, the 9P server listens on the port the guest knows, and
 //! the guest agent remounts /Database and reports again.
 
+mod network;
 pub mod status;
 
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use cairn_db::{Db, ObjectId, CONFIG_BRANCH};
 use cairn_vmm::report::{Report, STATE_BRANCH};
 
-use crate::net::{self, port::NatPort};
+use crate::net;
 use crate::plan;
 use crate::vm::native::Native;
 use crate::vm::qemu::{self, Qemu};
@@ -40,8 +41,6 @@ pub struct Options {
 /// Quiet time after a commit before it is planned: later commits in this window join it.
 const COALESCE: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(50);
-/// How often the network's counters reach the status file.
-const NETWORK_REFRESH: Duration = Duration::from_secs(2);
 
 /// The run directory of a data directory.
 pub fn run_dir(home: &std::path::Path) -> RunDir {
@@ -359,84 +358,6 @@ impl Controller {
         self.vm = Some(vm);
         self.booted = Some(commit);
         Ok(())
-    }
-
-    /// Whether `rev` asks for qemu's own network (the native VMM has only the NAT).
-    fn hostnet(&self, rev: &str) -> Result<bool, Error> {
-        let mode = self.db.read(rev, "network")?.unwrap_or_default();
-        Ok(!self.native && mode.trim_ascii() == b"hostnet")
-    }
-
-    /// A NAT for a boot of `commit`'s configuration (its network mode, MTU, resolvers and
-    /// forwarded ports), replacing the last one: connected to qemu's socket, or returned as
-    /// the port of the native VMM's virtio-net.
-    fn start_network(&mut self, commit: ObjectId) -> Result<Option<NatPort>, Error> {
-        if let Some(task) = self.net_task.take() {
-            task.abort();
-        }
-        self.nat = None;
-        let rev = commit.to_string();
-        if self.hostnet(&rev)? {
-            self.forwards.apply("");
-            self.status.network =
-                Some(status::Network { mode: "hostnet".into(), ..Default::default() });
-            return Ok(None);
-        }
-        let config = net::Config::from_db(&self.db, &rev)?;
-        let runtime = self.server.runtime.clone();
-        let nat = net::Nat::spawn(config, &runtime);
-        self.forwards.attach(nat.control.clone());
-        self.nat = Some((nat.control, nat.stats));
-        self.reconfigure_network(commit)?;
-        if self.native {
-            return Ok(Some(NatPort::new(nat.to_nat, nat.from_nat, &runtime)));
-        }
-        let follow = net::stream::follow(self.run.net(), nat.to_nat, nat.from_nat);
-        self.net_task = Some(runtime.spawn(follow));
-        Ok(None)
-    }
-
-    /// Gives the running NAT `commit`'s network settings and forwarded ports, live.
-    fn reconfigure_network(&mut self, commit: ObjectId) -> Result<(), Error> {
-        let Some((control, _)) = &self.nat else { return Ok(()) };
-        let rev = commit.to_string();
-        let config = net::Config::from_db(&self.db, &rev)?;
-        let mode = if config.outbound { "nat" } else { "none" };
-        let network = status::Network {
-            mode: mode.into(),
-            mtu: config.mtu,
-            resolvers: config.resolvers.iter().map(|r| r.ip().to_string()).collect(),
-            ..status::Network::default()
-        };
-        if control.try_send(net::Command::Reconfigure(config)).is_err() {
-            tracing::warn!("the NAT did not take the new network settings");
-        }
-        let forwards = self.db.read(&rev, "net/port-forwarding")?.unwrap_or_default();
-        self.forwards.apply(&String::from_utf8_lossy(&forwards));
-        self.status.network = Some(network);
-        self.copy_network_status();
-        Ok(())
-    }
-
-    /// Copies the NAT's counters and the forwards' states into the status now and then, and
-    /// tries again the forwards whose ports were taken.
-    fn refresh_network(&mut self) -> bool {
-        if self.network_seen.elapsed() < NETWORK_REFRESH {
-            return false;
-        }
-        self.copy_network_status()
-    }
-
-    fn copy_network_status(&mut self) -> bool {
-        self.network_seen = Instant::now();
-        let Some(network) = &mut self.status.network else { return false };
-        self.forwards.retry();
-        let before = network.clone();
-        network.forwards = self.forwards.status();
-        if let Some((_, stats)) = &self.nat {
-            network.counters = stats.snapshot();
-        }
-        *network != before
     }
 
     /// The newest report on `state`, whichever boot wrote it.
