@@ -5,7 +5,8 @@
 //! wget crashes in glibc's resolver), resolves a name through the DNS
 //! forwarder (pointed at a test resolver on loopback by `cairn set dns`), and the host reaches
 //! the guest's httpd through a port forward added by `cairn set port-forwarding` while the VM
-//! runs. An MTU change is applied by a DHCP renew, without a reboot.
+//! runs. An MTU change is applied by a DHCP renew, without a reboot; `none` switches live;
+//! hostnet (qemu's own network) reboots.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -216,6 +217,17 @@ fn the_guest_network_goes_through_the_nat_with_dhcp_dns_and_live_forwards() {
         s["network"]["forwards"].as_array().is_some_and(Vec::is_empty)
     });
     assert!(TcpStream::connect(("127.0.0.1", forward)).is_err(), "the forward was removed");
+
+    // hostnet is qemu's own network, chosen at boot: one reboot, the guest reports through
+    // slirp, and a forward says why it is not carried out.
+    assert_eq!(env.ok(&["plan", "network", "hostnet"]).trim(), "reboot: network (reboot)");
+    let forwards = format!("port-forwarding={forward}:8080");
+    env.ok(&["set", "network", "hostnet", &forwards, "--wait", "--timeout", "240"]);
+    let s = status(&env);
+    assert_ne!(boot_id(&s), boot, "hostnet reboots: {s:#}");
+    assert_eq!(s["network"]["mode"], "hostnet", "{s:#}");
+    let state = s["network"]["forwards"][0]["state"].as_str().unwrap_or_default();
+    assert!(state.starts_with("not forwarded: network=hostnet"), "{s:#}");
     env.ok(&["down"]);
     env.fsck();
 }

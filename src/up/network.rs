@@ -31,8 +31,7 @@ impl Controller {
         let rev = commit.to_string();
         if self.hostnet(&rev)? {
             self.forwards.apply("");
-            self.status.network =
-                Some(status::Network { mode: "hostnet".into(), ..Default::default() });
+            self.status.network = Some(self.hostnet_status(&rev)?);
             return Ok(None);
         }
         let config = net::Config::from_db(&self.db, &rev)?;
@@ -49,10 +48,29 @@ impl Controller {
         Ok(None)
     }
 
+    /// The status of qemu's own network: no NAT, and the forwards that are not carried out.
+    fn hostnet_status(&self, rev: &str) -> Result<status::Network, Error> {
+        let wanted = self.db.read(rev, "net/port-forwarding")?.unwrap_or_default();
+        let forwards = String::from_utf8_lossy(&wanted)
+            .lines()
+            .filter_map(net::forward::Forward::parse)
+            .map(|forward| net::forward::ForwardStatus {
+                forward: forward.to_string(),
+                state: "not forwarded: network=hostnet (qemu's own network) has no forwards".into(),
+            })
+            .collect();
+        Ok(status::Network { mode: "hostnet".into(), forwards, ..status::Network::default() })
+    }
+
     /// Gives the running NAT `commit`'s network settings and forwarded ports, live.
     pub(super) fn reconfigure_network(&mut self, commit: ObjectId) -> Result<(), Error> {
-        let Some((control, _)) = &self.nat else { return Ok(()) };
         let rev = commit.to_string();
+        let Some((control, _)) = &self.nat else {
+            if self.hostnet(&rev)? {
+                self.status.network = Some(self.hostnet_status(&rev)?);
+            }
+            return Ok(());
+        };
         let config = net::Config::from_db(&self.db, &rev)?;
         let mode = if config.outbound { "nat" } else { "none" };
         let network = status::Network {
@@ -82,13 +100,14 @@ impl Controller {
 
     fn copy_network_status(&mut self) -> bool {
         self.network_seen = Instant::now();
-        let Some(network) = &mut self.status.network else { return false };
+        // Without a NAT (hostnet) there is nothing to copy.
+        let (Some(network), Some((_, stats))) = (&mut self.status.network, &self.nat) else {
+            return false;
+        };
         self.forwards.retry();
         let before = network.clone();
         network.forwards = self.forwards.status();
-        if let Some((_, stats)) = &self.nat {
-            network.counters = stats.snapshot();
-        }
+        network.counters = stats.snapshot();
         *network != before
     }
 }
