@@ -27,8 +27,8 @@ pub struct Key {
 }
 
 /// Chunks in flight per direction, and their size.
-const CHANNEL_CHUNKS: usize = 8;
-const CHUNK: usize = 16 * 1024;
+const CHANNEL_CHUNKS: usize = 4;
+const CHUNK: usize = 64 * 1024;
 /// A listening socket whose SYN never arrived (it failed its checksum) is dropped after this.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 
