@@ -15,10 +15,7 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let nat = cairn::net::Nat::spawn(
-            cairn::net::Config::default(),
-            &tokio::runtime::Handle::current(),
-        );
+        let nat = cairn::net::Nat::spawn(config, &tokio::runtime::Handle::current());
         let stats = nat.stats.clone();
         tokio::spawn(cairn::net::stream::follow(path, nat.to_nat, nat.from_nat));
         // A script's background job ignores SIGINT: SIGTERM ends it too.
