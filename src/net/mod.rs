@@ -118,6 +118,24 @@ impl Config {
     }
 }
 
+/// The next of `count` ports from `first` that `free` accepts, going round from `*next` (so
+/// that a port just given up is not handed out again at once); None when none is free.
+fn next_port(
+    next: &mut u16,
+    first: u16,
+    count: u16,
+    mut free: impl FnMut(u16) -> bool,
+) -> Option<u16> {
+    for _ in 0..count {
+        let port = first + *next % count;
+        *next = next.wrapping_add(1);
+        if free(port) {
+            return Some(port);
+        }
+    }
+    None
+}
+
 /// The nameservers of the host's /etc/resolv.conf, port 53.
 pub fn host_resolvers() -> Vec<SocketAddr> {
     let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();

@@ -346,16 +346,12 @@ impl Stack {
 
     /// A port of the gateway's for a forwarded TCP connection that no flow uses.
     fn free_port(&mut self) -> Option<SocketAddrV4> {
-        const PORTS: u16 = 10000;
-        for _ in 0..PORTS {
-            let port = 40000 + self.next_port % PORTS;
-            self.next_port = self.next_port.wrapping_add(1);
-            let from = SocketAddrV4::new(self.config.gateway, port);
-            if !self.tcp.uses(from) {
-                return Some(from);
-            }
-        }
-        None
+        let gateway = self.config.gateway;
+        let tcp = &self.tcp;
+        let port = super::next_port(&mut self.next_port, 40000, 10000, |port| {
+            !tcp.uses(SocketAddrV4::new(gateway, port))
+        })?;
+        Some(SocketAddrV4::new(gateway, port))
     }
 
     /// Runs the interface and the flows; returns the frames for the guest.

@@ -30,12 +30,8 @@ pub async fn serve(
                 continue;
             }
         };
-        // Frames for the VM before this one are of no use to it.
-        while from_nat.try_recv().is_ok() {}
-        match connection(stream, &to_nat, &mut from_nat).await {
-            Ok(true) => tracing::debug!("QEMU's network connection closed"),
-            Ok(false) => return, // the NAT is gone
-            Err(e) => tracing::debug!(error = %e, "QEMU's network connection ended"),
+        if !session(stream, &to_nat, &mut from_nat).await {
+            return;
         }
     }
 }
@@ -55,13 +51,26 @@ pub async fn follow(
                 continue;
             }
         };
-        while from_nat.try_recv().is_ok() {}
-        match connection(stream, &to_nat, &mut from_nat).await {
-            Ok(true) => tracing::debug!("QEMU closed its network socket"),
-            Ok(false) => return,
-            Err(e) => tracing::debug!(error = %e, "QEMU's network connection ended"),
+        if !session(stream, &to_nat, &mut from_nat).await {
+            return;
         }
     }
+}
+
+/// One connection to QEMU, from a clean start; false when the NAT is gone.
+async fn session(
+    stream: UnixStream,
+    to_nat: &mpsc::Sender<Vec<u8>>,
+    from_nat: &mut mpsc::Receiver<Vec<u8>>,
+) -> bool {
+    // Frames for the VM before this connection are of no use to it.
+    while from_nat.try_recv().is_ok() {}
+    match connection(stream, to_nat, from_nat).await {
+        Ok(true) => tracing::debug!("QEMU's network connection closed"),
+        Ok(false) => return false,
+        Err(e) => tracing::debug!(error = %e, "QEMU's network connection ended"),
+    }
+    true
 }
 
 /// Moves frames until either side stops; false when the NAT has stopped.

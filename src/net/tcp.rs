@@ -59,13 +59,12 @@ impl Drop for Flow {
         if !self.finished {
             return self.task.abort();
         }
-        // Both FINs were exchanged: the host side finishes writing on its own, within bounds.
-        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        // Both FINs were exchanged: the host side finishes writing on its own, within bounds
+        // (aborting a task that is already done does nothing).
+        let abort = self.task.abort_handle();
         tokio::spawn(async move {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(LINGER, task).await.is_err() {
-                abort.abort();
-            }
+            tokio::time::sleep(LINGER).await;
+            abort.abort();
         });
     }
 }

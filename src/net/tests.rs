@@ -100,6 +100,28 @@ impl Guest {
         handle
     }
 
+    /// Sends a DNS query for `name` to the gateway from the UDP socket `handle`, and returns
+    /// the answer.
+    pub(super) async fn ask_dns(
+        &mut self,
+        nat: &mut Nat,
+        handle: SocketHandle,
+        name: &str,
+    ) -> Vec<u8> {
+        let dns = (IpAddress::from(GATEWAY), 53);
+        self.sockets.get_mut::<udp::Socket>(handle).send_slice(&query(name), dns).expect("queued");
+        let mut answer = None;
+        self.until(nat, name, |g| {
+            let mut buffer = [0; 512];
+            if let Ok((n, _)) = g.sockets.get_mut::<udp::Socket>(handle).recv_slice(&mut buffer) {
+                answer = Some(buffer[..n].to_vec());
+            }
+            answer.is_some()
+        })
+        .await;
+        answer.expect("an answer")
+    }
+
     pub(super) fn tcp(&mut self) -> SocketHandle {
         let buffer = || tcp::SocketBuffer::new(vec![0; 64 * 1024]);
         self.sockets.add(tcp::Socket::new(buffer(), buffer()))
@@ -111,6 +133,32 @@ impl Guest {
         socket.bind(port).expect("binds");
         self.sockets.add(socket)
     }
+}
+
+/// Appends what a TCP socket has received to `into`.
+pub(super) fn drain(socket: &mut tcp::Socket, into: &mut Vec<u8>) {
+    while socket.can_recv() {
+        let _ = socket.recv(|data| {
+            into.extend_from_slice(data);
+            (data.len(), ())
+        });
+    }
+}
+
+/// A server on a loopback port that runs `serve` for each connection.
+pub(super) async fn loopback_server<F, Fut>(serve: F) -> u16
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve(stream));
+        }
+    });
+    port
 }
 
 /// With NAT_TRACE set, prints each frame as it crosses the wire.
@@ -191,21 +239,15 @@ async fn the_gateway_answers_arp_and_ping_and_nothing_beyond_it_does() {
 
 /// A loopback server that echoes what it reads.
 async fn tcp_echo_server() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
-    let port = listener.local_addr().expect("address").port();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buffer = vec![0; 8192];
-                while let Ok(n) = stream.read(&mut buffer).await {
-                    if n == 0 || stream.write_all(&buffer[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
+    loopback_server(|mut stream| async move {
+        let mut buffer = vec![0; 8192];
+        while let Ok(n) = stream.read(&mut buffer).await {
+            if n == 0 || stream.write_all(&buffer[..n]).await.is_err() {
+                break;
+            }
         }
-    });
-    port
+    })
+    .await
 }
 
 #[tokio::test]
@@ -224,12 +266,7 @@ async fn tcp_reaches_a_host_server_through_the_gateway_both_ways_and_closes() {
             if socket.can_send() && offset < sent.len() {
                 offset += socket.send_slice(&sent[offset..]).unwrap_or(0);
             }
-            while socket.can_recv() {
-                let _ = socket.recv(|data| {
-                    received.extend_from_slice(data);
-                    (data.len(), ())
-                });
-            }
+            drain(socket, &mut received);
             received.len() == sent.len()
         })
         .await;
@@ -329,21 +366,8 @@ async fn dns_answers_the_host_name_and_forwards_the_rest() {
     let mut nat = nat(Config { resolvers: vec![resolver], ..Config::default() });
     let mut guest = Guest::configured();
     let handle = guest.udp(5353);
-    let dns = (IpAddress::from(GATEWAY), 53);
     for name in ["host.cairn.internal", "example.test"] {
-        guest.sockets.get_mut::<udp::Socket>(handle).send_slice(&query(name), dns).expect("queued");
-        let mut answer = None;
-        guest
-            .until(&mut nat, name, |g| {
-                let mut buffer = [0; 512];
-                if let Ok((n, _)) = g.sockets.get_mut::<udp::Socket>(handle).recv_slice(&mut buffer)
-                {
-                    answer = Some(buffer[..n].to_vec());
-                }
-                answer.is_some()
-            })
-            .await;
-        let answer = answer.expect("an answer");
+        let answer = guest.ask_dns(&mut nat, handle, name).await;
         let address = Ipv4Addr::new(
             answer[answer.len() - 4],
             answer[answer.len() - 3],

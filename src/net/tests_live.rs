@@ -8,7 +8,7 @@ use smoltcp::wire::IpAddress;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::forward::Forwards;
-use super::tests::{config, nat, query, test_resolver, Guest, GATEWAY};
+use super::tests::{config, drain, loopback_server, nat, test_resolver, Guest, GATEWAY};
 use super::{Command, Config, Stats};
 
 /// A loopback port nobody listens on (now).
@@ -144,50 +144,24 @@ async fn network_none_takes_effect_live() {
     let mut nat = nat(Config { resolvers: vec![resolver], ..Config::default() });
     let mut guest = Guest::configured();
     let handle = guest.udp(5353);
-    let dns = (IpAddress::from(GATEWAY), 53);
-    let ask = async |guest: &mut Guest, nat: &mut super::Nat| {
-        guest
-            .sockets
-            .get_mut::<udp::Socket>(handle)
-            .send_slice(&query("example.test"), dns)
-            .expect("queued");
-        let mut answer = None;
-        guest
-            .until(nat, "an answer", |g| {
-                let mut buffer = [0; 512];
-                if let Ok((n, _)) = g.sockets.get_mut::<udp::Socket>(handle).recv_slice(&mut buffer)
-                {
-                    answer = Some(buffer[..n].to_vec());
-                }
-                answer.is_some()
-            })
-            .await;
-        answer.expect("an answer")
-    };
-    let forwarded = ask(&mut guest, &mut nat).await;
+    let forwarded = guest.ask_dns(&mut nat, handle, "example.test").await;
     assert_eq!(forwarded[3] & 0x0f, 0, "the resolver answered");
     assert_eq!(Stats::get(&nat.stats.dns_local), 0);
     let none = Config { resolvers: vec![resolver], outbound: false, ..Config::default() };
     nat.control.send(Command::Reconfigure(none)).await.expect("the NAT runs");
-    let local = ask(&mut guest, &mut nat).await;
+    let local = guest.ask_dns(&mut nat, handle, "example.test").await;
     assert_eq!(local[3] & 0x0f, 2, "SERVFAIL: nothing leaves the gateway with network=none");
     assert_eq!(Stats::get(&nat.stats.dns_local), 1);
 }
 
 /// A loopback server that answers each connection with one line and closes it.
 async fn one_line_server() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
-    let port = listener.local_addr().expect("address").port();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = [0u8; 64];
-                let _ = stream.read(&mut request).await;
-                let _ = stream.write_all(b"HTTP/1.0 200 OK\r\n\r\nok").await;
-            });
-        }
-    });
-    port
+    loopback_server(|mut stream| async move {
+        let mut request = [0u8; 64];
+        let _ = stream.read(&mut request).await;
+        let _ = stream.write_all(b"HTTP/1.0 200 OK\r\n\r\nok").await;
+    })
+    .await
 }
 
 #[tokio::test]
@@ -204,12 +178,7 @@ async fn many_short_connections_each_end_cleanly() {
                 if !sent && socket.can_send() {
                     sent = socket.send_slice(b"GET / HTTP/1.0\r\n\r\n").is_ok();
                 }
-                while socket.can_recv() {
-                    let _ = socket.recv(|d| {
-                        reply.extend_from_slice(d);
-                        (d.len(), ())
-                    });
-                }
+                drain(socket, &mut reply);
                 if socket.state() == tcp::State::CloseWait {
                     socket.close();
                 }
@@ -239,12 +208,7 @@ async fn data_and_fin_in_one_burst_still_get_an_answer() {
     guest
         .until(&mut nat, "the answer and the NAT's FIN", |g| {
             let socket = g.sockets.get_mut::<tcp::Socket>(handle);
-            while socket.can_recv() {
-                let _ = socket.recv(|d| {
-                    reply.extend_from_slice(d);
-                    (d.len(), ())
-                });
-            }
+            drain(socket, &mut reply);
             matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait)
         })
         .await;

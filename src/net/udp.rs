@@ -146,8 +146,8 @@ struct Peer {
     last_used: Instant,
 }
 
-/// The gateway's ports for forwarded peers.
-const FORWARD_PORTS: std::ops::RangeInclusive<u16> = 50000..=59999;
+/// The gateway's ports for forwarded peers: the first, and how many.
+const FORWARD_PORTS: (u16, u16) = (50000, 10000);
 
 impl Forwarded {
     /// The gateway port that stands for `peer` of the forwarded `socket`; None when every
@@ -164,17 +164,13 @@ impl Forwarded {
             }
             return Some(*port);
         }
-        let span = usize::from(FORWARD_PORTS.end() - FORWARD_PORTS.start()) + 1;
-        for _ in 0..span {
-            let port = FORWARD_PORTS.start() + self.next % (span as u16);
-            self.next = self.next.wrapping_add(1);
-            if let std::collections::hash_map::Entry::Vacant(free) = self.by_port.entry(port) {
-                free.insert(Peer { socket: socket.clone(), peer, last_used: Instant::now() });
-                self.by_peer.insert((local, peer), port);
-                return Some(port);
-            }
-        }
-        None
+        let by_port = &self.by_port;
+        let port = super::next_port(&mut self.next, FORWARD_PORTS.0, FORWARD_PORTS.1, |port| {
+            !by_port.contains_key(&port)
+        })?;
+        self.by_port.insert(port, Peer { socket: socket.clone(), peer, last_used: Instant::now() });
+        self.by_peer.insert((local, peer), port);
+        Some(port)
     }
 
     /// Sends the guest's datagram to the gateway's `port` back to its host peer; false when

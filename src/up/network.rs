@@ -36,10 +36,10 @@ impl Controller {
         }
         let config = net::Config::from_db(&self.db, &rev)?;
         let runtime = self.server.runtime.clone();
-        let nat = net::Nat::spawn(config, &runtime);
+        let nat = net::Nat::spawn(config.clone(), &runtime);
         self.forwards.attach(nat.control.clone());
         self.nat = Some((nat.control, nat.stats));
-        self.reconfigure_network(commit)?;
+        self.show_network(&rev, config)?;
         if self.native {
             return Ok(Some(NatPort::new(nat.to_nat, nat.from_nat, &runtime)));
         }
@@ -72,19 +72,23 @@ impl Controller {
             return Ok(());
         };
         let config = net::Config::from_db(&self.db, &rev)?;
+        if control.try_send(net::Command::Reconfigure(config.clone())).is_err() {
+            tracing::warn!("the NAT did not take the new network settings");
+        }
+        self.show_network(&rev, config)
+    }
+
+    /// Opens and closes the forwarded ports of `rev` and shows the NAT's `config` in status.
+    fn show_network(&mut self, rev: &str, config: net::Config) -> Result<(), Error> {
+        let forwards = self.db.read(rev, "net/port-forwarding")?.unwrap_or_default();
+        self.forwards.apply(&String::from_utf8_lossy(&forwards));
         let mode = if config.outbound { "nat" } else { "none" };
-        let network = status::Network {
+        self.status.network = Some(status::Network {
             mode: mode.into(),
             mtu: config.mtu,
             resolvers: config.resolvers.iter().map(|r| r.ip().to_string()).collect(),
             ..status::Network::default()
-        };
-        if control.try_send(net::Command::Reconfigure(config)).is_err() {
-            tracing::warn!("the NAT did not take the new network settings");
-        }
-        let forwards = self.db.read(&rev, "net/port-forwarding")?.unwrap_or_default();
-        self.forwards.apply(&String::from_utf8_lossy(&forwards));
-        self.status.network = Some(network);
+        });
         self.copy_network_status();
         Ok(())
     }
