@@ -111,8 +111,11 @@ fn line<'a>(reply: &'a str, key: &str) -> &'a str {
 
 /// The built image with the harness appended (a second cpio archive overrides /init).
 fn harness_image(env: &Env, http_port: u16) -> (std::path::PathBuf, std::path::PathBuf) {
-    let built =
-        env.command(&["guest", "build"]).env("CAIRN_CACHE", cache()).output().expect("runs");
+    let built = env
+        .command(&["guest", "build", "--flavour", "base"])
+        .env("CAIRN_CACHE", cache())
+        .output()
+        .expect("runs");
     assert!(built.status.success(), "guest build: {}", String::from_utf8_lossy(&built.stderr));
     let guest = env.home().join("guest");
     let extra = env.dir.path().join("harness");

@@ -8,6 +8,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod diod_tools;
+mod docker;
 mod external_git;
 mod linux_guest;
 mod migration;

@@ -73,7 +73,11 @@ impl Drop for Down<'_> {
 fn up_applies_live_changes_reboots_for_memory_survives_a_crash_and_goes_down() {
     let env = Env::new();
     let _down = Down(&env);
-    let up = env.command(&["up", "--detach"]).env("CAIRN_CACHE", cache()).output().expect("runs");
+    let up = env
+        .command(&["up", "--detach", "--flavour", "base"])
+        .env("CAIRN_CACHE", cache())
+        .output()
+        .expect("runs");
     assert!(up.status.success(), "cairn up: {}", String::from_utf8_lossy(&up.stderr));
 
     // The guest mounted /Database and reported the init commit on branch `state`.
@@ -179,7 +183,11 @@ fn up_applies_live_changes_reboots_for_memory_survives_a_crash_and_goes_down() {
 
     // A killed control plane leaves its VM running; the next `up` adopts it (no reboot), the
     // guest remounts /Database from the new server, and changes keep flowing.
-    let up = env.command(&["up", "--detach"]).env("CAIRN_CACHE", cache()).output().expect("runs");
+    let up = env
+        .command(&["up", "--detach", "--flavour", "base"])
+        .env("CAIRN_CACHE", cache())
+        .output()
+        .expect("runs");
     assert!(up.status.success(), "cairn up: {}", String::from_utf8_lossy(&up.stderr));
     let s = applied(&env, "the configuration after up again");
     let (up_pid, vm, boot) =
@@ -191,7 +199,11 @@ fn up_applies_live_changes_reboots_for_memory_survives_a_crash_and_goes_down() {
     std::thread::sleep(Duration::from_secs(1));
     assert!(pid_alive(vm), "the VM outlives its control plane");
     env.ok(&["set", "hostname", "while-away"]);
-    let up = env.command(&["up", "--detach"]).env("CAIRN_CACHE", cache()).output().expect("runs");
+    let up = env
+        .command(&["up", "--detach", "--flavour", "base"])
+        .env("CAIRN_CACHE", cache())
+        .output()
+        .expect("runs");
     assert!(up.status.success(), "cairn up after a crash: {}", String::from_utf8_lossy(&up.stderr));
     let s = applied(&env, "the change made while the control plane was away");
     assert_eq!((s["vm_pid"].as_u64(), s["adopted"].as_bool()), (Some(vm), Some(true)), "{s:#}");

@@ -186,7 +186,14 @@ pub enum Command {
         /// Boot this initramfs instead of the built image (with --kernel).
         #[arg(long, value_name = "FILE", requires = "kernel")]
         initrd: Option<PathBuf>,
+        /// The image to build and boot [default: docker, or base when the Docker engine's
+        /// packages cannot be had].
+        #[arg(long, value_enum, conflicts_with = "kernel")]
+        flavour: Option<Flavour>,
     },
+    /// Prints the shell lines that point the Docker CLI at the VM's engine
+    /// (`eval "$(cairn docker-env)"`).
+    DockerEnv,
     /// Stop `cairn up` and its VM.
     Down,
     /// Stop, start or restart the VM while `cairn up` keeps running.
@@ -232,7 +239,29 @@ pub enum VmAction {
 #[derive(Debug, Subcommand)]
 pub enum GuestCommand {
     /// Build (or check) the guest image from Debian packages and this cairn binary.
-    Build,
+    Build {
+        /// base: the agent alone; docker: with Debian's Docker engine.
+        #[arg(long, value_enum, default_value = "docker")]
+        flavour: Flavour,
+    },
+}
+
+/// Which guest image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Flavour {
+    /// The guest agent alone.
+    Base,
+    /// The agent and Debian's Docker engine (dockerd, containerd, runc).
+    Docker,
+}
+
+impl From<Flavour> for cairn::vmm::image::Flavour {
+    fn from(f: Flavour) -> Self {
+        match f {
+            Flavour::Base => cairn::vmm::image::Flavour::Base,
+            Flavour::Docker => cairn::vmm::image::Flavour::Docker,
+        }
+    }
 }
 
 /// Options of every command that writes.

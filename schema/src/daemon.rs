@@ -45,10 +45,13 @@ const fn k(name: &'static str, ty: JsonType, apply: ApplyClass) -> DaemonKey {
     DaemonKey { name, ty, apply }
 }
 
-/// The keys the schema knows. dockerd's reloadable set: debug, labels, live-restore,
-/// max-concurrent-downloads/uploads, max-download-attempts, default-runtime, runtimes,
-/// authorization-plugins, insecure-registries, registry-mirrors, shutdown-timeout, features,
-/// builder.
+/// The keys the schema knows. The reloadable set is what dockerd 20.10 (Debian bookworm's
+/// docker.io, the engine of the guest image) takes on SIGHUP in daemon/reload.go and
+/// cmd/dockerd's reloadConfig: debug, labels, live-restore, max-concurrent-downloads/uploads,
+/// max-download-attempts, shutdown-timeout, features, insecure-registries, registry-mirrors,
+/// allow-nondistributable-artifacts, authorization-plugins, network-diagnostic-port, and the
+/// platform's runtimes, default-runtime, default-shm-size, default-ipc-mode and
+/// default-cgroupns-mode. Everything else (builder included) needs a restart.
 pub static DAEMON_KEYS: &[DaemonKey] = &[
     k("debug", JsonType::Bool, RELOAD),
     k("labels", JsonType::Labels, RELOAD),
@@ -63,7 +66,12 @@ pub static DAEMON_KEYS: &[DaemonKey] = &[
     k("registry-mirrors", JsonType::StringList, RELOAD),
     k("shutdown-timeout", JsonType::Count, RELOAD),
     k("features", JsonType::Object, RELOAD),
-    k("builder", JsonType::Object, RELOAD),
+    k("allow-nondistributable-artifacts", JsonType::StringList, RELOAD),
+    k("network-diagnostic-port", JsonType::Count, RELOAD),
+    k("default-shm-size", JsonType::String, RELOAD),
+    k("default-ipc-mode", JsonType::Enum(&["private", "shareable"]), RELOAD),
+    k("default-cgroupns-mode", JsonType::Enum(&["host", "private"]), RELOAD),
+    k("builder", JsonType::Object, RESTART),
     k("log-level", JsonType::Enum(LOG_LEVELS), RESTART),
     k("log-driver", JsonType::String, RESTART),
     k("log-opts", JsonType::StringMap, RESTART),
@@ -71,6 +79,7 @@ pub static DAEMON_KEYS: &[DaemonKey] = &[
     k("dns-opts", JsonType::StringList, RESTART),
     k("dns-search", JsonType::StringList, RESTART),
     k("default-address-pools", JsonType::AddressPools, RESTART),
+    k("bridge", JsonType::String, RESTART),
     k("bip", JsonType::String, RESTART),
     k("mtu", JsonType::Count, RESTART),
     k("ipv6", JsonType::Bool, RESTART),
@@ -90,8 +99,6 @@ pub static DAEMON_KEYS: &[DaemonKey] = &[
     k("exec-opts", JsonType::StringList, RESTART),
     k("hosts", JsonType::StringList, RESTART),
     k("default-ulimits", JsonType::Object, RESTART),
-    k("default-shm-size", JsonType::String, RESTART),
-    k("default-cgroupns-mode", JsonType::Enum(&["host", "private"]), RESTART),
     k("cgroup-parent", JsonType::String, RESTART),
     k("no-new-privileges", JsonType::Bool, RESTART),
     k("userns-remap", JsonType::String, RESTART),
@@ -192,7 +199,9 @@ pub fn describe(ty: JsonType) -> String {
 }
 
 /// The apply class of a change from `old` to `new` daemon.json: a reload when every top-level
-/// key that differs is reloadable, a restart otherwise (and for unknown keys, or unparsable input).
+/// key that differs is reloadable and still present, a restart otherwise (and for unknown keys,
+/// or unparsable input). A removed key needs a restart: dockerd's reload only takes the keys
+/// the file sets (`IsValueSet`), so a key taken out would keep its old value until then.
 pub fn change_class(old: &[u8], new: &[u8]) -> ApplyClass {
     let parse = |b: &[u8]| serde_json::from_slice::<Map<String, Json>>(b).ok();
     let (Some(old), Some(new)) = (parse(old), parse(new)) else {
@@ -201,8 +210,12 @@ pub fn change_class(old: &[u8], new: &[u8]) -> ApplyClass {
     let names = old.keys().chain(new.keys());
     let mut class = ApplyClass::None;
     for name in names {
-        if old.get(name) != new.get(name) {
-            class = class.max(key(name).map_or(RESTART, |k| k.apply));
+        match (old.get(name), new.get(name)) {
+            (Some(_), None) => return RESTART,
+            (was, now) if was != now => {
+                class = class.max(key(name).map_or(RESTART, |k| k.apply));
+            }
+            _ => {}
         }
     }
     class
@@ -257,7 +270,12 @@ mod tests {
     #[test]
     fn apply_class_per_key() {
         assert_eq!(change_class(b"{}", br#"{"debug":true}"#), ApplyClass::DaemonReload);
-        assert_eq!(change_class(br#"{"debug":true}"#, b"{}"), ApplyClass::DaemonReload);
+        assert_eq!(
+            change_class(br#"{"debug":true}"#, br#"{"debug":false}"#),
+            ApplyClass::DaemonReload
+        );
+        // dockerd's reload keeps the value of a key the file no longer sets.
+        assert_eq!(change_class(br#"{"debug":true}"#, b"{}"), ApplyClass::DaemonRestart);
         assert_eq!(
             change_class(b"{}", br#"{"debug":true,"log-level":"warn"}"#),
             ApplyClass::DaemonRestart

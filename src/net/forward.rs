@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -73,14 +74,29 @@ impl Drop for Listener {
 #[derive(Debug)]
 pub struct Forwards {
     listeners: BTreeMap<Forward, Listener>,
+    /// Unix sockets forwarded to a guest port (the Docker engine's API), by path.
+    sockets: BTreeMap<PathBuf, Listener>,
     /// The current NAT's commands; None between boots.
     nat: watch::Sender<Option<mpsc::Sender<Command>>>,
     runtime: tokio::runtime::Handle,
 }
 
+impl Drop for Forwards {
+    fn drop(&mut self) {
+        for path in self.sockets.keys() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 impl Forwards {
     pub fn new(runtime: tokio::runtime::Handle) -> Forwards {
-        Forwards { listeners: BTreeMap::new(), nat: watch::Sender::new(None), runtime }
+        Forwards {
+            listeners: BTreeMap::new(),
+            sockets: BTreeMap::new(),
+            nat: watch::Sender::new(None),
+            runtime,
+        }
     }
 
     /// Hands what arrives from now on to this NAT.
@@ -117,6 +133,37 @@ impl Forwards {
         for forward in failed {
             let listener = self.listen(&forward);
             self.listeners.insert(forward, listener);
+        }
+    }
+
+    /// Forwards connections to the unix socket `path` (created afresh, removed when the
+    /// forward ends) to the guest's TCP `guest_port`; "listening" or why not.
+    pub fn unix(&mut self, path: &Path, guest_port: u16) -> String {
+        if let Some(listener) = self.sockets.get(path) {
+            if listener.task.is_some() {
+                return listener.state.clone();
+            }
+        }
+        let _entered = self.runtime.enter();
+        let _ = std::fs::remove_file(path);
+        let listener = match tokio::net::UnixListener::bind(path) {
+            Ok(socket) => {
+                let task = self.runtime.spawn(unix(socket, guest_port, self.nat.subscribe()));
+                Listener { task: Some(task), state: "listening".into() }
+            }
+            Err(e) => {
+                Listener { task: None, state: format!("cannot listen on {}: {e}", path.display()) }
+            }
+        };
+        let state = listener.state.clone();
+        self.sockets.insert(path.to_owned(), listener);
+        state
+    }
+
+    /// Stops forwarding the unix socket `path` and removes it.
+    pub fn close_unix(&mut self, path: &Path) {
+        if self.sockets.remove(path).is_some() {
+            let _ = std::fs::remove_file(path);
         }
     }
 
@@ -183,12 +230,35 @@ async fn tcp(
         let target = nat.borrow().clone();
         match target {
             Some(nat) => {
-                if nat.send(Command::TcpIn { stream, port }).await.is_err() {
+                if nat.send(Command::TcpIn { stream: stream.into(), port }).await.is_err() {
                     tracing::debug!(%peer, port, "no NAT for a forwarded connection");
                 }
             }
             // No VM to connect to: the peer sees the connection closed.
             None => drop(stream),
+        }
+    }
+}
+
+async fn unix(
+    listener: tokio::net::UnixListener,
+    port: u16,
+    nat: watch::Receiver<Option<mpsc::Sender<Command>>>,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::debug!(error = %e, "accepting on a forwarded unix socket");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let target = nat.borrow().clone();
+        if let Some(nat) = target {
+            if nat.send(Command::TcpIn { stream: stream.into(), port }).await.is_err() {
+                tracing::debug!(port, "no NAT for a connection to a forwarded unix socket");
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod port;
 pub mod stack;
 pub mod stream;
 mod tcp;
+pub use tcp::HostConn;
 mod udp;
 
 #[cfg(test)]
@@ -222,8 +223,9 @@ pub enum Command {
     /// The settings of a new commit: mode, MTU (for the next DHCP lease) and resolvers. The
     /// addresses and limits stay as they are.
     Reconfigure(Config),
-    /// A connection accepted on a forwarded TCP port, for the guest's `port`.
-    TcpIn { stream: tokio::net::TcpStream, port: u16 },
+    /// A connection accepted on a forwarded TCP port (or the docker socket), for the
+    /// guest's `port`.
+    TcpIn { stream: HostConn, port: u16 },
     /// A datagram from `peer` on a forwarded UDP port (`socket`), for the guest's `port`.
     UdpIn { socket: Arc<std::net::UdpSocket>, peer: SocketAddr, port: u16, payload: Vec<u8> },
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpListenEndpoint;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 /// A flow: the guest's end and the destination it dialled.
@@ -107,18 +107,45 @@ async fn dial(
     };
     let _ = connected.send(true);
     wake.notify_one();
-    copy(stream, to_host, from_host, wake).await;
+    copy(HostConn::from(stream), to_host, from_host, wake).await;
+}
+
+/// The host end of a flow: its two halves, whatever the socket (a TCP connection, or a unix
+/// one such as the control plane's docker.sock).
+pub struct HostConn {
+    reader: Box<dyn AsyncRead + Send + Unpin>,
+    writer: Box<dyn AsyncWrite + Send + Unpin>,
+}
+
+impl std::fmt::Debug for HostConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostConn")
+    }
+}
+
+impl From<tokio::net::TcpStream> for HostConn {
+    fn from(stream: tokio::net::TcpStream) -> HostConn {
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = stream.into_split();
+        HostConn { reader: Box::new(reader), writer: Box::new(writer) }
+    }
+}
+
+impl From<tokio::net::UnixStream> for HostConn {
+    fn from(stream: tokio::net::UnixStream) -> HostConn {
+        let (reader, writer) = stream.into_split();
+        HostConn { reader: Box::new(reader), writer: Box::new(writer) }
+    }
 }
 
 /// Copies between a host connection and a flow's channels until both directions are done.
 async fn copy(
-    stream: tokio::net::TcpStream,
+    stream: HostConn,
     mut to_host: mpsc::Receiver<Vec<u8>>,
     from_host: mpsc::Sender<Vec<u8>>,
     wake: Arc<Notify>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+    let HostConn { mut reader, mut writer } = stream;
     let reading = async {
         let mut buffer = vec![0u8; CHUNK];
         loop {
@@ -229,7 +256,7 @@ impl Flows {
     /// flow limit is reached or the socket cannot connect.
     pub fn inbound(
         &mut self,
-        stream: tokio::net::TcpStream,
+        stream: HostConn,
         from: SocketAddrV4,
         guest: SocketAddrV4,
         iface: &mut smoltcp::iface::Interface,

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_db::{Db, ObjectId, CONFIG_BRANCH};
+use cairn_vmm::image::Flavour;
 use cairn_vmm::report::{Report, STATE_BRANCH};
 
 use crate::net;
@@ -36,6 +37,8 @@ pub struct Options {
     /// Bring your own kernel and initramfs instead of building the image.
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
+    /// The image to build; None: docker, or base when the engine's packages cannot be had.
+    pub flavour: Option<Flavour>,
 }
 
 /// Quiet time after a commit before it is planned: later commits in this window join it.
@@ -67,6 +70,32 @@ pub fn run(
         .and_then(|mut c| c.follow(progress));
     let _ = std::fs::remove_file(run.pid());
     result
+}
+
+/// The image of `options.flavour`; without one, the docker flavour, or the base image when
+/// the engine cannot be had (apt knows no docker.io, a download fails).
+fn build_image(
+    options: &Options,
+    agent: PathBuf,
+    cache: PathBuf,
+    progress: &mut dyn FnMut(&str),
+) -> Result<cairn_vmm::image::Image, Error> {
+    let inputs = |flavour: Flavour| cairn_vmm::image::Inputs {
+        dir: options.home.join(flavour.dir_name()),
+        cache: cache.clone(),
+        agent: agent.clone(),
+        flavour,
+    };
+    if let Some(flavour) = options.flavour {
+        return Ok(cairn_vmm::image::ensure(&inputs(flavour), progress)?);
+    }
+    match cairn_vmm::image::ensure(&inputs(Flavour::Docker), progress) {
+        Ok(image) => Ok(image),
+        Err(e) => {
+            progress(&format!("guest image: no Docker engine ({e}); using the base image"));
+            Ok(cairn_vmm::image::ensure(&inputs(Flavour::Base), progress)?)
+        }
+    }
 }
 
 /// Stops a VM that runs without its control plane (the `cairn up` that started it was killed).
@@ -116,6 +145,8 @@ struct Controller {
     /// The NAT of the current boot: its commands and counters.
     nat: Option<(tokio::sync::mpsc::Sender<net::Command>, Arc<net::Stats>)>,
     forwards: net::forward::Forwards,
+    /// The Docker CLI that came with the image's engine, shown in the status.
+    docker_cli: Option<PathBuf>,
     /// When the network's counters were last copied into the status.
     network_seen: Instant,
 }
@@ -161,7 +192,8 @@ impl Controller {
         if orphan.is_none() {
             let _ = std::fs::remove_file(run.vm_record());
         }
-        let (kernel, initrd) = match (options.kernel, options.initrd) {
+        let mut docker_cli = None;
+        let (kernel, initrd) = match (options.kernel.clone(), options.initrd.clone()) {
             (Some(k), Some(i)) => (k, i),
             _ => {
                 status.vm = "building".into();
@@ -170,9 +202,8 @@ impl Controller {
                     .map_err(|e| Error::io(std::path::Path::new("/proc/self/exe"), e))?;
                 let cache = std::env::var_os("CAIRN_CACHE")
                     .map_or_else(|| options.home.join("cache"), PathBuf::from);
-                let inputs =
-                    cairn_vmm::image::Inputs { dir: options.home.join("guest"), cache, agent };
-                let image = cairn_vmm::image::ensure(&inputs, progress)?;
+                let image = build_image(&options, agent, cache, progress)?;
+                docker_cli = image.docker_cli;
                 (image.kernel, image.initrd)
             }
         };
@@ -230,6 +261,7 @@ impl Controller {
             orphan: orphan.map(|(vm, booted, _)| (vm, booted)),
             stop,
             forwards: net::forward::Forwards::new(server.runtime.clone()),
+            docker_cli,
             server,
             net_task: None,
             nat: None,
@@ -425,7 +457,10 @@ impl Controller {
                             ncpu: report.ncpu,
                             hostname: report.hostname.clone(),
                             daemon_json_sha256: report.daemon_json_sha256.clone(),
+                            dockerd: report.dockerd.clone(),
+                            dockerd_pid: report.dockerd_pid,
                         });
+                        self.show_docker(&report)?;
                         self.status.vm = "running".into();
                         self.backoff = Duration::from_secs(1);
                         if let Some((key, why)) = report.first_error() {

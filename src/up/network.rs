@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use cairn_db::ObjectId;
+use cairn_vmm::report::Report;
 
 use super::{status, Controller};
 use crate::net::{self, port::NatPort};
@@ -60,6 +61,30 @@ impl Controller {
             })
             .collect();
         Ok(status::Network { mode: "hostnet".into(), forwards, ..status::Network::default() })
+    }
+
+    /// Opens the docker socket when the guest reports an engine (and closes it when a boot
+    /// has none); the status says where it is and whether it reaches the engine.
+    pub(super) fn show_docker(&mut self, report: &Report) -> Result<(), Error> {
+        let socket = self.run.docker();
+        if report.dockerd.is_empty() || report.dockerd.starts_with("absent") {
+            self.forwards.close_unix(&socket);
+            self.status.docker = None;
+            return Ok(());
+        }
+        let hostnet = self.nat.is_none() && !self.native;
+        let forward = if hostnet {
+            self.forwards.close_unix(&socket);
+            "not forwarded: network=hostnet (qemu's own network) has no forwards".to_owned()
+        } else {
+            self.forwards.unix(&socket, cairn_vmm::agent::DOCKER_API_PORT)
+        };
+        self.status.docker = Some(status::Docker {
+            socket: socket.display().to_string(),
+            forward,
+            cli: self.docker_cli.as_ref().map(|c| c.display().to_string()),
+        });
+        Ok(())
     }
 
     /// Gives the running NAT `commit`'s network settings and forwarded ports, live.

@@ -48,6 +48,10 @@ impl RunDir {
     pub fn vsock(&self) -> PathBuf {
         self.0.join("vsock.sock")
     }
+    /// The guest's Docker engine, for the host's Docker CLI.
+    pub fn docker(&self) -> PathBuf {
+        self.0.join("docker.sock")
+    }
 }
 
 /// The last error, with the key at fault when there is one.
@@ -66,6 +70,22 @@ pub struct Guest {
     pub ncpu: u32,
     pub hostname: String,
     pub daemon_json_sha256: String,
+    /// dockerd's state in the guest, and its pid (0: not running).
+    #[serde(default)]
+    pub dockerd: String,
+    #[serde(default)]
+    pub dockerd_pid: u32,
+}
+
+/// The guest's Docker engine as the host reaches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Docker {
+    /// The unix socket forwarded to dockerd's API (DOCKER_HOST=unix://SOCKET).
+    pub socket: String,
+    /// "listening", or why the socket does not reach the engine.
+    pub forward: String,
+    /// The Docker CLI that came with the engine's package, when the image was built here.
+    pub cli: Option<String>,
 }
 
 /// The guest's network as the NAT sees it.
@@ -112,6 +132,9 @@ pub struct Status {
     pub adopted: bool,
     #[serde(default)]
     pub network: Option<Network>,
+    /// Present when the guest runs the Docker engine.
+    #[serde(default)]
+    pub docker: Option<Docker>,
 }
 
 impl Status {

@@ -26,6 +26,10 @@ pub struct Report {
     pub hostname: String,
     /// sha256 of /etc/docker/daemon.json as written.
     pub daemon_json_sha256: String,
+    /// dockerd's pid (0: not running) and state: running, on the previous daemon.json and
+    /// why, stopped and why, or absent from the image.
+    pub dockerd_pid: u32,
+    pub dockerd: String,
     /// Per key (friendly name), how applying it went.
     pub results: BTreeMap<String, Outcome>,
 }
@@ -57,6 +61,8 @@ impl Report {
             ("ncpu", line(&self.ncpu.to_string())),
             ("hostname", line(&self.hostname)),
             ("daemon-json-sha256", line(&self.daemon_json_sha256)),
+            ("dockerd-pid", line(&self.dockerd_pid.to_string())),
+            ("dockerd", line(&self.dockerd.replace('\n', " "))),
             ("results", results.into_bytes()),
         ]
     }
@@ -92,6 +98,9 @@ impl Report {
                 .map_err(|_| BadReport { field: "ncpu", value: text("ncpu") })?,
             hostname: text("hostname"),
             daemon_json_sha256: text("daemon-json-sha256"),
+            // Absent from the reports of agents older than the engine.
+            dockerd_pid: text("dockerd-pid").parse().unwrap_or(0),
+            dockerd: text("dockerd"),
             results,
         })
     }
@@ -118,6 +127,8 @@ mod tests {
             ncpu: 2,
             hostname: "cairn".into(),
             daemon_json_sha256: "00".repeat(32),
+            dockerd_pid: 731,
+            dockerd: "running".into(),
             results: BTreeMap::new(),
         };
         report.results.insert("hostname".into(), Outcome::Applied);
@@ -127,6 +138,7 @@ mod tests {
         assert_eq!(back.results["sysctl"], Outcome::Failed("no such sysctl".into()));
         assert_eq!(back.first_error(), Some(("sysctl", "no such sysctl")));
         assert_eq!(back.memory_mib, 491);
+        assert_eq!((back.dockerd_pid, back.dockerd.as_str()), (731, "running"));
         let bad = Report::from_files(|name| (name == "memory-mib").then(|| b"lots".to_vec()));
         assert!(bad.is_err());
     }

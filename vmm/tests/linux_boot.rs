@@ -19,6 +19,7 @@ fn image(dir: &std::path::Path) -> cairn_vmm::image::Image {
         dir: dir.join("guest"),
         cache: cache(),
         agent: "/bin/busybox".into(),
+        flavour: cairn_vmm::image::Flavour::Base,
     };
     cairn_vmm::image::ensure(&inputs, &mut |_| {}).expect("the guest image builds")
 }

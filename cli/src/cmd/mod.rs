@@ -89,12 +89,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Edit { key, write, force } => edit::run(&ctx, &key, &write, force),
         Command::Schema { key } => schema::run(&ctx, key.as_deref()),
         Command::Serve { socket, tcp } => serve::run(&ctx, socket, tcp),
-        Command::Up { detach, kernel, initrd } => up::run(&ctx, detach, kernel, initrd),
+        Command::Up { detach, kernel, initrd, flavour } => {
+            let image = up::Image { kernel, initrd, flavour: flavour.map(Into::into) };
+            up::run(&ctx, detach, image)
+        }
+        Command::DockerEnv => up::docker_env(),
         Command::Down => up::down(),
         Command::Vm { action } => up::vm(action),
         Command::Logs { follow, console, control } => up::logs(follow, console, control),
         Command::Status => status::run(&ctx),
-        Command::Guest { command: crate::args::GuestCommand::Build } => up::build_image(),
+        Command::Guest { command: crate::args::GuestCommand::Build { flavour } } => {
+            up::build_image(flavour.into())
+        }
         Command::Path => {
             println!("{}", ctx.db_path.display());
             Ok(())

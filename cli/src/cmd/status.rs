@@ -41,6 +41,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
     if let Some(net) = &status.network {
         print_network(net);
     }
+    if let (Some(docker), Some(guest)) = (&status.docker, &status.guest) {
+        let pid = match guest.dockerd_pid {
+            0 => String::new(),
+            pid => format!(" (pid {pid})"),
+        };
+        println!("dockerd:     {}{pid}", guest.dockerd);
+        println!("docker:      DOCKER_HOST=unix://{} ({})", docker.socket, docker.forward);
+    }
     println!("restarts:    {} (reboots for changes: {})", status.restarts, status.reboots);
     if let Some(error) = &status.last_error {
         let key = error.key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default();

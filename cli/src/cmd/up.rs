@@ -20,20 +20,24 @@ fn home() -> anyhow::Result<PathBuf> {
 /// How long `up --detach` waits for the guest's first report (a first image build included).
 const DETACH_WAIT: Duration = Duration::from_secs(600);
 
-pub fn run(
-    ctx: &Ctx,
-    detach: bool,
-    kernel: Option<PathBuf>,
-    initrd: Option<PathBuf>,
-) -> anyhow::Result<()> {
+/// What `up` boots: a kernel and initramfs of the user's, or a built image of a flavour.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub flavour: Option<cairn::vmm::image::Flavour>,
+}
+
+pub fn run(ctx: &Ctx, detach: bool, image: Image) -> anyhow::Result<()> {
     let home = home()?;
     if detach {
-        return detach_up(ctx, &home, kernel, initrd);
+        return detach_up(ctx, &home, image);
     }
+    let Image { kernel, initrd, flavour } = image;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let options = cairn::up::Options { home, db: ctx.db_path.clone(), kernel, initrd };
+    let options = cairn::up::Options { home, db: ctx.db_path.clone(), kernel, initrd, flavour };
     let stop = Arc::new(AtomicBool::new(false));
     cairn::up::run(options, stop, &mut |line| eprintln!("cairn up: {line}"))?;
     Ok(())
@@ -41,12 +45,7 @@ pub fn run(
 
 /// Starts `cairn up` in the background, then follows its log until the guest has applied the
 /// configuration (or the process failed).
-fn detach_up(
-    ctx: &Ctx,
-    home: &std::path::Path,
-    kernel: Option<PathBuf>,
-    initrd: Option<PathBuf>,
-) -> anyhow::Result<()> {
+fn detach_up(ctx: &Ctx, home: &std::path::Path, image: Image) -> anyhow::Result<()> {
     let run = cairn::up::run_dir(home);
     std::fs::create_dir_all(&run.0)?;
     if let Some(pid) = running(home) {
@@ -57,8 +56,11 @@ fn detach_up(
     let start = log.metadata().map_or(0, |m| m.len());
     let mut command = Command::new(std::env::current_exe()?);
     command.arg("--db").arg(&ctx.db_path).arg("up");
-    if let (Some(k), Some(i)) = (kernel, initrd) {
+    if let (Some(k), Some(i)) = (image.kernel, image.initrd) {
         command.arg("--kernel").arg(k).arg("--initrd").arg(i);
+    }
+    if let Some(flavour) = image.flavour {
+        command.arg("--flavour").arg(flavour.name());
     }
     command.env("CAIRN_HOME", home).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     // SAFETY: setsid is async-signal-safe; the child leaves our session so that it outlives
@@ -86,6 +88,9 @@ fn detach_up(
                     status.pid,
                     status.applied_commit.unwrap_or_default()
                 );
+                if let Some(docker) = &status.docker {
+                    println!("DOCKER_HOST=unix://{}", docker.socket);
+                }
                 return Ok(());
             }
         }
@@ -132,14 +137,36 @@ pub fn down() -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn build_image() -> anyhow::Result<()> {
+pub fn build_image(flavour: cairn::vmm::image::Flavour) -> anyhow::Result<()> {
     let home = home()?;
     let cache = std::env::var_os("CAIRN_CACHE").map_or_else(|| home.join("cache"), PathBuf::from);
     let agent = std::env::current_exe()?;
-    let inputs = cairn::vmm::image::Inputs { dir: home.join("guest"), cache, agent };
+    let inputs =
+        cairn::vmm::image::Inputs { dir: home.join(flavour.dir_name()), cache, agent, flavour };
     let image = cairn::vmm::image::ensure(&inputs, &mut |line| eprintln!("{line}"))?;
     println!("kernel {}", image.kernel.display());
     println!("initrd {}", image.initrd.display());
+    if let Some(cli) = image.docker_cli {
+        println!("docker {}", cli.display());
+    }
+    Ok(())
+}
+
+/// `cairn docker-env`: DOCKER_HOST for the running VM's engine, as shell lines.
+pub fn docker_env() -> anyhow::Result<()> {
+    let home = home()?;
+    let run = cairn::up::run_dir(&home);
+    if running(&home).is_none() {
+        bail!("cairn up is not running; start it with `cairn up --detach`");
+    }
+    let status = Status::load(&run.status()).unwrap_or_default();
+    let Some(docker) = status.docker else {
+        bail!("the VM runs without the Docker engine (the base image, or network=hostnet)");
+    };
+    println!("export DOCKER_HOST=unix://{}", docker.socket);
+    if let Some(cli) = docker.cli {
+        println!("# the Docker CLI of the engine's package: {cli}");
+    }
     Ok(())
 }
 

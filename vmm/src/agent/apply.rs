@@ -77,21 +77,17 @@ fn undo(written: Vec<(std::path::PathBuf, String)>, why: String) -> Outcome {
 pub fn daemon_json(ro: &Path, target: &Path) -> (Outcome, String) {
     let outcome = match setting(ro, "etc/docker/daemon.json") {
         Err(e) => Outcome::Failed(e),
-        Ok(content) => {
-            let tmp = target.with_extension("json.tmp");
-            let written = target
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| std::fs::write(&tmp, content.as_bytes()))
-                .and_then(|()| std::fs::rename(&tmp, target));
-            match written {
-                Ok(()) => Outcome::Applied,
-                Err(e) => Outcome::Failed(format!("writing {}: {e}", target.display())),
-            }
-        }
+        Ok(content) => match super::engine::write_atomically(target, content.as_bytes()) {
+            Ok(()) => Outcome::Applied,
+            Err(e) => Outcome::Failed(e),
+        },
     };
-    let hash = std::fs::read(target).map(|b| hex(&Sha256::digest(&b))).unwrap_or_default();
-    (outcome, hash)
+    (outcome, file_sha256(target))
+}
+
+/// The sha256 of the file at `path` (empty when it cannot be read).
+pub fn file_sha256(path: &Path) -> String {
+    std::fs::read(path).map(|b| hex(&Sha256::digest(&b))).unwrap_or_default()
 }
 
 /// Lower-case hex of `bytes`.

@@ -51,13 +51,17 @@ pub fn mount(source: &str, target: &str, fstype: &str, data: &str) -> Result<(),
     Ok(())
 }
 
-/// /proc, /sys, /dev and a /tmp.
+/// /proc, /sys, /dev, /tmp and /run, then what containers need: the cgroup2 hierarchy
+/// (runc requires it), ptys and /dev/shm.
 pub fn mount_kernel_filesystems() -> Result<(), Error> {
     mount("proc", "/proc", "proc", "")?;
     mount("sysfs", "/sys", "sysfs", "")?;
     mount("devtmpfs", "/dev", "devtmpfs", "")?;
     mount("tmpfs", "/tmp", "tmpfs", "")?;
-    mount("tmpfs", "/run", "tmpfs", "")
+    mount("tmpfs", "/run", "tmpfs", "")?;
+    mount("cgroup2", "/sys/fs/cgroup", "cgroup2", "")?;
+    mount("devpts", "/dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=0620")?;
+    mount("tmpfs", "/dev/shm", "tmpfs", "mode=1777")
 }
 
 /// Loads the image's modules from `dir` in [`MODULES`] order; a module built into the kernel

@@ -8,6 +8,8 @@
 
 mod apply;
 mod boot;
+mod children;
+mod engine;
 mod network;
 mod power;
 mod state;
@@ -18,8 +20,9 @@ use std::time::Duration;
 
 pub use apply::{hex, DAEMON_JSON};
 pub use boot::MODULES;
+pub use engine::API_PORT as DOCKER_API_PORT;
 
-use crate::report::Report;
+use crate::report::{Outcome, Report};
 
 /// Why a step of the agent failed; printed on the console and retried.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,7 @@ fn say(message: &str) {
 /// Runs the agent; never returns.
 pub fn run() -> ! {
     power::watch_signals();
+    children::start_reaper();
     if let Err(e) = boot::mount_kernel_filesystems() {
         say(&e.to_string());
     }
@@ -105,9 +109,10 @@ pub fn run() -> ! {
         say(&e.to_string());
     }
     heartbeat();
+    let engine = engine::Engine::new();
     loop {
         mount_database(&config);
-        if let Err(e) = follow(Path::new("/Database")) {
+        if let Err(e) = follow(Path::new("/Database"), engine.as_ref()) {
             // The server went away (the control plane restarted) or the stream broke: a new
             // mount is a new connection, to the new server on the same port.
             say(&format!("{e}; mounting /Database again"));
@@ -153,7 +158,7 @@ fn halt(why: &str) -> ! {
 }
 
 /// Applies and reports every head of master as it comes, until the stream breaks.
-fn follow(db: &Path) -> Result<(), Error> {
+fn follow(db: &Path, engine: Option<&engine::Engine>) -> Result<(), Error> {
     let live_path = db.join("branch/master/head.live");
     let mut live = std::fs::File::open(&live_path)
         .map_err(|e| Error::Database(format!("opening {}: {e}", live_path.display())))?;
@@ -168,7 +173,7 @@ fn follow(db: &Path) -> Result<(), Error> {
         if head.len() != 40 || !head.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::Database(format!("head.live gave {head:?}")));
         }
-        let report = apply_commit(db, &head);
+        let report = apply_commit(db, &head, engine);
         if let Some((key, why)) = report.first_error() {
             say(&format!("{head}: {key}: {why}"));
         }
@@ -178,15 +183,28 @@ fn follow(db: &Path) -> Result<(), Error> {
 }
 
 /// Applies one commit's settings and describes the result.
-fn apply_commit(db: &Path, commit: &str) -> Report {
+fn apply_commit(db: &Path, commit: &str, engine: Option<&engine::Engine>) -> Report {
     let ro = db.join("snapshots").join(commit).join("ro");
     let mut report = Report { applied_commit: commit.to_owned(), ..Report::default() };
     report.results.insert("hostname".into(), apply::hostname(&ro));
     report.results.insert("sysctl".into(), apply::sysctl(&ro, Path::new("/proc/sys")));
     report.results.insert("mtu".into(), network::mtu(&ro));
-    let (daemon, hash) = apply::daemon_json(&ro, Path::new(DAEMON_JSON));
+    let (daemon, hash) = match engine {
+        Some(engine) => {
+            let outcome = match engine::Settings::from_commit(&ro) {
+                Ok(settings) => engine.apply(settings, Path::new(DAEMON_JSON)),
+                Err(e) => Outcome::Failed(e),
+            };
+            (outcome, apply::file_sha256(Path::new(DAEMON_JSON)))
+        }
+        None => apply::daemon_json(&ro, Path::new(DAEMON_JSON)),
+    };
     report.results.insert("daemon".into(), daemon);
     report.daemon_json_sha256 = hash;
+    (report.dockerd_pid, report.dockerd) = match engine {
+        Some(engine) => engine.describe(),
+        None => (0, "absent (an image without the Docker engine)".into()),
+    };
     report.hostname = apply::current_hostname();
     report.boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .unwrap_or_default()

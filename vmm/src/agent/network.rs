@@ -41,8 +41,7 @@ fn busybox(args: &[&str]) -> Result<(), Error> {
     let mut command = Command::new("/bin/busybox");
     command.args(args);
     super::power::default_signals(&mut command);
-    let status = command
-        .status()
+    let status = super::children::run(&mut command)
         .map_err(|e| Error::Boot(format!("running busybox {}: {e}", args.join(" "))))?;
     if status.success() {
         Ok(())

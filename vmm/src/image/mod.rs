@@ -1,10 +1,14 @@
 //! The guest image: Debian's kernel, the modules the guest needs, busybox-static and the cairn
 //! binary as `/init` (it runs the guest agent when it is PID 1), packed as a cpio initramfs.
+//! The docker flavour adds Debian's Docker engine ([`docker`]).
 //!
 //! Built once and cached in a directory with a manifest of its inputs (package versions, the
 //! agent's sha256); [`ensure`] rebuilds only when an input changed.
 
 mod debian;
+pub mod docker;
+
+use std::collections::BTreeMap;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,10 +41,50 @@ impl Error {
     }
 }
 
+/// Which image: the agent alone, or the agent with the Docker engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavour {
+    Base,
+    Docker,
+}
+
+impl Flavour {
+    /// The image's directory under the data directory.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Flavour::Base => "guest",
+            Flavour::Docker => "guest-docker",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavour::Base => "base",
+            Flavour::Docker => "docker",
+        }
+    }
+}
+
+impl std::str::FromStr for Flavour {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Flavour, String> {
+        match s {
+            "base" => Ok(Flavour::Base),
+            "docker" => Ok(Flavour::Docker),
+            _ => Err(format!("flavour {s:?}: allowed are base and docker")),
+        }
+    }
+}
+
 /// What an image was built from; equal manifests mean the same image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
+    pub flavour: Flavour,
+    /// The flavour's extra packages and their versions (the docker flavour's engine).
+    #[serde(default)]
+    pub packages: BTreeMap<String, String>,
     pub kernel_package: String,
     pub kernel_version: String,
     pub busybox_version: String,
@@ -57,6 +101,8 @@ pub struct Image {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub manifest: Manifest,
+    /// The docker flavour's Docker CLI for the host (from the same docker.io package).
+    pub docker_cli: Option<PathBuf>,
 }
 
 /// Where the image lives and what goes in it.
@@ -68,9 +114,10 @@ pub struct Inputs {
     pub cache: PathBuf,
     /// The agent binary (a static cairn).
     pub agent: PathBuf,
+    pub flavour: Flavour,
 }
 
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 fn sha256_file(path: &Path) -> Result<String, Error> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -83,20 +130,29 @@ pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, 
     let kernel_version = debian::version(&kernel_package)?;
     let busybox_version = debian::version("busybox-static")?;
     let agent_sha256 = sha256_file(&inputs.agent)?;
+    let packages = match inputs.flavour {
+        Flavour::Base => BTreeMap::new(),
+        Flavour::Docker => docker::versions()?,
+    };
     let (kernel, initrd) = (inputs.dir.join("vmlinuz"), inputs.dir.join("initrd.img"));
+    let cli = inputs.dir.join("docker");
+    let docker_cli = (inputs.flavour == Flavour::Docker).then(|| cli.clone());
     let manifest_path = inputs.dir.join("manifest.json");
     if let Some(old) =
         std::fs::read(&manifest_path).ok().and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
     {
         let same_inputs = old.format == FORMAT
+            && old.flavour == inputs.flavour
+            && old.packages == packages
             && old.kernel_package == kernel_package
             && old.kernel_version == kernel_version
             && old.busybox_version == busybox_version
             && old.agent_sha256 == agent_sha256;
         let intact = sha256_file(&kernel).ok().as_ref() == Some(&old.kernel_sha256)
-            && sha256_file(&initrd).ok().as_ref() == Some(&old.initrd_sha256);
+            && sha256_file(&initrd).ok().as_ref() == Some(&old.initrd_sha256)
+            && docker_cli.as_ref().is_none_or(|cli| cli.exists());
         if same_inputs && intact {
-            return Ok(Image { kernel, initrd, manifest: old });
+            return Ok(Image { kernel, initrd, manifest: old, docker_cli });
         }
         progress("guest image: inputs changed, rebuilding");
     }
@@ -110,6 +166,10 @@ pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, 
     progress("guest image: unpacking");
     debian::unpack(&kernel_deb, &work.join("kernel"))?;
     debian::unpack(&busybox_deb, &work.join("busybox"))?;
+    let engine = work.join("docker");
+    if !packages.is_empty() {
+        docker::unpack(&packages, &inputs.cache, &engine, progress)?;
+    }
     let release = kernel_package.trim_start_matches("linux-image-");
     let vmlinuz = work.join("kernel/boot").join(format!("vmlinuz-{release}"));
     if !vmlinuz.exists() {
@@ -119,6 +179,8 @@ pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, 
     let modules = work.join("kernel/lib/modules").join(release).join("kernel");
     let manifest_so_far = Manifest {
         format: FORMAT,
+        flavour: inputs.flavour,
+        packages,
         kernel_package,
         kernel_version,
         busybox_version,
@@ -126,8 +188,21 @@ pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, 
         kernel_sha256: String::new(),
         initrd_sha256: String::new(),
     };
-    let archive =
-        initramfs(&modules, &work.join("busybox/bin/busybox"), &inputs.agent, &manifest_so_far)?;
+    let extra = match inputs.flavour {
+        Flavour::Base => Vec::new(),
+        Flavour::Docker => docker::entries(&engine)?,
+    };
+    let archive = initramfs(
+        &modules,
+        &work.join("busybox/bin/busybox"),
+        &inputs.agent,
+        &manifest_so_far,
+        extra,
+    )?;
+    if docker_cli.is_some() {
+        let from = engine.join(docker::CLI);
+        std::fs::copy(&from, &cli).map_err(|e| Error::io(&from, e))?;
+    }
     let tmp_initrd = inputs.dir.join("initrd.img.tmp");
     std::fs::write(&tmp_initrd, &archive).map_err(|e| Error::io(&tmp_initrd, e))?;
     std::fs::rename(&tmp_initrd, &initrd).map_err(|e| Error::io(&initrd, e))?;
@@ -141,7 +216,7 @@ pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, 
     let json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
     std::fs::write(&manifest_path, json).map_err(|e| Error::io(&manifest_path, e))?;
     progress("guest image: ready");
-    Ok(Image { kernel, initrd, manifest })
+    Ok(Image { kernel, initrd, manifest, docker_cli })
 }
 
 /// Finds `name`.ko (or .ko.xz, decompressed) anywhere under the kernel's module tree.
@@ -177,11 +252,22 @@ const APPLETS: &[&str] = &[
     "sysctl", "poweroff",
 ];
 
+/// One file of the initramfs.
+#[derive(Debug)]
+pub enum Entry {
+    Dir,
+    /// A file, mode 0755 (programs and libraries alike).
+    Exe(Vec<u8>),
+    /// A symbolic link to this target.
+    Link(String),
+}
+
 fn initramfs(
     modules: &Path,
     busybox: &Path,
     agent: &Path,
     manifest: &Manifest,
+    extra: Vec<(String, Entry)>,
 ) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     let mut ino = 1;
@@ -225,6 +311,13 @@ fn initramfs(
     for name in MODULES {
         if let Some(bytes) = module(modules, name)? {
             add(&mut out, &format!("lib/modules/{name}.ko"), FILE, &bytes)?;
+        }
+    }
+    for (name, entry) in extra {
+        match entry {
+            Entry::Dir => add(&mut out, &name, DIR, &[])?,
+            Entry::Exe(data) => add(&mut out, &name, EXE, &data)?,
+            Entry::Link(target) => add(&mut out, &name, LINK, target.as_bytes())?,
         }
     }
     let json = serde_json::to_vec_pretty(manifest).unwrap_or_default();

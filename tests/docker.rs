@@ -1,0 +1,184 @@
+//! The Docker engine end to end under QEMU TCG: the docker flavour of the guest image (Debian's
+//! docker.io, containerd and runc), dockerd started by the guest agent, and the host's Docker
+//! CLI (from the same package) talking to it through `cairn up`'s docker.sock. daemon.json
+//! changes reload dockerd (same pid) or restart it (new pid, same boot); a file dockerd refuses
+//! leaves the engine running on the previous one with the error in `cairn status`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::up::{boot_id, cache, status, wait_for, Down};
+use crate::util::Env;
+
+/// The host's Docker CLI against the VM's engine.
+struct Docker {
+    cli: PathBuf,
+    host: String,
+}
+
+impl Docker {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.cli)
+            .args(args)
+            .env("DOCKER_HOST", &self.host)
+            .env("DOCKER_CONFIG", std::env::temp_dir().join("cairn-test-docker-config"))
+            .output()
+            .expect("the docker CLI runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// One field of `docker info`, by Go template.
+    fn info(&self, template: &str) -> String {
+        self.ok(&["info", "--format", template]).trim().to_owned()
+    }
+}
+
+fn dockerd_pid(s: &Value) -> u64 {
+    s["guest"]["dockerd_pid"].as_u64().unwrap_or_default()
+}
+
+/// A tar of a root filesystem with busybox-static as `sh` and `echo`, for `docker import`.
+fn busybox_tar(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
+    for applet in ["sh", "echo"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
+    }
+    let tar = dir.join("busybox.tar");
+    let packed = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .expect("tar runs");
+    assert!(packed.success());
+    tar
+}
+
+#[test]
+fn dockerd_follows_daemon_json_by_reload_and_restart_and_survives_a_bad_file() {
+    let env = Env::new();
+    let _down = Down(&env);
+    let up = env
+        .command(&["up", "--detach", "--flavour", "docker"])
+        .env("CAIRN_CACHE", cache())
+        .env("CAIRN_ACCEL", "tcg")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&up.stdout);
+    assert!(up.status.success(), "cairn up: {}", String::from_utf8_lossy(&up.stderr));
+    let socket = env.home().join("run/docker.sock");
+    let host = format!("unix://{}", socket.display());
+    assert!(stdout.contains(&format!("DOCKER_HOST={host}")), "{stdout}");
+    let exported = env.ok(&["docker-env"]);
+    assert!(exported.contains(&format!("export DOCKER_HOST={host}")), "{exported}");
+
+    let first = wait_for(&env, "dockerd running", |s| dockerd_pid(s) != 0);
+    let (boot, pid) = (boot_id(&first), dockerd_pid(&first));
+    assert_eq!(first["docker"]["forward"], "listening", "{first:#}");
+    let cli = first["docker"]["cli"].as_str().expect("the CLI of the engine's package");
+    let docker = Docker { cli: cli.into(), host };
+    assert_eq!(docker.info("{{.Debug}}"), "false");
+    assert_eq!(docker.info("{{.Driver}}"), "vfs", "the guest's default storage driver");
+
+    // Reloadable keys: SIGHUP, same dockerd.
+    let reload = r#"{"debug": true, "labels": ["team=infra"], "insecure-registries": ["registry.test:5000"]}"#;
+    assert_eq!(env.ok(&["plan", "daemon", reload]).trim(), "daemon-reload: daemon (daemon-reload)");
+    env.ok(&["set", "daemon", reload, "--wait", "--timeout", "240"]);
+    assert_eq!(docker.info("{{.Debug}}"), "true");
+    assert_eq!(docker.info("{{json .Labels}}"), r#"["team=infra"]"#);
+    let registries = docker.info("{{json .RegistryConfig.IndexConfigs}}");
+    assert!(registries.contains(r#""registry.test:5000""#), "{registries}");
+    let s = status(&env);
+    assert_eq!(dockerd_pid(&s), pid, "a reload keeps dockerd: {s:#}");
+
+    // A restart-class key (the proxy reaches dockerd's environment): new dockerd, same boot.
+    assert_eq!(
+        env.ok(&["plan", "proxy.http", "http://proxy.test:3128"]).trim(),
+        "daemon-restart: proxy.http (daemon-restart)"
+    );
+    env.ok(&["set", "proxy.http", "http://proxy.test:3128", "--wait", "--timeout", "240"]);
+    assert_eq!(docker.info("{{.HTTPProxy}}"), "http://proxy.test:3128");
+    assert_eq!(docker.info("{{.Debug}}"), "true", "the restarted dockerd keeps the file");
+    let s = status(&env);
+    let restarted = dockerd_pid(&s);
+    assert!(restarted != 0 && restarted != pid, "a restart starts a new dockerd: {s:#}");
+    assert_eq!(boot_id(&s), boot, "without rebooting the VM");
+
+    // An image built here runs in the VM.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tar = busybox_tar(dir.path());
+    docker.ok(&["import", &tar.display().to_string(), "cairn-test/busybox:1"]);
+    assert_eq!(docker.ok(&["run", "--rm", "cairn-test/busybox:1", "echo", "hi"]).trim(), "hi");
+
+    // A file dockerd refuses on reload: the engine keeps the previous file.
+    let good = env.head();
+    let refused = env.run(&[
+        "set",
+        "daemon",
+        r#"{"debug": true, "labels": ["team=infra"], "insecure-registries": ["registry.test:5000"], "default-runtime": "no-such-runtime"}"#,
+        "--wait",
+        "--timeout",
+        "240",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("daemon: dockerd refused to reload it"), "{stderr}");
+    assert!(stderr.contains("no-such-runtime"), "dockerd's own message: {stderr}");
+    let s = status(&env);
+    assert_eq!(s["last_error"]["key"], "daemon", "{s:#}");
+    assert_eq!(dockerd_pid(&s), restarted);
+    assert_eq!(docker.info("{{json .Labels}}"), r#"["team=infra"]"#, "the previous file runs");
+
+    // A file dockerd refuses to start with: it comes back on the previous file.
+    let refused = env.run(&[
+        "set",
+        "daemon",
+        r#"{"storage-driver": "no-such-driver"}"#,
+        "--wait",
+        "--timeout",
+        "240",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("daemon: dockerd did not start with it"), "{stderr}");
+    assert!(stderr.contains("storage-driver"), "the key at fault: {stderr}");
+    let s = status(&env);
+    assert_eq!(s["last_error"]["key"], "daemon", "{s:#}");
+    assert_eq!(s["applied_commit"], good.as_str());
+    let dockerd = s["guest"]["dockerd"].as_str().unwrap_or_default();
+    assert!(dockerd.starts_with("running on the previous daemon.json"), "{s:#}");
+    assert_eq!(docker.info("{{.Driver}}"), "vfs");
+    assert_eq!(docker.info("{{json .Labels}}"), r#"["team=infra"]"#);
+    let text = env.ok(&["status"]);
+    assert!(text.contains("last error:  daemon: dockerd did not start"), "{text}");
+
+    // A good file again clears the error (a restart: dockerd's reload would keep the values
+    // of keys taken out of the file).
+    assert_eq!(env.ok(&["plan", "daemon", "{}"]).trim(), "daemon-restart: daemon (daemon-restart)");
+    env.ok(&["set", "daemon", "{}", "--wait", "--timeout", "240"]);
+    assert!(status(&env)["last_error"].is_null());
+    assert_eq!(docker.info("{{.Debug}}"), "false");
+    assert_eq!(
+        docker.ok(&["run", "--rm", "cairn-test/busybox:1", "echo", "still"]).trim(),
+        "still"
+    );
+
+    env.ok(&["down"]);
+    assert!(!socket.exists(), "down removes the docker socket");
+}
