@@ -89,13 +89,20 @@ impl Db {
                     }
                     // Coalesce a burst of events into one read.
                     while event_rx.try_recv().is_ok() {}
-                    let head = match crate::refs::read(&repo, &branch) {
+                    let read = || crate::refs::read(&repo, &branch);
+                    let mut head = match read() {
                         Ok(head) => head,
                         Err(e) => {
                             tracing::debug!(error = %e, "re-reading a watched head");
                             continue;
                         }
                     };
+                    if head.is_none() && last.is_some() {
+                        // `git pack-refs` moves a loose ref into packed-refs and deletes it: a
+                        // read in between may find neither. A deleted branch stays deleted.
+                        std::thread::sleep(Duration::from_millis(50));
+                        head = read().unwrap_or(head);
+                    }
                     if head != last {
                         last = head;
                         if head_tx.send(head).is_err() {

@@ -13,13 +13,13 @@ work=$(mktemp -d)
 export CAIRN_HOME="$work/home" CAIRN_CACHE="${CAIRN_CACHE:-$root/target/test-cache/debs}" NO_COLOR=1
 trap '"$cairn" down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 "$cairn" init >/dev/null
-"$cairn" guest build >/dev/null 2>&1   # the image build is not part of the boot time
+"$cairn" guest build --flavour base >/dev/null 2>&1   # the image build is not part of the boot time
 now() { date +%s.%N; }
 applied() {  # waits until the guest applied master's head
   local head; head=$(git --git-dir "$CAIRN_HOME/db" rev-parse master)
   until "$cairn" status --json | grep -q "\"applied_commit\": \"$head\""; do sleep 0.02; done
 }
-t0=$(now); "$cairn" up --detach >/dev/null 2>&1; applied; t1=$(now)
+t0=$(now); "$cairn" up --detach --flavour base >/dev/null 2>&1; applied; t1=$(now)
 boot=$(echo "$t1 - $t0" | bc)
 accel=$("$cairn" status --json | sed -n 's/.*"accel": "\(.*\)".*/\1/p')
 live=() reboot=()

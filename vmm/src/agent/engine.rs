@@ -36,8 +36,8 @@ const GUEST_DEFAULTS: &[(&str, &str)] =
 
 /// How long dockerd may take to answer its first ping (under TCG, seconds).
 const START_TIMEOUT: Duration = Duration::from_secs(180);
-/// How long a reload may take to log its outcome before silence counts as success.
-const RELOAD_QUIET: Duration = Duration::from_secs(10);
+/// How long a reload may take to announce its outcome before silence counts as success.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What dockerd runs with: the daemon.json bytes and the environment from the proxy keys.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -277,13 +277,15 @@ impl Engine {
             return Outcome::Failed(e);
         }
         let since = self.log.seq();
+        // dockerd stamps its events with the same (guest) clock.
+        let signalled = std::time::SystemTime::now();
         if let Some(child) = &running.child {
             signal(child, libc::SIGHUP);
         }
-        let deadline = Instant::now() + RELOAD_QUIET;
+        let deadline = Instant::now() + RELOAD_TIMEOUT;
         while Instant::now() < deadline {
             let lines = self.log.since(since);
-            if lines.iter().any(|l| l.contains("Reloaded configuration")) {
+            if reloaded_since(signalled) {
                 break;
             }
             if lines.iter().any(|l| l.contains("level=error") || l.contains("level=fatal")) {
@@ -296,7 +298,7 @@ impl Engine {
                     current.changed_keys(&wanted).join(", ")
                 ));
             }
-            self.log.wait(Duration::from_millis(500));
+            self.log.wait(Duration::from_millis(200));
         }
         running.settings = Some(wanted.clone());
         running.good = Some(wanted);
@@ -466,16 +468,38 @@ fn signal(child: &Child, signal: libc::c_int) {
     }
 }
 
-/// Whether dockerd answers `GET /_ping` on its unix socket.
-fn ping() -> bool {
-    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(SOCKET) else { return false };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    if stream.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n").is_err() {
-        return false;
-    }
+/// `GET path` on dockerd's unix socket (HTTP/1.0: the reply ends when the connection does);
+/// the status line and the body.
+fn get(path: &str) -> Option<(String, String)> {
+    let mut stream = std::os::unix::net::UnixStream::connect(SOCKET).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n").ok()?;
     let mut reply = Vec::new();
-    let _ = stream.take(4096).read_to_end(&mut reply);
-    reply.starts_with(b"HTTP/1.0 200") || reply.starts_with(b"HTTP/1.1 200")
+    let _ = stream.take(1 << 20).read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_owned(), body.to_owned()))
+}
+
+/// Whether dockerd answers its ping.
+fn ping() -> bool {
+    get("/_ping").is_some_and(|(status, _)| status.contains(" 200 "))
+}
+
+/// Whether dockerd announced a successful reload since `since` (its `daemon reload` event,
+/// published whatever the log level).
+fn reloaded_since(since: std::time::SystemTime) -> bool {
+    let seconds = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    };
+    let now = std::time::SystemTime::now();
+    // filters={"type":["daemon"]}
+    let path = format!(
+        "/events?since={:.3}&until={:.3}&filters=%7B%22type%22%3A%5B%22daemon%22%5D%7D",
+        seconds(since),
+        seconds(now)
+    );
+    get(&path).is_some_and(|(_, body)| body.contains("\"Action\":\"reload\""))
 }
 
 /// Replaces `path` with `data` so that a reader sees the old file or the new one.
