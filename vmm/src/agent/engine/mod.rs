@@ -1,0 +1,338 @@
+//! The Docker engine in the guest: containerd, then dockerd on it, run with
+//! /etc/docker/daemon.json and the proxy keys of the commit being applied.
+//!
+//! A change is applied the least disruptive way dockerd allows: SIGHUP when every changed
+//! daemon.json key is one dockerd reloads (the schema's apply classes) and the environment is
+//! the same, a restart otherwise; containerd runs on its own, so a restart of dockerd leaves
+//! it (and the containers it runs) alone. A file dockerd refuses is never fatal: a refused
+//! reload leaves dockerd on the file it had, a failed start brings dockerd back with the last
+//! file it ran with, and either way the file in /etc/docker is put back and the error is
+//! reported. A daemon that dies on its own is started again by a watchdog.
+
+mod process;
+mod settings;
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+pub use process::write_atomically;
+use process::{failure, signal, Log};
+pub use settings::Settings;
+
+use super::{children, say};
+use crate::report::Outcome;
+
+/// Where the image puts dockerd; a base image has none.
+pub const DOCKERD: &str = "/usr/bin/dockerd";
+const CONTAINERD: &str = "/usr/bin/containerd";
+/// The engine's API port on the guest's interface, where the control plane's docker.sock
+/// forwards to.
+pub const API_PORT: u16 = 2375;
+const SOCKET: &str = "/var/run/docker.sock";
+const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
+/// containerd's own defaults, less the CRI plugin (Kubernetes' API: dockerd does not use it,
+/// and without CNI configuration it only logs errors).
+const CONTAINERD_SETTINGS: &str =
+    "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n";
+
+/// How long dockerd may take to answer its first ping (under TCG, seconds).
+const START_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long containerd may take to open its socket.
+const CONTAINERD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a reload may take to announce its outcome before silence counts as success.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default)]
+struct Running {
+    containerd: Option<Child>,
+    child: Option<Child>,
+    /// What the running dockerd was started or last reloaded with.
+    settings: Option<Settings>,
+    /// The last settings dockerd ran with.
+    good: Option<Settings>,
+    /// For the report: running, on the previous file, or why not.
+    state: String,
+}
+
+/// The engine, shared by the apply loop and the watchdog that restarts a crashed daemon.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    running: Arc<Mutex<Running>>,
+    /// dockerd's lines, and containerd's.
+    log: Arc<Log>,
+    containerd_log: Arc<Log>,
+}
+
+impl Engine {
+    /// The image's engine, or None in an image without dockerd.
+    pub fn new() -> Option<Engine> {
+        if !Path::new(DOCKERD).exists() {
+            return None;
+        }
+        let engine = Engine {
+            running: Arc::new(Mutex::new(Running::default())),
+            log: Arc::new(Log::default()),
+            containerd_log: Arc::new(Log::default()),
+        };
+        let watched = engine.clone();
+        let spawned =
+            std::thread::Builder::new().name("dockerd-watch".into()).spawn(move || watched.watch());
+        if let Err(e) = spawned {
+            say(&format!("dockerd is not watched: {e}"));
+        }
+        Some(engine)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// dockerd's pid and state, for the report.
+    pub fn describe(&self) -> (u32, String) {
+        let running = self.lock();
+        (running.child.as_ref().map_or(0, Child::id), running.state.clone())
+    }
+
+    /// Makes dockerd run with `wanted`, writing it to `file`.
+    pub fn apply(&self, wanted: Settings, file: &Path) -> Outcome {
+        let mut running = self.lock();
+        let alive =
+            running.child.as_mut().is_some_and(|c| matches!(children::try_wait(c), Ok(None)));
+        if !alive {
+            // Ended (and reaped just now), or never started.
+            running.child = None;
+        }
+        let outcome = match running.settings.clone() {
+            Some(current) if alive && current == wanted => return Outcome::Applied,
+            Some(current) if alive && !current.restart_for(&wanted) => {
+                self.reload(&mut running, &current, wanted, file)
+            }
+            current => {
+                if alive {
+                    self.stop(&mut running);
+                }
+                let previous = current.or_else(|| running.good.clone());
+                self.start_or_fall_back(&mut running, previous, wanted, file)
+            }
+        };
+        if let Outcome::Failed(why) = &outcome {
+            say(&format!("dockerd: {why}"));
+        }
+        outcome
+    }
+
+    fn reload(
+        &self,
+        running: &mut Running,
+        current: &Settings,
+        wanted: Settings,
+        file: &Path,
+    ) -> Outcome {
+        if let Err(e) = write_atomically(file, &wanted.json) {
+            return Outcome::Failed(e);
+        }
+        let since = self.log.seq();
+        // dockerd stamps its events with the same (guest) clock.
+        let signalled = std::time::SystemTime::now();
+        if let Some(child) = &running.child {
+            signal(child, libc::SIGHUP);
+        }
+        let deadline = Instant::now() + RELOAD_TIMEOUT;
+        while Instant::now() < deadline {
+            let lines = self.log.since(since);
+            if process::reloaded_since(signalled) {
+                break;
+            }
+            if lines.iter().any(|l| l.contains("level=error") || l.contains("level=fatal")) {
+                let why = failure(&lines);
+                let _ = write_atomically(file, &current.json);
+                running.state = format!("running on the previous daemon.json: {why}");
+                return Outcome::Failed(format!(
+                    "dockerd refused to reload it (changed: {}): {why}; it runs on the previous \
+                     daemon.json",
+                    current.changed_keys(&wanted).join(", ")
+                ));
+            }
+            self.log.wait(Duration::from_millis(200));
+        }
+        running.settings = Some(wanted.clone());
+        running.good = Some(wanted);
+        running.state = "running (reloaded)".into();
+        Outcome::Applied
+    }
+
+    fn start_or_fall_back(
+        &self,
+        running: &mut Running,
+        previous: Option<Settings>,
+        wanted: Settings,
+        file: &Path,
+    ) -> Outcome {
+        if let Err(e) = write_atomically(file, &wanted.json) {
+            return Outcome::Failed(e);
+        }
+        let why = match self.start(running, &wanted) {
+            Ok(()) => {
+                running.state =
+                    if running.good.is_some() { "running (restarted)" } else { "running" }.into();
+                running.settings = Some(wanted.clone());
+                running.good = Some(wanted);
+                return Outcome::Applied;
+            }
+            Err(why) => why,
+        };
+        // The last file dockerd ran with, or an empty one (only the guest defaults).
+        let fallback =
+            previous.unwrap_or(Settings { json: b"{}\n".to_vec(), env: wanted.env.clone() });
+        let keys = fallback.changed_keys(&wanted).join(", ");
+        let _ = write_atomically(file, &fallback.json);
+        match self.start(running, &fallback) {
+            Ok(()) => {
+                running.state = format!("running on the previous daemon.json: {why}");
+                running.settings = Some(fallback.clone());
+                running.good = Some(fallback);
+                Outcome::Failed(format!(
+                    "dockerd did not start with it (changed: {keys}): {why}; it runs on the \
+                     previous daemon.json"
+                ))
+            }
+            Err(again) => {
+                running.state = format!("stopped: {why}");
+                running.settings = None;
+                Outcome::Failed(format!(
+                    "dockerd did not start with it (changed: {keys}): {why}; nor with the \
+                     previous daemon.json: {again}"
+                ))
+            }
+        }
+    }
+
+    /// Starts dockerd with `settings` (and containerd first, unless it runs) and waits until
+    /// dockerd answers a ping.
+    fn start(&self, running: &mut Running, settings: &Settings) -> Result<(), String> {
+        self.ensure_containerd(running)?;
+        let _ = std::fs::remove_file(SOCKET);
+        let mut command = Command::new(DOCKERD);
+        command
+            .args(settings.flags())
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin")
+            // runc cannot pivot_root out of an initramfs: it moves the root and chroots.
+            .env("DOCKER_RAMDISK", "1")
+            .envs(&settings.env);
+        let since = self.log.seq();
+        let (mut child, drained) =
+            process::spawn_logged(&mut command, "dockerd", &self.log, "/var/log/dockerd.log")?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = children::try_wait(&mut child) {
+                // Its last lines, unless a child it left behind still holds the pipes.
+                for _ in 0..2 {
+                    let _ = drained.recv_timeout(Duration::from_secs(2));
+                }
+                return Err(format!("{} (dockerd {status})", failure(&self.log.since(since))));
+            }
+            if process::ping() {
+                say(&format!("dockerd {} answers", child.id()));
+                running.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                signal(&child, libc::SIGKILL);
+                let _ = children::wait(&mut child);
+                return Err(format!("dockerd did not answer within {START_TIMEOUT:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Stops dockerd (SIGTERM, then SIGKILL after its shutdown timeout and some).
+    fn stop(&self, running: &mut Running) {
+        let Some(mut child) = running.child.take() else { return };
+        signal(&child, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while matches!(children::try_wait(&mut child), Ok(None)) {
+            if Instant::now() > deadline {
+                signal(&child, libc::SIGKILL);
+                let _ = children::wait(&mut child);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        running.settings = None;
+    }
+
+    /// Starts containerd unless it runs, and waits for its socket.
+    fn ensure_containerd(&self, running: &mut Running) -> Result<(), String> {
+        if let Some(child) = running.containerd.as_mut() {
+            if matches!(children::try_wait(child), Ok(None)) {
+                return Ok(());
+            }
+            running.containerd = None;
+        }
+        write_atomically(Path::new(CONTAINERD_CONFIG), CONTAINERD_SETTINGS.as_bytes())?;
+        let _ = std::fs::remove_file(CONTAINERD_SOCKET);
+        let mut command = Command::new(CONTAINERD);
+        command
+            .args(["--config", CONTAINERD_CONFIG])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin");
+        let since = self.containerd_log.seq();
+        let (mut child, _) = process::spawn_logged(
+            &mut command,
+            "containerd",
+            &self.containerd_log,
+            "/var/log/containerd.log",
+        )?;
+        if !process::wait_for_path(CONTAINERD_SOCKET, CONTAINERD_TIMEOUT) {
+            signal(&child, libc::SIGKILL);
+            let _ = children::wait(&mut child);
+            let why = failure(&self.containerd_log.since(since));
+            return Err(format!("containerd did not open {CONTAINERD_SOCKET}: {why}"));
+        }
+        say(&format!("containerd {} listens", child.id()));
+        running.containerd = Some(child);
+        Ok(())
+    }
+
+    /// Starts again a daemon that died on its own: containerd, and dockerd with the last
+    /// settings it ran with.
+    fn watch(&self) {
+        loop {
+            std::thread::sleep(Duration::from_secs(2));
+            let mut running = self.lock();
+            let containerd_died = running
+                .containerd
+                .as_mut()
+                .is_some_and(|c| !matches!(children::try_wait(c), Ok(None)));
+            if containerd_died {
+                running.containerd = None;
+                let why = failure(
+                    &self.containerd_log.since(self.containerd_log.seq().saturating_sub(20)),
+                );
+                say(&format!("containerd stopped on its own: {why}; starting it again"));
+                if let Err(e) = self.ensure_containerd(&mut running) {
+                    say(&e);
+                }
+            }
+            let Some(child) = running.child.as_mut() else { continue };
+            let Ok(Some(status)) = children::try_wait(child) else { continue };
+            running.child = None;
+            running.settings = None;
+            let why = failure(&self.log.since(self.log.seq().saturating_sub(20)));
+            say(&format!("dockerd stopped on its own ({status}): {why}; starting it again"));
+            if let Some(good) = running.good.clone() {
+                match self.start(&mut running, &good) {
+                    Ok(()) => {
+                        running.settings = Some(good);
+                        running.state = format!("running (restarted after it stopped: {why})");
+                    }
+                    Err(e) => running.state = format!("stopped: {e}"),
+                }
+            }
+        }
+    }
+}
