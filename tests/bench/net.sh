@@ -18,7 +18,7 @@ export CAIRN_HOME="$work/home" CAIRN_CACHE="${CAIRN_CACHE:-$root/target/test-cac
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
 "$target/cairn" init >/dev/null
-"$target/cairn" guest build >/dev/null 2>&1
+"$target/cairn" guest build --flavour base >/dev/null 2>&1
 
 iperf_port=$((20000 + RANDOM % 10000)) http_port=$((30000 + RANDOM % 10000))
 iperf3 -s -B 127.0.0.1 -p "$iperf_port" </dev/null >/dev/null 2>&1 & pids+=($!)
