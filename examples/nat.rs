@@ -1,6 +1,7 @@
 //! cairn's NAT on its own, for the network benchmark (tests/bench/net.sh): it dials the
 //! `-netdev stream` socket a QEMU listens on and runs until interrupted, then prints its
-//! counters. `cargo run --release --example nat -- /path/to/net.sock [MTU]`
+//! counters. It runs the NAT as `cairn up` does, on a [`cairn::net::thread::NatThread`].
+//! `cargo run --release --example nat -- /path/to/net.sock [MTU]`
 
 use std::path::PathBuf;
 
@@ -13,11 +14,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(mtu) = std::env::args().nth(2) {
         config.mtu = mtu.parse().map_err(|_| anyhow::anyhow!("MTU {mtu:?} is not a number"))?;
     }
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let nat = cairn::net::Nat::spawn(config, &tokio::runtime::Handle::current());
-        let stats = nat.stats.clone();
-        tokio::spawn(cairn::net::stream::follow(path, nat.to_nat, nat.from_nat));
+    let thread = cairn::net::thread::NatThread::start()?;
+    let nat = cairn::net::Nat::spawn(config, thread.handle());
+    let stats = nat.stats.clone();
+    thread.handle().spawn(cairn::net::stream::follow(path, nat.to_nat, nat.from_nat));
+    // Signals on a runtime of their own, as the control plane's are elsewhere.
+    let signals = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    signals.block_on(async {
         // A script's background job ignores SIGINT: SIGTERM ends it too.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
@@ -25,6 +28,6 @@ fn main() -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
         eprintln!("{:?}", stats.snapshot());
-        Ok(())
+        anyhow::Ok(())
     })
 }

@@ -25,6 +25,7 @@ pub mod port;
 pub mod stack;
 pub mod stream;
 mod tcp;
+pub mod thread;
 pub use tcp::HostConn;
 mod udp;
 

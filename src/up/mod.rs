@@ -145,6 +145,8 @@ struct Controller {
     /// The NAT of the current boot: its commands and counters.
     nat: Option<(tokio::sync::mpsc::Sender<net::Command>, Arc<net::Stats>)>,
     forwards: net::forward::Forwards,
+    /// The NAT's own thread (its runtime runs the NAT, its transport and its flows).
+    nat_thread: net::thread::NatThread,
     /// The Docker CLI that came with the image's engine, shown in the status.
     docker_cli: Option<PathBuf>,
     /// When the network's counters were last copied into the status.
@@ -261,6 +263,8 @@ impl Controller {
             orphan: orphan.map(|(vm, booted, _)| (vm, booted)),
             stop,
             forwards: net::forward::Forwards::new(server.runtime.clone()),
+            nat_thread: net::thread::NatThread::start()
+                .map_err(|e| Error::io(std::path::Path::new("the NAT's thread"), e))?,
             docker_cli,
             server,
             net_task: None,

@@ -36,7 +36,7 @@ impl Controller {
             return Ok(None);
         }
         let config = net::Config::from_db(&self.db, &rev)?;
-        let runtime = self.server.runtime.clone();
+        let runtime = self.nat_thread.handle().clone();
         let nat = net::Nat::spawn(config.clone(), &runtime);
         self.forwards.attach(nat.control.clone());
         self.nat = Some((nat.control, nat.stats));
