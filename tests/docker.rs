@@ -179,6 +179,31 @@ fn dockerd_follows_daemon_json_by_reload_and_restart_and_survives_a_bad_file() {
         "still"
     );
 
+    // A killed control plane: the next `up` adopts the VM, and its socket reaches the same
+    // dockerd, with the image still there.
+    let s = status(&env);
+    let (up_pid, dockerd) = (s["pid"].as_u64().expect("pid"), dockerd_pid(&s));
+    // SAFETY: kill(2) on the cairn up process this test started.
+    unsafe {
+        libc::kill(up_pid as libc::pid_t, libc::SIGKILL);
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let up = env
+        .command(&["up", "--detach", "--flavour", "docker"])
+        .env("CAIRN_CACHE", cache())
+        .env("CAIRN_ACCEL", "tcg")
+        .output()
+        .expect("runs");
+    assert!(up.status.success(), "cairn up again: {}", String::from_utf8_lossy(&up.stderr));
+    let s = wait_for(&env, "the engine after adoption", |s| {
+        s["adopted"] == true && s["docker"]["forward"] == "listening"
+    });
+    assert_eq!(dockerd_pid(&s), dockerd, "adopting touches neither the VM nor dockerd: {s:#}");
+    assert_eq!(
+        docker.ok(&["run", "--rm", "cairn-test/busybox:1", "echo", "adopted"]).trim(),
+        "adopted"
+    );
+
     env.ok(&["down"]);
     assert!(!socket.exists(), "down removes the docker socket");
 }
