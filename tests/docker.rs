@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::up::{boot_id, cache, status, wait_for, Down};
+use crate::up::{boot_id, status, up_detached, wait_for, Down};
 use crate::util::Env;
 
 /// The host's Docker CLI against the VM's engine.
@@ -45,6 +45,13 @@ impl Docker {
     }
 }
 
+/// `cairn set daemon JSON --wait` for a file the guest cannot apply: its standard error.
+fn refused(env: &Env, json: &str) -> String {
+    let out = env.run(&["set", "daemon", json, "--wait", "--timeout", "240"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn dockerd_pid(s: &Value) -> u64 {
     s["guest"]["dockerd_pid"].as_u64().unwrap_or_default()
 }
@@ -74,14 +81,7 @@ fn busybox_tar(dir: &Path) -> PathBuf {
 fn dockerd_follows_daemon_json_by_reload_and_restart_and_survives_a_bad_file() {
     let env = Env::new();
     let _down = Down(&env);
-    let up = env
-        .command(&["up", "--detach", "--flavour", "docker"])
-        .env("CAIRN_CACHE", cache())
-        .env("CAIRN_ACCEL", "tcg")
-        .output()
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&up.stdout);
-    assert!(up.status.success(), "cairn up: {}", String::from_utf8_lossy(&up.stderr));
+    let stdout = up_detached(&env, "docker");
     let socket = env.home().join("run/docker.sock");
     let host = format!("unix://{}", socket.display());
     assert!(stdout.contains(&format!("DOCKER_HOST={host}")), "{stdout}");
@@ -128,16 +128,10 @@ fn dockerd_follows_daemon_json_by_reload_and_restart_and_survives_a_bad_file() {
 
     // A file dockerd refuses on reload: the engine keeps the previous file.
     let good = env.head();
-    let refused = env.run(&[
-        "set",
-        "daemon",
+    let stderr = refused(
+        &env,
         r#"{"debug": true, "labels": ["team=infra"], "insecure-registries": ["registry.test:5000"], "default-runtime": "no-such-runtime"}"#,
-        "--wait",
-        "--timeout",
-        "240",
-    ]);
-    assert_eq!(refused.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    );
     assert!(stderr.contains("daemon: dockerd refused to reload it"), "{stderr}");
     assert!(stderr.contains("no-such-runtime"), "dockerd's own message: {stderr}");
     let s = status(&env);
@@ -146,16 +140,7 @@ fn dockerd_follows_daemon_json_by_reload_and_restart_and_survives_a_bad_file() {
     assert_eq!(docker.info("{{json .Labels}}"), r#"["team=infra"]"#, "the previous file runs");
 
     // A file dockerd refuses to start with: it comes back on the previous file.
-    let refused = env.run(&[
-        "set",
-        "daemon",
-        r#"{"storage-driver": "no-such-driver"}"#,
-        "--wait",
-        "--timeout",
-        "240",
-    ]);
-    assert_eq!(refused.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let stderr = refused(&env, r#"{"storage-driver": "no-such-driver"}"#);
     assert!(stderr.contains("daemon: dockerd did not start with it"), "{stderr}");
     assert!(stderr.contains("storage-driver"), "the key at fault: {stderr}");
     let s = status(&env);
@@ -188,13 +173,7 @@ fn dockerd_follows_daemon_json_by_reload_and_restart_and_survives_a_bad_file() {
         libc::kill(up_pid as libc::pid_t, libc::SIGKILL);
     }
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let up = env
-        .command(&["up", "--detach", "--flavour", "docker"])
-        .env("CAIRN_CACHE", cache())
-        .env("CAIRN_ACCEL", "tcg")
-        .output()
-        .expect("runs");
-    assert!(up.status.success(), "cairn up again: {}", String::from_utf8_lossy(&up.stderr));
+    up_detached(&env, "docker");
     let s = wait_for(&env, "the engine after adoption", |s| {
         s["adopted"] == true && s["docker"]["forward"] == "listening"
     });

@@ -36,6 +36,17 @@ pub fn wait_for(env: &Env, what: &str, ready: impl Fn(&Value) -> bool) -> Value 
     }
 }
 
+/// `cairn up --detach` with the image `flavour` (base or docker); its standard output.
+pub fn up_detached(env: &Env, flavour: &str) -> String {
+    let up = env
+        .command(&["up", "--detach", "--flavour", flavour])
+        .env("CAIRN_CACHE", cache())
+        .output()
+        .expect("runs");
+    assert!(up.status.success(), "cairn up: {}", String::from_utf8_lossy(&up.stderr));
+    String::from_utf8_lossy(&up.stdout).into_owned()
+}
+
 pub fn applied(env: &Env, what: &str) -> Value {
     let head = env.head();
     wait_for(env, what, |s| s["applied_commit"] == head.as_str())
@@ -73,12 +84,7 @@ impl Drop for Down<'_> {
 fn up_applies_live_changes_reboots_for_memory_survives_a_crash_and_goes_down() {
     let env = Env::new();
     let _down = Down(&env);
-    let up = env
-        .command(&["up", "--detach", "--flavour", "base"])
-        .env("CAIRN_CACHE", cache())
-        .output()
-        .expect("runs");
-    assert!(up.status.success(), "cairn up: {}", String::from_utf8_lossy(&up.stderr));
+    up_detached(&env, "base");
 
     // The guest mounted /Database and reported the init commit on branch `state`.
     let first = applied(&env, "the first report");
@@ -183,12 +189,7 @@ fn up_applies_live_changes_reboots_for_memory_survives_a_crash_and_goes_down() {
 
     // A killed control plane leaves its VM running; the next `up` adopts it (no reboot), the
     // guest remounts /Database from the new server, and changes keep flowing.
-    let up = env
-        .command(&["up", "--detach", "--flavour", "base"])
-        .env("CAIRN_CACHE", cache())
-        .output()
-        .expect("runs");
-    assert!(up.status.success(), "cairn up: {}", String::from_utf8_lossy(&up.stderr));
+    up_detached(&env, "base");
     let s = applied(&env, "the configuration after up again");
     let (up_pid, vm, boot) =
         (s["pid"].as_u64().expect("pid"), s["vm_pid"].as_u64().expect("vm"), boot_id(&s));
@@ -199,12 +200,7 @@ fn up_applies_live_changes_reboots_for_memory_survives_a_crash_and_goes_down() {
     std::thread::sleep(Duration::from_secs(1));
     assert!(pid_alive(vm), "the VM outlives its control plane");
     env.ok(&["set", "hostname", "while-away"]);
-    let up = env
-        .command(&["up", "--detach", "--flavour", "base"])
-        .env("CAIRN_CACHE", cache())
-        .output()
-        .expect("runs");
-    assert!(up.status.success(), "cairn up after a crash: {}", String::from_utf8_lossy(&up.stderr));
+    up_detached(&env, "base");
     let s = applied(&env, "the change made while the control plane was away");
     assert_eq!((s["vm_pid"].as_u64(), s["adopted"].as_bool()), (Some(vm), Some(true)), "{s:#}");
     assert_eq!(boot_id(&s), boot, "adopting does not reboot");
