@@ -464,7 +464,11 @@ impl Controller {
                             dockerd: report.dockerd.clone(),
                             dockerd_pid: report.dockerd_pid,
                         });
-                        self.show_docker(&report)?;
+                        let had_docker = self.status.docker.is_some();
+                        self.show_docker(&report);
+                        if let (false, Some(docker)) = (had_docker, &self.status.docker) {
+                            progress(&format!("DOCKER_HOST=unix://{}", docker.socket));
+                        }
                         self.status.vm = "running".into();
                         self.backoff = Duration::from_secs(1);
                         if let Some((key, why)) = report.first_error() {

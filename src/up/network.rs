@@ -65,12 +65,12 @@ impl Controller {
 
     /// Opens the docker socket when the guest reports an engine (and closes it when a boot
     /// has none); the status says where it is and whether it reaches the engine.
-    pub(super) fn show_docker(&mut self, report: &Report) -> Result<(), Error> {
+    pub(super) fn show_docker(&mut self, report: &Report) {
         let socket = self.run.docker();
         if report.dockerd.is_empty() || report.dockerd.starts_with("absent") {
             self.forwards.close_unix(&socket);
             self.status.docker = None;
-            return Ok(());
+            return;
         }
         let hostnet = self.nat.is_none() && !self.native;
         let forward = if hostnet {
@@ -84,7 +84,6 @@ impl Controller {
             forward,
             cli: self.docker_cli.as_ref().map(|c| c.display().to_string()),
         });
-        Ok(())
     }
 
     /// Gives the running NAT `commit`'s network settings and forwarded ports, live.

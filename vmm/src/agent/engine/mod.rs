@@ -146,7 +146,7 @@ impl Engine {
             if process::reloaded_since(signalled) {
                 break;
             }
-            if lines.iter().any(|l| l.contains("level=error") || l.contains("level=fatal")) {
+            if lines.iter().any(|l| reload_failed(l)) {
                 let why = failure(&lines);
                 let _ = write_atomically(file, &current.json);
                 running.state = format!("running on the previous daemon.json: {why}");
@@ -334,5 +334,30 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// Whether a line of dockerd's says a reload failed: its errors about the configuration
+/// ("unable to configure the Docker daemon with file ...", "file configuration validation
+/// failed: ...", "Error reconfiguring the daemon: ..."), not whatever else it logs meanwhile.
+fn reload_failed(line: &str) -> bool {
+    (line.contains("level=error") || line.contains("level=fatal"))
+        && ["configur", "validat", "reload"].iter().any(|word| line.contains(word))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_configuration_errors_fail_a_reload() {
+        assert!(reload_failed(
+            r#"level=error msg="file configuration validation failed: specified default runtime 'x' does not exist""#
+        ));
+        assert!(reload_failed(r#"level=error msg="Error reconfiguring the daemon: ...""#));
+        assert!(!reload_failed(
+            r#"level=error msg="stream copy error: reading from a closed fifo""#
+        ));
+        assert!(!reload_failed(r#"level=info msg="Reloaded configuration: {}""#));
     }
 }
