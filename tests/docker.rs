@@ -79,6 +79,7 @@ fn busybox_tar(dir: &Path) -> PathBuf {
 
 #[test]
 fn dockerd_follows_daemon_json_by_reload_and_restart_and_survives_a_bad_file() {
+    let _vm = crate::util::one_vm_at_a_time();
     let env = Env::new();
     let _down = Down(&env);
     let stdout = up_detached(&env, "docker");

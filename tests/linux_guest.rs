@@ -52,6 +52,7 @@ poweroff -f
 
 #[test]
 fn the_linux_client_mounts_reads_commits_and_streams() {
+    let _vm = crate::util::one_vm_at_a_time();
     let env = Env::new();
     let (serve, port) = env.serve_tcp();
     let init = env.dir.path().join("init");

@@ -29,6 +29,7 @@ impl Drop for Up {
 
 #[test]
 fn up_runs_the_vm_on_the_embedded_vmm_and_down_powers_it_off() {
+    let _vm = crate::util::one_vm_at_a_time();
     if !kvm_usable() {
         eprintln!("skipped: /dev/kvm cannot be opened here");
         return;

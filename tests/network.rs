@@ -139,6 +139,7 @@ fn harness_image(env: &Env, http_port: u16) -> (std::path::PathBuf, std::path::P
 
 #[test]
 fn the_guest_network_goes_through_the_nat_with_dhcp_dns_and_live_forwards() {
+    let _vm = crate::util::one_vm_at_a_time();
     let env = Env::new();
     let _down = Down(&env);
     let http_port = page_server("hello from the host");

@@ -82,6 +82,7 @@ impl Drop for Down<'_> {
 
 #[test]
 fn up_applies_live_changes_reboots_for_memory_survives_a_crash_and_goes_down() {
+    let _vm = crate::util::one_vm_at_a_time();
     let env = Env::new();
     let _down = Down(&env);
     up_detached(&env, "base");

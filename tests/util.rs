@@ -19,6 +19,15 @@ pub fn cairn_bin() -> PathBuf {
     bin
 }
 
+/// Held by every test that boots a VM, for its whole length: two TCG guests on these 2-core
+/// machines starve each other and the `cairn` commands the tests time (a burst of commits meant
+/// to coalesce within the control plane's 1 s quiet window arrived seconds apart). The tests
+/// without a VM still run alongside.
+pub fn one_vm_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    VM.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A fixture script under tests/fixtures.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
