@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use super::Command;
+use super::{Command, HostConn};
 
 /// One forward.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -148,7 +148,8 @@ impl Forwards {
         let _ = std::fs::remove_file(path);
         let listener = match tokio::net::UnixListener::bind(path) {
             Ok(socket) => {
-                let task = self.runtime.spawn(unix(socket, guest_port, self.nat.subscribe()));
+                let listener = StreamListener::Unix(socket);
+                let task = self.runtime.spawn(streams(listener, guest_port, self.nat.subscribe()));
                 Listener { task: Some(task), state: "listening".into() }
             }
             Err(e) => {
@@ -184,8 +185,10 @@ impl Forwards {
             bind_udp(forward.host)
                 .map(|socket| self.runtime.spawn(udp(socket, forward.guest_port, nat)))
         } else {
-            bind_tcp(forward.host)
-                .map(|listener| self.runtime.spawn(tcp(listener, forward.guest_port, nat)))
+            bind_tcp(forward.host).map(|listener| {
+                let listener = StreamListener::Tcp(listener);
+                self.runtime.spawn(streams(listener, forward.guest_port, nat))
+            })
         };
         match started {
             Ok(task) => Listener { task: Some(task), state: "listening".into() },
@@ -212,52 +215,43 @@ fn bind_udp(
     Ok((tokio::net::UdpSocket::from_std(socket)?, sender))
 }
 
-async fn tcp(
-    listener: tokio::net::TcpListener,
-    port: u16,
-    nat: watch::Receiver<Option<mpsc::Sender<Command>>>,
-) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of descriptors, most likely: wait rather than spin.
-                tracing::debug!(error = %e, "accepting on a forwarded port");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let target = nat.borrow().clone();
-        match target {
-            Some(nat) => {
-                if nat.send(Command::TcpIn { stream: stream.into(), port }).await.is_err() {
-                    tracing::debug!(%peer, port, "no NAT for a forwarded connection");
-                }
-            }
-            // No VM to connect to: the peer sees the connection closed.
-            None => drop(stream),
-        }
+/// A listening socket whose connections go into the guest: a forwarded TCP port, or a unix
+/// socket such as the docker socket.
+enum StreamListener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl StreamListener {
+    async fn accept(&self) -> std::io::Result<HostConn> {
+        Ok(match self {
+            StreamListener::Tcp(listener) => listener.accept().await?.0.into(),
+            StreamListener::Unix(listener) => listener.accept().await?.0.into(),
+        })
     }
 }
 
-async fn unix(
-    listener: tokio::net::UnixListener,
+/// Hands each connection accepted on `listener` to the current NAT, for the guest's `port`.
+async fn streams(
+    listener: StreamListener,
     port: u16,
     nat: watch::Receiver<Option<mpsc::Sender<Command>>>,
 ) {
     loop {
         let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+            Ok(stream) => stream,
             Err(e) => {
-                tracing::debug!(error = %e, "accepting on a forwarded unix socket");
+                // Out of descriptors, most likely: wait rather than spin.
+                tracing::debug!(error = %e, port, "accepting on a forwarded socket");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
         };
         let target = nat.borrow().clone();
+        // No VM to connect to: the peer sees the connection closed (`stream` dropped).
         if let Some(nat) = target {
-            if nat.send(Command::TcpIn { stream: stream.into(), port }).await.is_err() {
-                tracing::debug!(port, "no NAT for a connection to a forwarded unix socket");
+            if nat.send(Command::TcpIn { stream, port }).await.is_err() {
+                tracing::debug!(port, "no NAT for a forwarded connection");
             }
         }
     }

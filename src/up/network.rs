@@ -11,6 +11,9 @@ use super::{status, Controller};
 use crate::net::{self, port::NatPort};
 use crate::Error;
 
+/// Why a forward (or the docker socket) is not carried out under qemu's own network.
+const NOT_FORWARDED: &str = "not forwarded: network=hostnet (qemu's own network) has no forwards";
+
 /// How often the network's counters reach the status file.
 const NETWORK_REFRESH: Duration = Duration::from_secs(2);
 
@@ -57,7 +60,7 @@ impl Controller {
             .filter_map(net::forward::Forward::parse)
             .map(|forward| net::forward::ForwardStatus {
                 forward: forward.to_string(),
-                state: "not forwarded: network=hostnet (qemu's own network) has no forwards".into(),
+                state: NOT_FORWARDED.into(),
             })
             .collect();
         Ok(status::Network { mode: "hostnet".into(), forwards, ..status::Network::default() })
@@ -67,7 +70,7 @@ impl Controller {
     /// has none); the status says where it is and whether it reaches the engine.
     pub(super) fn show_docker(&mut self, report: &Report) {
         let socket = self.run.docker();
-        if report.dockerd.is_empty() || report.dockerd.starts_with("absent") {
+        if !report.has_engine() {
             self.forwards.close_unix(&socket);
             self.status.docker = None;
             return;
@@ -75,7 +78,7 @@ impl Controller {
         let hostnet = self.nat.is_none() && !self.native;
         let forward = if hostnet {
             self.forwards.close_unix(&socket);
-            "not forwarded: network=hostnet (qemu's own network) has no forwards".to_owned()
+            NOT_FORWARDED.to_owned()
         } else {
             self.forwards.unix(&socket, cairn_vmm::agent::DOCKER_API_PORT)
         };

@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 /// The branch the agent reports on.
 pub const STATE_BRANCH: &str = "state";
 
+/// The `dockerd` state of a guest whose image has no Docker engine.
+pub const DOCKERD_ABSENT: &str = "absent (an image without the Docker engine)";
+
 /// How applying one key went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -103,6 +106,11 @@ impl Report {
             dockerd: text("dockerd"),
             results,
         })
+    }
+
+    /// Whether the guest runs the Docker engine (an agent older than the engine says nothing).
+    pub fn has_engine(&self) -> bool {
+        !self.dockerd.is_empty() && self.dockerd != DOCKERD_ABSENT
     }
 
     /// The first key that failed, with its reason.

@@ -22,7 +22,7 @@ pub use apply::{hex, DAEMON_JSON};
 pub use boot::MODULES;
 pub use engine::API_PORT as DOCKER_API_PORT;
 
-use crate::report::{Outcome, Report};
+use crate::report::{Outcome, Report, DOCKERD_ABSENT};
 
 /// Why a step of the agent failed; printed on the console and retried.
 #[derive(Debug, thiserror::Error)]
@@ -195,16 +195,16 @@ fn apply_commit(db: &Path, commit: &str, engine: Option<&engine::Engine>) -> Rep
                 Ok(settings) => engine.apply(settings, Path::new(DAEMON_JSON)),
                 Err(e) => Outcome::Failed(e),
             };
+            (report.dockerd_pid, report.dockerd) = engine.describe();
             (outcome, apply::file_sha256(Path::new(DAEMON_JSON)))
         }
-        None => apply::daemon_json(&ro, Path::new(DAEMON_JSON)),
+        None => {
+            report.dockerd = DOCKERD_ABSENT.into();
+            apply::daemon_json(&ro, Path::new(DAEMON_JSON))
+        }
     };
     report.results.insert("daemon".into(), daemon);
     report.daemon_json_sha256 = hash;
-    (report.dockerd_pid, report.dockerd) = match engine {
-        Some(engine) => engine.describe(),
-        None => (0, "absent (an image without the Docker engine)".into()),
-    };
     report.hostname = apply::current_hostname();
     report.boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .unwrap_or_default()

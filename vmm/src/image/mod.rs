@@ -66,17 +66,6 @@ impl Flavour {
     }
 }
 
-impl std::str::FromStr for Flavour {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Flavour, String> {
-        match s {
-            "base" => Ok(Flavour::Base),
-            "docker" => Ok(Flavour::Docker),
-            _ => Err(format!("flavour {s:?}: allowed are base and docker")),
-        }
-    }
-}
-
 /// What an image was built from; equal manifests mean the same image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {

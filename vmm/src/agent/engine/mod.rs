@@ -310,9 +310,7 @@ impl Engine {
                 .is_some_and(|c| !matches!(children::try_wait(c), Ok(None)));
             if containerd_died {
                 running.containerd = None;
-                let why = failure(
-                    &self.containerd_log.since(self.containerd_log.seq().saturating_sub(20)),
-                );
+                let why = failure(&self.containerd_log.last(20));
                 say(&format!("containerd stopped on its own: {why}; starting it again"));
                 if let Err(e) = self.ensure_containerd(&mut running) {
                     say(&e);
@@ -322,7 +320,7 @@ impl Engine {
             let Ok(Some(status)) = children::try_wait(child) else { continue };
             running.child = None;
             running.settings = None;
-            let why = failure(&self.log.since(self.log.seq().saturating_sub(20)));
+            let why = failure(&self.log.last(20));
             say(&format!("dockerd stopped on its own ({status}): {why}; starting it again"));
             if let Some(good) = running.good.clone() {
                 match self.start(&mut running, &good) {

@@ -41,6 +41,11 @@ impl Log {
         guard.1.iter().rev().take(new).rev().cloned().collect()
     }
 
+    /// The last `n` lines.
+    pub fn last(&self, n: u64) -> Vec<String> {
+        self.since(self.seq().saturating_sub(n))
+    }
+
     pub fn wait(&self, timeout: Duration) {
         let guard = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
         let _ = self.grew.wait_timeout(guard, timeout);
