@@ -22,6 +22,26 @@ pub fn db_dir(explicit: Option<&Path>) -> Result<PathBuf, Error> {
     }
 }
 
+/// Keeps what cairn writes to its owner: files are created 0600 and directories 0700 (the
+/// umask, inherited by qemu and every other child), and a data directory that others can
+/// read or enter is made 0700. Returns the old mode of a directory it tightened. The database
+/// holds proxy credentials, the run directory the sockets that reconfigure the VM.
+pub fn make_private(home: &Path) -> Result<Option<u32>, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: umask(2) only sets the process's file-mode creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+    let Ok(meta) = std::fs::metadata(home) else { return Ok(None) };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    std::fs::set_permissions(home, std::fs::Permissions::from_mode(mode & 0o700))
+        .map_err(|source| Error::Io { path: home.to_owned(), source })?;
+    Ok(Some(mode))
+}
+
 fn home_from(var: impl Fn(&str) -> Option<PathBuf>) -> Result<PathBuf, Error> {
     if let Some(home) = var("CAIRN_HOME") {
         return Ok(home);
@@ -38,6 +58,22 @@ mod tests {
 
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<PathBuf> + 'a {
         move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| PathBuf::from(v))
+    }
+
+    #[test]
+    fn a_loose_home_is_tightened_once() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).expect("mkdir");
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(make_private(&home).expect("chmod"), Some(0o755));
+        let mode = std::fs::metadata(&home).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert_eq!(make_private(&home).expect("nothing to do"), None);
+        std::fs::write(home.join("f"), "x").expect("write");
+        let file = std::fs::metadata(home.join("f")).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(file, 0o600, "the umask is 077");
     }
 
     #[test]

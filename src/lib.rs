@@ -5,6 +5,7 @@
 //! crate holds what the command-line front end and, later, the reconciler share.
 //!
 //! # Layout
+//! - [`channel`]: the control plane's end of the private channel to the guest agent.
 //! - [`home`]: where cairn keeps its data (`CAIRN_HOME`, `CAIRN_DB`).
 //! - [`host`]: the machine's limits, which bound settings such as `memory` and `ncpu`.
 //! - [`serve`]: the 9P server on its own (`cairn serve`), and for `cairn up`.
@@ -13,6 +14,7 @@
 //! - [`vm`]: VM backends (qemu today).
 //! - [`up`]: the control loop of `cairn up`, and its status.
 
+pub mod channel;
 pub mod home;
 pub mod host;
 pub mod net;
@@ -21,6 +23,7 @@ pub mod serve;
 pub mod up;
 pub mod vm;
 
+pub use cairn_channel as guest_channel;
 pub use cairn_db as db;
 pub use cairn_schema as schema;
 pub use cairn_vmm as vmm;

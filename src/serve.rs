@@ -30,7 +30,11 @@ pub fn run(db: Db, listeners: Listeners) -> Result<(), Error> {
         let fs = Arc::new(cairn_9p::Fs::new(Arc::new(db)));
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(address) = listeners.tcp {
-            if !address.ip().is_loopback() {
+            // 9P has no authentication: whoever reaches the port reads and changes the
+            // configuration, other users of this host included.
+            if address.ip().is_loopback() {
+                tracing::warn!(%address, "serving 9P on TCP, as asked: every user of this host can reach it; the unix socket is private to you");
+            } else {
                 tracing::warn!(%address, "serving 9P beyond loopback, as asked: anyone who reaches it can change the configuration");
             }
             let listener = tokio::net::TcpListener::bind(address)
@@ -62,14 +66,13 @@ pub fn run(db: Db, listeners: Listeners) -> Result<(), Error> {
     })
 }
 
-/// The 9P server for `cairn up`, on its own threads: TCP on a loopback port (the guest's way in
-/// through qemu's user network) and the unix socket at `socket`. The port is `port` when it is
-/// free (a running guest dials the port it booted with), else one the system picks. SIGINT,
-/// SIGTERM and SIGHUP set `stop`. The thread ends with the process.
+/// The 9P server for `cairn up`, on its own threads: the unix socket at `socket` for the
+/// host's own tools, and the filesystem that the guest reaches through the channel (qemu) or
+/// the native VMM's virtio-9p device. No network listener: any user of the host could reach
+/// one. SIGINT, SIGTERM and SIGHUP set `stop`. The thread ends with the process.
 pub fn spawn_for_vm(
     db: Arc<Db>,
     socket: &std::path::Path,
-    port: Option<u16>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Result<VmServer, Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -79,18 +82,6 @@ pub fn spawn_for_vm(
         .build()
         .map_err(Error::Runtime)?;
     let fs = Arc::new(cairn_9p::Fs::new(db));
-    let address = "127.0.0.1:0";
-    let wanted = port.map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-    let listener = match wanted.map(|a| runtime.block_on(tokio::net::TcpListener::bind(a))) {
-        Some(Ok(listener)) => listener,
-        _ => runtime
-            .block_on(tokio::net::TcpListener::bind(address))
-            .map_err(|source| Error::Listen { address: address.into(), source })?,
-    };
-    let port = listener
-        .local_addr()
-        .map_err(|source| Error::Listen { address: address.into(), source })?
-        .port();
     let unix = {
         let _guard = runtime.enter();
         cairn_9p::transport::bind_unix(socket)?
@@ -101,7 +92,6 @@ pub fn spawn_for_vm(
         .name("cairn-9p".into())
         .spawn(move || {
             runtime.block_on(async move {
-                tokio::spawn(cairn_9p::transport::serve_tcp(fs.clone(), listener));
                 tokio::spawn(cairn_9p::transport::serve_unix_listener(fs, unix));
                 use tokio::signal::unix::{signal, SignalKind};
                 let signals = signal(SignalKind::terminate())
@@ -120,14 +110,13 @@ pub fn spawn_for_vm(
             })
         })
         .map_err(Error::Runtime)?;
-    Ok(VmServer { port, fs: served, runtime: handle, _thread: thread })
+    Ok(VmServer { fs: served, runtime: handle, _thread: thread })
 }
 
-/// The server `cairn up` runs: its TCP port, and the filesystem and runtime that the native
-/// VMM's virtio-9p device serves in-process.
+/// The server `cairn up` runs: the filesystem that the guest's channel and the native VMM's
+/// virtio-9p device serve, and the runtime they run on.
 #[derive(Debug)]
 pub struct VmServer {
-    pub port: u16,
     pub fs: Arc<cairn_9p::Fs>,
     pub runtime: tokio::runtime::Handle,
     _thread: std::thread::JoinHandle<()>,

@@ -25,20 +25,42 @@ pub struct Usage(pub String);
 #[error("{0}")]
 pub struct TimedOut(pub String);
 
-/// The exit code for an error.
+/// The exit code for an error: the first cause in its chain that has one of its own, so a
+/// refused value wrapped in context ("reading daemon.json: ...") still exits 3.
 pub fn code_of(err: &anyhow::Error) -> i32 {
-    if err.downcast_ref::<Usage>().is_some() {
-        return USAGE;
+    err.chain().find_map(code_of_cause).unwrap_or(RUNTIME)
+}
+
+fn code_of_cause(cause: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    if cause.is::<Usage>() {
+        return Some(USAGE);
     }
-    if err.downcast_ref::<TimedOut>().is_some() {
-        return TIMEOUT;
+    if cause.is::<TimedOut>() {
+        return Some(TIMEOUT);
     }
-    if err.downcast_ref::<cairn::schema::Error>().is_some() {
-        return REFUSED;
+    if cause.is::<cairn::schema::Error>() {
+        return Some(REFUSED);
     }
-    match err.downcast_ref::<DbError>() {
-        Some(DbError::Refused(_)) => REFUSED,
-        Some(DbError::Conflict { .. } | DbError::Moved { .. }) => CONFLICT,
-        _ => RUNTIME,
+    match cause.downcast_ref::<DbError>()? {
+        DbError::Refused(_) => Some(REFUSED),
+        DbError::Conflict { .. } | DbError::Moved { .. } => Some(CONFLICT),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn a_refusal_under_context_still_exits_3() {
+        let refused = cairn::schema::by_name("nope").expect_err("not a key");
+        let wrapped: anyhow::Result<()> =
+            Err(DbError::Refused(refused)).context("applying saved.json").context("cairn apply");
+        assert_eq!(code_of(&wrapped.expect_err("an error")), REFUSED);
+        let timed: anyhow::Result<()> = Err(TimedOut("late".into())).context("waiting");
+        assert_eq!(code_of(&timed.expect_err("an error")), TIMEOUT);
+        assert_eq!(code_of(&anyhow::anyhow!("other")), RUNTIME);
     }
 }

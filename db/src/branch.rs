@@ -24,8 +24,8 @@ impl Db {
     pub fn create_branch(&self, branch: &str, at: ObjectId) -> Result<(), Error> {
         check_name(branch)?;
         let repo = self.repo();
-        let _writer = WriterLock::acquire(self.git_dir())?;
-        match compare_and_swap(&repo, branch, None, at)? {
+        let mut writer = WriterLock::acquire(self.git_dir())?;
+        match compare_and_swap(&repo, &mut writer, branch, None, at)? {
             Swap::Done => {
                 self.heads.clear();
                 Ok(())
@@ -64,7 +64,7 @@ impl Db {
     pub fn fast_forward(&self, branch: &str, to: ObjectId) -> Result<(), Error> {
         let repo = self.repo();
         repo.find_commit(to).map_err(|_| Error::UnknownRevision { rev: to.to_string() })?;
-        let _writer = WriterLock::acquire(self.git_dir())?;
+        let mut writer = WriterLock::acquire(self.git_dir())?;
         let head = crate::refs::read(&repo, branch)?;
         if let Some(head) = head {
             if head == to {
@@ -77,7 +77,7 @@ impl Db {
                 });
             }
         }
-        match compare_and_swap(&repo, branch, head, to)? {
+        match compare_and_swap(&repo, &mut writer, branch, head, to)? {
             Swap::Done => {
                 self.heads.clear();
                 Ok(())
@@ -100,13 +100,68 @@ impl Db {
 
 /// Branch names must be valid git ref names and single path components (they are directories
 /// in the 9P tree).
-fn check_name(branch: &str) -> Result<(), Error> {
-    let valid = !branch.is_empty()
-        && !branch.contains('/')
-        && gix::refs::FullName::try_from(full_name(branch)).is_ok();
-    if valid {
+/// Refuses a branch name git would refuse (or find ambiguous), before any ref is written.
+pub(crate) fn check_name(branch: &str) -> Result<(), Error> {
+    if valid_branch_name(branch) {
         Ok(())
     } else {
         Err(Error::BadBranchName { branch: branch.to_owned() })
+    }
+}
+
+/// Whether `name` is a branch name by git's rules (`git check-ref-format --branch`), as one
+/// path component: no `/`; not starting with `.` or `-`; not ending with `.` or `.lock`; no
+/// `..`, no `@{`, not `@`; no control characters, space, `~ ^ : ? * [ \`. `HEAD` and the
+/// other all-capital `*HEAD` names are refused too: git accepts them as branches, then
+/// warns that every use of them is ambiguous.
+pub fn valid_branch_name(name: &str) -> bool {
+    let forbidden = |c: char| c.is_ascii_control() || " ~^:?*[\\/".contains(c);
+    !name.is_empty()
+        && !name.starts_with('.')
+        && !name.starts_with('-')
+        && !name.ends_with('.')
+        && !name.ends_with(".lock")
+        && !name.contains("..")
+        && !name.contains("@{")
+        && name != "@"
+        && !name.chars().any(forbidden)
+        && !(name.ends_with("HEAD") && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+        && gix::refs::FullName::try_from(full_name(name)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branch_names_follow_git() {
+        for good in ["master", "state", "feature-1", "a.b", "x_y", "v1.2.3", "héllo"] {
+            assert!(valid_branch_name(good), "{good:?} refused");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a..b",
+            "x~1",
+            "x^",
+            "x:y",
+            "x?",
+            "x*",
+            "x[",
+            "x\\y",
+            "x.",
+            "@",
+            "x@{1}",
+            "HEAD",
+            "FETCH_HEAD",
+            ".hidden",
+            "x.lock",
+            "a/b",
+            "-x",
+            "tab\there",
+            "del\u{7f}",
+        ] {
+            assert!(!valid_branch_name(bad), "{bad:?} accepted");
+        }
     }
 }

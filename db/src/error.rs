@@ -32,10 +32,14 @@ pub enum Error {
     /// `--expect` was given and the branch is elsewhere.
     #[error("{branch} is at {found}, not at the expected {expected}; nothing was changed")]
     Moved { branch: String, expected: String, found: String },
-    #[error("{lock} is held by another writer and was not released within {seconds} s")]
+    #[error("{lock} is held by a git process, or was left by one that died, and was not released within {seconds} s; cairn never breaks git's lock: if no git command is running on this database, remove the file")]
     Locked { lock: PathBuf, seconds: u64 },
+    #[error("{lock} is held by {holder}, and was not released within {seconds} s")]
+    WriterBusy { lock: PathBuf, holder: String, seconds: f64 },
     #[error("{branch} kept moving under this commit ({attempts} attempts); is something rewriting it in a loop?")]
     Contended { branch: String, attempts: u32 },
+    #[error("{path:?}: not a path git can store (no NUL, no empty component, no .git)")]
+    BadPath { path: String },
     #[error("{path}: {value} is not a valid commit id")]
     CorruptRef { path: PathBuf, value: String },
     #[error("{action}")]

@@ -11,6 +11,7 @@
 //! - [`branch`]: listing, creating, deleting, fast-forwarding branches.
 //! - [`transaction`]: a set of changes committed as one commit, rebased when the head moved.
 //! - [`refs`]: the lock-file compare-and-swap on a ref, with fsync.
+//! - `writer_lock`: the lock of cairn's writers, which tells a dead writer's git lock from git's.
 //! - `durable`: flushing freshly written objects before the ref moves.
 //! - [`history`]: the branch log, per-key history (through an index of changed keys), diffs
 //!   and rollback.
@@ -28,6 +29,7 @@ mod read;
 pub mod refs;
 pub mod transaction;
 pub mod watch;
+mod writer_lock;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -172,8 +174,10 @@ impl Db {
         Handle { repo: Some(repo), db: self }
     }
 
-    /// Starts a transaction on `branch`, based on its current head.
+    /// Starts a transaction on `branch`, based on its current head. A name git would refuse
+    /// is refused here, before anything is written.
     pub fn transaction(&self, branch: &str) -> Result<Transaction<'_>, Error> {
+        branch::check_name(branch)?;
         let base = self.head(branch)?;
         Ok(Transaction::new(self, branch, base))
     }

@@ -6,18 +6,17 @@
 //! new id into the lock, flush it, rename it over the ref, flush the directory. The git CLI uses
 //! the same lock, so the two exclude each other.
 //!
-//! cairn writers additionally serialise on an advisory lock ([`WriterLock`]). Besides sparing
-//! them retries, it makes stale git locks detectable: a `.lock` that outlives a short wait while
-//! we hold the writer lock belongs to a process that died (a killed cairn or git), and is removed.
+//! cairn writers additionally serialise on an advisory lock ([`WriterLock`]), which also tells
+//! a git lock left by a dead cairn writer (removed) from git's own (waited for, never broken).
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gix::ObjectId;
 
+pub use crate::writer_lock::WriterLock;
 use crate::Error;
 
 /// The full ref name of a branch; names already starting with `refs/` are taken as they are.
@@ -44,39 +43,8 @@ pub(crate) fn read(repo: &gix::Repository, branch: &str) -> Result<Option<Object
     Ok(Some(id.detach()))
 }
 
-/// An advisory lock that serialises cairn's writers of one repository. Released when dropped or
-/// when the process dies.
-#[derive(Debug)]
-pub struct WriterLock {
-    _file: File,
-}
-
-impl WriterLock {
-    /// Blocks until this process is the only cairn writer of the repository at `git_dir`.
-    pub fn acquire(git_dir: &Path) -> Result<WriterLock, Error> {
-        let path = git_dir.join("cairn-writer.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| Error::io(&path, source))?;
-        loop {
-            // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(WriterLock { _file: file });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != ErrorKind::Interrupted {
-                return Err(Error::io(&path, err));
-            }
-        }
-    }
-}
-
-/// How long a git lock may persist before, with the writer lock held, it is taken to be stale.
-const STALE_AFTER: Duration = Duration::from_secs(2);
+/// How long a writer waits for git to let its lock go.
+const GIVE_UP: Duration = Duration::from_secs(10);
 
 /// The outcome of [`compare_and_swap`].
 #[derive(Debug, PartialEq, Eq)]
@@ -87,10 +55,12 @@ pub enum Swap {
     Moved(Option<ObjectId>),
 }
 
-/// Points `branch` at `new` if it is at `expected` (`None`: must not exist). The caller holds the
-/// [`WriterLock`]. Objects must already be durable.
+/// Points `branch` at `new` if it is at `expected` (`None`: must not exist). The caller holds
+/// `writer`. Objects must already be durable. What it returns is what is on disk: once the ref
+/// file has been renamed into place, the swap is done, even if flushing the directory fails.
 pub fn compare_and_swap(
     repo: &gix::Repository,
+    writer: &mut WriterLock,
     branch: &str,
     expected: Option<ObjectId>,
     new: ObjectId,
@@ -98,10 +68,10 @@ pub fn compare_and_swap(
     let git_dir = repo.git_dir();
     let name = full_name(branch);
     let ref_path = git_dir.join(&name);
-    let lock_path = PathBuf::from(format!("{}.lock", ref_path.display()));
+    let lock_path = crate::writer_lock::lock_path(&ref_path);
     let dir = ref_path.parent().expect("a ref path has a parent directory").to_owned();
     std::fs::create_dir_all(&dir).map_err(|source| Error::io(&dir, source))?;
-    let mut lock = acquire_git_lock(&lock_path)?;
+    let mut lock = acquire_git_lock(&lock_path, writer)?;
     let result = (|| {
         let current = read(repo, branch)?;
         if current != expected {
@@ -111,47 +81,39 @@ pub fn compare_and_swap(
             .and_then(|()| lock.sync_all())
             .map_err(|source| Error::io(&lock_path, source))?;
         std::fs::rename(&lock_path, &ref_path).map_err(|source| Error::io(&ref_path, source))?;
-        sync_dir(&dir)?;
         Ok(Swap::Done)
     })();
     if !matches!(result, Ok(Swap::Done)) {
         // Ours to remove: we created it exclusively and did not rename it.
         let _ = std::fs::remove_file(&lock_path);
     }
+    writer.clear();
+    if matches!(result, Ok(Swap::Done)) {
+        if let Err(e) = sync_dir(&dir) {
+            // The ref moved (every reader sees it); only its durability across a power loss
+            // is in doubt, which is not a reason to report a change that happened as failed.
+            tracing::warn!(error = %e, "flushing the ref's directory");
+        }
+    }
     result
 }
 
-/// Creates `path` exclusively, waiting while someone else holds it, and breaking it once it is
-/// clearly stale (unchanged for [`STALE_AFTER`] while we hold the writer lock).
-fn acquire_git_lock(path: &Path) -> Result<File, Error> {
+/// Creates `path` exclusively, waiting while someone else holds it. A lock a dead cairn writer
+/// left was removed when `writer` was taken; what is left is git's, and is waited for (at most
+/// [`GIVE_UP`]), never broken: a git process may hold it for seconds (a hook, a slow disk).
+fn acquire_git_lock(path: &Path, writer: &mut WriterLock) -> Result<File, Error> {
     use std::os::unix::fs::MetadataExt;
-    const GIVE_UP: Duration = Duration::from_secs(10);
     let started = Instant::now();
-    let mut seen: Option<((u64, std::time::SystemTime), Instant)> = None;
     let mut pause = Duration::from_micros(200);
     loop {
         match OpenOptions::new().write(true).create_new(true).open(path) {
-            Ok(file) => return Ok(file),
+            Ok(file) => {
+                let ino = file.metadata().map_err(|source| Error::io(path, source))?.ino();
+                writer.record(path, ino);
+                return Ok(file);
+            }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(source) => return Err(Error::io(path, source)),
-        }
-        let identity = std::fs::metadata(path)
-            .ok()
-            .map(|m| (m.ino(), m.modified().unwrap_or(std::time::UNIX_EPOCH)));
-        match (identity, &seen) {
-            (None, _) => {
-                seen = None;
-                continue;
-            }
-            (Some(id), Some((old, since))) if id == *old => {
-                if since.elapsed() >= STALE_AFTER {
-                    tracing::warn!(lock = %path.display(), "removing a stale lock left by a process that died");
-                    let _ = std::fs::remove_file(path);
-                    seen = None;
-                    continue;
-                }
-            }
-            (Some(id), _) => seen = Some((id, Instant::now())),
         }
         if started.elapsed() > GIVE_UP {
             return Err(Error::Locked { lock: path.to_owned(), seconds: GIVE_UP.as_secs() });

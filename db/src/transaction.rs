@@ -146,8 +146,9 @@ impl<'db> Transaction<'db> {
 
     /// Commits the changes as one commit and moves the branch to it.
     pub fn commit(self) -> Result<Committed, Error> {
+        self.check_paths()?;
         let repo = self.db.repo();
-        let _writer = WriterLock::acquire(self.db.git_dir())?;
+        let mut writer = WriterLock::acquire(self.db.git_dir())?;
         // Only an outside writer (the git CLI) can move the branch while we hold the writer lock;
         // give up rather than spin if one does so without pause.
         const ATTEMPTS: u32 = 50;
@@ -211,7 +212,7 @@ impl<'db> Transaction<'db> {
                     return Ok(Committed { id, parent: head, created: false, rebased, migration });
                 }
                 // Nothing but the migration: it becomes the head.
-                match compare_and_swap(&repo, &self.branch, head, id)? {
+                match compare_and_swap(&repo, &mut writer, &self.branch, head, id)? {
                     Swap::Done => {
                         self.db.heads.clear();
                         return Ok(Committed {
@@ -242,7 +243,7 @@ impl<'db> Transaction<'db> {
                 written.extend(trees_along(&repo, tree, path)?);
             }
             crate::durable::sync_objects(&repo, written)?;
-            match compare_and_swap(&repo, &self.branch, head, commit)? {
+            match compare_and_swap(&repo, &mut writer, &self.branch, head, commit)? {
                 Swap::Done => {
                     self.db.heads.clear();
                     return Ok(Committed {
@@ -258,6 +259,26 @@ impl<'db> Transaction<'db> {
             }
         }
         Err(Error::Contended { branch: self.branch.clone(), attempts: ATTEMPTS })
+    }
+
+    /// Refuses paths git cannot store or must not hold (a NUL, an empty component, `.git`),
+    /// and, on the configuration branch, a key that is not a regular file: the schema checks
+    /// a link's target as if it were the value, and the guest would follow it.
+    fn check_paths(&self) -> Result<(), Error> {
+        for path in self.changes.keys() {
+            let bad = path.is_empty()
+                || path.contains('\0')
+                || path.split('/').any(|c| c.is_empty() || c.eq_ignore_ascii_case(".git"));
+            if bad {
+                return Err(Error::BadPath { path: path.clone() });
+            }
+        }
+        if self.branch == CONFIG_BRANCH {
+            if let Some(key) = self.links.iter().find_map(|p| by_path(p)) {
+                return Err(cairn_schema::Error::NotAFile { key: key.name.into() }.into());
+            }
+        }
+        Ok(())
     }
 
     /// Refuses the commit if `head` changed any path this transaction changes since its base,
@@ -307,11 +328,11 @@ pub(crate) fn commit_tree(
         cairn_schema::validate_tree(tree, &|_| true, db.host(), Validation { force: true })?;
     }
     let repo = db.repo();
-    let _writer = WriterLock::acquire(db.git_dir())?;
+    let mut writer = WriterLock::acquire(db.git_dir())?;
     let (root, written) = write_tree(&repo, tree)?;
     let commit = write_commit(&repo, root, expected.into_iter().collect(), message)?;
     crate::durable::sync_objects(&repo, written.into_iter().chain([root, commit]))?;
-    match compare_and_swap(&repo, branch, expected, commit)? {
+    match compare_and_swap(&repo, &mut writer, branch, expected, commit)? {
         Swap::Done => {
             db.heads.clear();
             Ok(commit)

@@ -121,3 +121,46 @@ fn history_and_rollback() {
     assert_eq!(diff.len(), 1);
     assert_eq!(diff[0].path, "memory");
 }
+
+#[test]
+fn an_idle_watch_does_not_read_the_ref_over_and_over() {
+    let (dir, db) = fresh();
+    let git_dir = dir.path().join("db");
+    let watch = db.watch(CONFIG_BRANCH).expect("watch");
+    // Readers of the ref (this process and the git CLI) raise open and close events.
+    for _ in 0..20 {
+        db.head(CONFIG_BRANCH).expect("head");
+        git(&git_dir, &["rev-parse", "master"]);
+    }
+    assert_eq!(watch.recv_timeout(Duration::from_secs(5)), Err(true), "nothing changed");
+    assert!(watch.reads() <= 3, "an idle watch read the ref {} times in 5 s", watch.reads());
+    // A commit is still seen at once.
+    let mut tx = db.transaction(CONFIG_BRANCH).expect("tx");
+    tx.set_key("memory", b"1024").expect("valid");
+    let ours = tx.commit().expect("commit").id;
+    assert_eq!(watch.recv_timeout(Duration::from_secs(2)), Ok(Some(ours)));
+}
+
+#[test]
+fn watch_sees_a_packed_ref_move_and_a_branch_deleted_and_recreated() {
+    let (dir, db) = fresh();
+    let git_dir = dir.path().join("db");
+    let first = git(&git_dir, &["rev-parse", "master"]).trim().to_owned();
+    git(&git_dir, &["branch", "side", "master"]);
+    let watch = db.watch("side").expect("watch");
+    // A packed ref moved by the git CLI: pack, then update the packed value only.
+    git(&git_dir, &["pack-refs", "--all"]);
+    assert_eq!(watch.recv_timeout(Duration::from_millis(600)), Err(true), "packing moves nothing");
+    let mut tx = db.transaction(CONFIG_BRANCH).expect("tx");
+    tx.set_key("memory", b"1024").expect("valid");
+    let second = tx.commit().expect("commit").id.to_string();
+    git(&git_dir, &["update-ref", "refs/heads/side", &second]);
+    let seen = watch.recv_timeout(Duration::from_secs(5)).expect("seen").expect("a head");
+    assert_eq!(seen.to_string(), second);
+    git(&git_dir, &["pack-refs", "--all"]);
+    git(&git_dir, &["update-ref", "-d", "refs/heads/side"]);
+    assert_eq!(watch.recv_timeout(Duration::from_secs(5)), Ok(None), "deleted");
+    git(&git_dir, &["update-ref", "refs/heads/side", &first]);
+    let seen = watch.recv_timeout(Duration::from_secs(5)).expect("seen").expect("re-created");
+    assert_eq!(seen.to_string(), first);
+}

@@ -7,7 +7,7 @@ use tokio::sync::watch;
 use crate::codec::{Dialect, DirEntry, Fcall};
 use crate::errno::*;
 use crate::fs::{Child, File, Fs, Node};
-use crate::session::State;
+use crate::session::{State, MAX_FIDS};
 use crate::wire::{Qid, Stat, Writer};
 
 /// A fid: where it points, and what opening it produced.
@@ -62,6 +62,7 @@ const S_IFMT: u32 = 0o170000;
 const DMDIR: u32 = 0x8000_0000;
 const DMSYMLINK: u32 = 0x0200_0000;
 const O_ACCMODE: u32 = 3;
+const O_EXCL: u32 = 0o200;
 const O_TRUNC: u32 = 0o1000;
 const AT_REMOVEDIR: u32 = 0x200;
 const P9_ATTR_SIZE: u32 = 0x8;
@@ -82,10 +83,20 @@ fn new_cell(comps: Vec<String>) -> Arc<FidCell> {
 
 fn name_of(bytes: &[u8]) -> Result<String, u32> {
     let name = std::str::from_utf8(bytes).map_err(|_| ENOENT)?;
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+    if name.is_empty() || name.contains(['/', '\0']) || name == "." || name == ".." {
         return Err(EINVAL);
     }
     Ok(name.to_owned())
+}
+
+/// Adds a fid, unless the connection already holds [`MAX_FIDS`].
+fn insert_fid(state: &Mutex<State>, f: u32, cell: Arc<FidCell>) -> Result<(), u32> {
+    let mut st = lock(state);
+    if st.fids.len() >= MAX_FIDS && !st.fids.contains_key(&f) {
+        return Err(EMFILE);
+    }
+    st.fids.insert(f, cell);
+    Ok(())
 }
 
 /// Runs filesystem reads inline on the request's task. They are short (an object-cache hit, or
@@ -106,17 +117,21 @@ async fn blocking<R: Send + 'static>(
 
 /// Answers one request (everything but Tversion and Tflush, which the session handles).
 pub async fn handle(fs: &Arc<Fs>, state: &Arc<Mutex<State>>, fcall: Fcall) -> Result<Fcall, u32> {
-    let dialect = lock(state).dialect;
+    let (dialect, versioned) = {
+        let st = lock(state);
+        (st.dialect, st.versioned)
+    };
+    if !versioned {
+        // Every session starts with Tversion: nothing before it has a dialect or an msize.
+        return Err(EPROTO);
+    }
     match fcall {
         Fcall::Tauth { .. } => Err(ENOENT),
         Fcall::Tattach { fid: f, .. } => {
-            {
-                let mut st = lock(state);
-                if st.fids.contains_key(&f) {
-                    return Err(EBADF);
-                }
-                st.fids.insert(f, new_cell(Vec::new()));
+            if lock(state).fids.contains_key(&f) {
+                return Err(EBADF);
             }
+            insert_fid(state, f, new_cell(Vec::new()))?;
             let qid = inline(fs, |fs| Ok(fs.qid(&[], &fs.classify(&[])?)))?;
             Ok(Fcall::Rattach { qid })
         }
@@ -232,9 +247,10 @@ pub async fn handle(fs: &Arc<Fs>, state: &Arc<Mutex<State>>, fcall: Fcall) -> Re
             let name = name_of(&name)?;
             let cell = fid(state, f)?;
             let dir = lock(&cell.comps).clone();
+            let exclusive = flags & O_EXCL != 0;
             let child = blocking(fs, {
                 let name = name.clone();
-                move |fs| fs.create(&fs.classify(&dir)?, &name)
+                move |fs| fs.create(&fs.classify(&dir)?, &name, exclusive)
             })
             .await;
             child?;
@@ -247,14 +263,16 @@ pub async fn handle(fs: &Arc<Fs>, state: &Arc<Mutex<State>>, fcall: Fcall) -> Re
             let cell = fid(state, f)?;
             let dir = lock(&cell.comps).clone();
             let n = name.clone();
+            let conn = lock(state).conn;
             blocking(fs, move |fs| {
                 let node = fs.classify(&dir)?;
                 if perm & DMDIR != 0 {
-                    fs.mkdir(&node, &n)
+                    fs.mkdir(&node, &n, conn)
                 } else if perm & DMSYMLINK != 0 {
                     fs.symlink(&node, &n, &extension)
                 } else {
-                    fs.create(&node, &n)
+                    // DataKit's clients write a key by creating it: an existing file is emptied.
+                    fs.create(&node, &n, false)
                 }
             })
             .await?;
@@ -266,8 +284,9 @@ pub async fn handle(fs: &Arc<Fs>, state: &Arc<Mutex<State>>, fcall: Fcall) -> Re
         Fcall::Tmkdir { dfid, name, .. } => {
             let name = name_of(&name)?;
             let dir = comps_of(state, dfid)?;
+            let conn = lock(state).conn;
             let qid = blocking(fs, move |fs| {
-                fs.mkdir(&fs.classify(&dir)?, &name)?;
+                fs.mkdir(&fs.classify(&dir)?, &name, conn)?;
                 child_qid(fs, &dir, &name)
             })
             .await?;
@@ -387,6 +406,10 @@ fn child_qid(fs: &Fs, dir: &[String], name: &str) -> Result<Qid, u32> {
     Ok(fs.qid(&comps, &node))
 }
 
+/// Twalk, as DataKit's server answers it: all the names or an error, never a partial walk.
+/// go-datakit walks a fid onto itself and takes a missing path from the error; a partial
+/// Rwalk (which the 9P manual allows, and which leaves the fid where it was) made its next
+/// request act on the wrong file. The Linux client and diod's tools take either answer.
 async fn walk(
     fs: &Arc<Fs>,
     state: &Arc<Mutex<State>>,
@@ -400,37 +423,27 @@ async fn walk(
     }
     let (comps, qids) = inline(fs, move |fs| {
         let mut comps = start;
+        let mut here = fs.classify(&comps)?;
         let mut qids = Vec::with_capacity(names.len());
-        for (i, name) in names.iter().enumerate() {
-            let step = match std::str::from_utf8(name) {
+        for name in &names {
+            here = match std::str::from_utf8(name) {
                 Ok("..") => {
                     comps.pop();
-                    fs.classify(&comps)
+                    fs.classify(&comps)?
                 }
-                Ok(".") => fs.classify(&comps),
-                Ok(name) if !name.is_empty() && !name.contains('/') => {
+                _ if !here.is_dir() => return Err(WALK_FROM_FILE),
+                Ok(".") => here,
+                Ok(name) if !name.is_empty() && !name.contains(['/', '\0']) => {
                     comps.push(name.to_owned());
-                    let node = fs.classify(&comps);
-                    if node.is_err() {
-                        comps.pop();
-                    }
-                    node
+                    fs.classify(&comps)?
                 }
-                _ => Err(ENOENT),
+                _ => return Err(ENOENT),
             };
-            match step {
-                Ok(node) => qids.push(fs.qid(&comps, &node)),
-                Err(errno) if i == 0 => return Err(errno),
-                // A partial walk answers the qids walked so far and creates no fid.
-                Err(_) => return Ok((None, qids)),
-            }
+            qids.push(fs.qid(&comps, &here));
         }
-        Ok((Some(comps), qids))
+        Ok((comps, qids))
     })?;
-    if let Some(comps) = comps {
-        let cell = new_cell(comps);
-        lock(state).fids.insert(newfid, cell);
-    }
+    insert_fid(state, newfid, new_cell(comps))?;
     Ok(Fcall::Rwalk { qids })
 }
 

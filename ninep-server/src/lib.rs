@@ -20,6 +20,7 @@
 //! - [`session`]: one connection: dialect, fids, requests in flight, Tflush; the
 //!   message-in/message-out entry point that every transport (and the VMM's virtio-9p) uses.
 //! - `handlers`: what each request does.
+//! - `log`: warnings a client can cause, rate-limited.
 //! - [`transport`]: unix socket and TCP listeners.
 //! - [`client`]: a small client for tests and benchmarks.
 
@@ -28,6 +29,7 @@ pub mod codec;
 pub mod errno;
 pub mod fs;
 mod handlers;
+mod log;
 pub mod session;
 pub mod transport;
 pub mod wire;

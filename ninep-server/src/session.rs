@@ -19,13 +19,16 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::codec::{Dialect, Fcall, Frame, HEADER};
-use crate::errno::describe;
+use crate::errno::{describe, errno_of};
 use crate::fs::Fs;
 use crate::handlers::{handle, FidCell};
 use crate::wire::DecodeError;
 
 /// Largest msize we agree to: Linux's TCP and fd transports allow up to 1 MiB.
 pub const MAX_MSIZE: u32 = 1 << 20;
+/// Fids one connection may hold: enough for the kernel's dentries of a large tree walked with
+/// `ls -R`, few enough that a client cannot fill the server's memory with them.
+pub const MAX_FIDS: usize = 65_536;
 /// Requests one connection may have in flight, counting replies not yet delivered; beyond
 /// that the transport stops reading.
 pub const MAX_IN_FLIGHT: usize = 256;
@@ -47,7 +50,14 @@ pub struct State {
     pub dialect: Dialect,
     pub msize: u32,
     pub fids: HashMap<u32, Arc<FidCell>>,
+    /// Tversion has been answered: until then nothing else is.
+    pub versioned: bool,
+    /// This connection's id (transactions belong to it).
+    pub conn: u64,
 }
+
+/// Ids of connections.
+static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 #[derive(Debug)]
 struct InFlight {
@@ -79,6 +89,8 @@ impl Session {
                 dialect: Dialect::L,
                 msize: MAX_MSIZE,
                 fids: HashMap::new(),
+                versioned: false,
+                conn: CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             })),
             inflight: Arc::new(Mutex::new((0, HashMap::new()))),
             replies,
@@ -127,6 +139,13 @@ impl Session {
         Ok(())
     }
 
+    /// The connection is gone: everything in flight is cancelled, and its transactions go.
+    pub fn close(&self) {
+        self.shutdown();
+        let conn = lock(&self.state).conn;
+        self.fs.drop_connection(conn);
+    }
+
     /// Cancels everything in flight (the connection is gone, or Tversion starts over).
     pub fn shutdown(&self) {
         let mut inflight = lock(&self.inflight);
@@ -161,6 +180,7 @@ impl Session {
             Some(d) if msize as usize > HEADER + 4 => {
                 state.dialect = d;
                 state.msize = msize;
+                state.versioned = true;
                 Fcall::Rversion { msize, version: d.version().to_vec() }
             }
             _ => Fcall::Rversion { msize, version: b"unknown".to_vec() },
@@ -186,8 +206,11 @@ impl Session {
             let dialect = lock(&session.state).dialect;
             let reply = match reply {
                 Ok(fcall) => fcall,
-                Err(errno) if dialect == Dialect::L => Fcall::Rlerror { ecode: errno },
-                Err(errno) => Fcall::Rerror { ename: describe(errno).as_bytes().to_vec(), errno },
+                Err(code) if dialect == Dialect::L => Fcall::Rlerror { ecode: errno_of(code) },
+                Err(code) => Fcall::Rerror {
+                    ename: describe(code).as_bytes().to_vec(),
+                    errno: errno_of(code),
+                },
             };
             let mut inflight = lock(&session.inflight);
             if inflight.1.get(&tag).is_some_and(|e| e.generation == generation) {

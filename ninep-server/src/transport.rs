@@ -23,8 +23,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("accepting a connection")]
-    Accept(#[source] std::io::Error),
 }
 
 /// Serves one connection until the peer leaves or breaks the protocol.
@@ -79,9 +77,9 @@ where
     };
     match outcome {
         Ok(()) => tracing::debug!(%peer, "client left"),
-        Err(e) => tracing::warn!(%peer, error = %e, "dropping a client"),
+        Err(e) => crate::log::dropping_a_client(&peer, &e),
     }
-    session.shutdown();
+    session.close();
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,12 +145,50 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, Error> {
     Ok(listener)
 }
 
-/// Serves connections on a bound unix socket.
-pub async fn serve_unix_listener(fs: Arc<Fs>, listener: UnixListener) -> Result<(), Error> {
+/// Connections one listener serves at once; more are closed as they come.
+pub const MAX_CONNECTIONS: usize = 128;
+
+/// Accepts for ever: an accept that fails (out of descriptors, most likely) is retried after
+/// a pause that grows to a few seconds, so that a burst of clients cannot end the listener;
+/// past [`MAX_CONNECTIONS`] a new connection is closed at once.
+async fn accept_loop<L, S, F, Fut>(what: &str, mut accept: F, mut serve: L)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<(S, String)>>,
+    L: FnMut(S, String, tokio::sync::OwnedSemaphorePermit),
+{
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut pause = std::time::Duration::from_millis(50);
     loop {
-        let (stream, _) = listener.accept().await.map_err(Error::Accept)?;
-        tokio::spawn(serve_connection(fs.clone(), stream, "unix".into()));
+        match accept().await {
+            Ok((stream, peer)) => {
+                pause = std::time::Duration::from_millis(50);
+                match slots.clone().try_acquire_owned() {
+                    Ok(slot) => serve(stream, peer, slot),
+                    Err(_) => crate::log::refused_a_client(what, MAX_CONNECTIONS),
+                }
+            }
+            Err(e) => {
+                crate::log::accept_failed(what, &e, pause);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
     }
+}
+
+/// Serves connections on a bound unix socket, for ever.
+pub async fn serve_unix_listener(fs: Arc<Fs>, listener: UnixListener) -> Result<(), Error> {
+    let accept = || async { listener.accept().await.map(|(s, _)| (s, "unix".to_owned())) };
+    accept_loop("the unix socket", accept, |stream, peer, slot| {
+        let fs = fs.clone();
+        tokio::spawn(async move {
+            serve_connection(fs, stream, peer).await;
+            drop(slot);
+        });
+    })
+    .await;
+    Ok(())
 }
 
 /// Binds and serves a unix socket at `path`.
@@ -167,9 +203,15 @@ pub async fn serve_tcp(fs: Arc<Fs>, listener: TcpListener) -> Result<(), Error> 
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "serving 9P");
     }
-    loop {
-        let (stream, peer) = listener.accept().await.map_err(Error::Accept)?;
+    let accept = || async { listener.accept().await.map(|(s, peer)| (s, peer.to_string())) };
+    accept_loop("the TCP listener", accept, |stream, peer, slot| {
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(fs.clone(), stream, peer.to_string()));
-    }
+        let fs = fs.clone();
+        tokio::spawn(async move {
+            serve_connection(fs, stream, peer).await;
+            drop(slot);
+        });
+    })
+    .await;
+    Ok(())
 }

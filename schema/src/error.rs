@@ -7,6 +7,9 @@ pub enum Error {
     /// The value does not fit the key's type or range.
     #[error("{key}: {value} {problem} (allowed: {allowed})")]
     Refused { key: String, value: String, problem: String, allowed: String },
+    /// A key's path holds something other than a regular file (a symbolic link).
+    #[error("{key}: must be a regular file holding the value, not a symbolic link")]
+    NotAFile { key: String },
     /// The key is maintained by cairn itself.
     #[error("{key}: is managed by cairn and cannot be set")]
     Internal { key: String },

@@ -348,33 +348,27 @@ fn is_host_pattern(item: &str) -> bool {
 }
 
 fn sysctl(key: &Key, text: &str, host: &Host) -> Result<Vec<String>, Error> {
+    use crate::sysctl::{parse, Line};
+    let lines = parse(text)
+        .map_err(|e| Error::refused(key.name, &e.line, e.problem, allowed(key, host)))?;
     let mut names = BTreeSet::new();
     let mut out = Vec::new();
-    for raw in text.lines() {
-        let entry = raw.trim();
-        if entry.is_empty() {
-            continue;
+    for line in lines {
+        match line {
+            Line::Comment(text) => out.push(text),
+            Line::Setting(setting) => {
+                if !names.insert(setting.name()) {
+                    let refused = setting.canonical();
+                    return Err(Error::refused(
+                        key.name,
+                        &refused,
+                        "sets a parameter twice",
+                        allowed(key, host),
+                    ));
+                }
+                out.push(setting.canonical());
+            }
         }
-        if entry.starts_with('#') || entry.starts_with(';') {
-            out.push(entry.to_owned());
-            continue;
-        }
-        let refuse = |problem: &str| Error::refused(key.name, entry, problem, allowed(key, host));
-        let (name, value) = entry.split_once('=').ok_or_else(|| refuse("is not NAME = VALUE"))?;
-        let (name, value) = (name.trim().trim_start_matches('-'), value.trim());
-        let name_ok = !name.is_empty()
-            && name.contains(['.', '/'])
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-/*".contains(&b));
-        if !name_ok {
-            return Err(refuse("does not start with a kernel parameter name"));
-        }
-        if value.is_empty() || value.chars().any(char::is_control) {
-            return Err(refuse("has an empty or unprintable value"));
-        }
-        if !names.insert(name.replace('/', ".")) {
-            return Err(refuse("sets a parameter twice"));
-        }
-        out.push(format!("{name} = {value}"));
     }
     Ok(out)
 }
@@ -479,9 +473,18 @@ mod tests {
     fn sysctl_lines() {
         assert_eq!(
             norm("sysctl", "# tuned\nvm.swappiness=10\nnet/ipv4/ip_forward = 1\n").unwrap(),
-            "# tuned\nvm.swappiness = 10\nnet/ipv4/ip_forward = 1\n"
+            "# tuned\nvm.swappiness = 10\nnet.ipv4.ip_forward = 1\n"
         );
-        for bad in ["swappiness", "vm.swappiness=", "=1", "vm.a=1\nvm.a=2", "a b.c=1"] {
+        for bad in [
+            "swappiness",
+            "vm.swappiness=",
+            "=1",
+            "vm.a=1\nvm.a=2",
+            "a b.c=1",
+            "/etc/shadow = root::0:0:99999:7:::",
+            "../../../init = x",
+            ".etc.passwd = x",
+        ] {
             assert!(norm("sysctl", bad).is_err(), "{bad:?} accepted");
         }
     }

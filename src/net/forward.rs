@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -74,29 +73,14 @@ impl Drop for Listener {
 #[derive(Debug)]
 pub struct Forwards {
     listeners: BTreeMap<Forward, Listener>,
-    /// Unix sockets forwarded to a guest port (the Docker engine's API), by path.
-    sockets: BTreeMap<PathBuf, Listener>,
     /// The current NAT's commands; None between boots.
     nat: watch::Sender<Option<mpsc::Sender<Command>>>,
     runtime: tokio::runtime::Handle,
 }
 
-impl Drop for Forwards {
-    fn drop(&mut self) {
-        for path in self.sockets.keys() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 impl Forwards {
     pub fn new(runtime: tokio::runtime::Handle) -> Forwards {
-        Forwards {
-            listeners: BTreeMap::new(),
-            sockets: BTreeMap::new(),
-            nat: watch::Sender::new(None),
-            runtime,
-        }
+        Forwards { listeners: BTreeMap::new(), nat: watch::Sender::new(None), runtime }
     }
 
     /// Hands what arrives from now on to this NAT.
@@ -136,38 +120,6 @@ impl Forwards {
         }
     }
 
-    /// Forwards connections to the unix socket `path` (created afresh, removed when the
-    /// forward ends) to the guest's TCP `guest_port`; "listening" or why not.
-    pub fn unix(&mut self, path: &Path, guest_port: u16) -> String {
-        if let Some(listener) = self.sockets.get(path) {
-            if listener.task.is_some() {
-                return listener.state.clone();
-            }
-        }
-        let _entered = self.runtime.enter();
-        let _ = std::fs::remove_file(path);
-        let listener = match tokio::net::UnixListener::bind(path) {
-            Ok(socket) => {
-                let listener = StreamListener::Unix(socket);
-                let task = self.runtime.spawn(streams(listener, guest_port, self.nat.subscribe()));
-                Listener { task: Some(task), state: "listening".into() }
-            }
-            Err(e) => {
-                Listener { task: None, state: format!("cannot listen on {}: {e}", path.display()) }
-            }
-        };
-        let state = listener.state.clone();
-        self.sockets.insert(path.to_owned(), listener);
-        state
-    }
-
-    /// Stops forwarding the unix socket `path` and removes it.
-    pub fn close_unix(&mut self, path: &Path) {
-        if self.sockets.remove(path).is_some() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-
     pub fn status(&self) -> Vec<ForwardStatus> {
         self.listeners
             .iter()
@@ -185,10 +137,8 @@ impl Forwards {
             bind_udp(forward.host)
                 .map(|socket| self.runtime.spawn(udp(socket, forward.guest_port, nat)))
         } else {
-            bind_tcp(forward.host).map(|listener| {
-                let listener = StreamListener::Tcp(listener);
-                self.runtime.spawn(streams(listener, forward.guest_port, nat))
-            })
+            bind_tcp(forward.host)
+                .map(|listener| self.runtime.spawn(streams(listener, forward.guest_port, nat)))
         };
         match started {
             Ok(task) => Listener { task: Some(task), state: "listening".into() },
@@ -215,31 +165,15 @@ fn bind_udp(
     Ok((tokio::net::UdpSocket::from_std(socket)?, sender))
 }
 
-/// A listening socket whose connections go into the guest: a forwarded TCP port, or a unix
-/// socket such as the docker socket.
-enum StreamListener {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener),
-}
-
-impl StreamListener {
-    async fn accept(&self) -> std::io::Result<HostConn> {
-        Ok(match self {
-            StreamListener::Tcp(listener) => listener.accept().await?.0.into(),
-            StreamListener::Unix(listener) => listener.accept().await?.0.into(),
-        })
-    }
-}
-
 /// Hands each connection accepted on `listener` to the current NAT, for the guest's `port`.
 async fn streams(
-    listener: StreamListener,
+    listener: tokio::net::TcpListener,
     port: u16,
     nat: watch::Receiver<Option<mpsc::Sender<Command>>>,
 ) {
     loop {
-        let stream = match listener.accept().await {
-            Ok(stream) => stream,
+        let stream: HostConn = match listener.accept().await {
+            Ok((stream, _)) => stream.into(),
             Err(e) => {
                 // Out of descriptors, most likely: wait rather than spin.
                 tracing::debug!(error = %e, port, "accepting on a forwarded socket");

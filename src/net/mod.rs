@@ -224,7 +224,7 @@ pub enum Command {
     /// The settings of a new commit: mode, MTU (for the next DHCP lease) and resolvers. The
     /// addresses and limits stay as they are.
     Reconfigure(Config),
-    /// A connection accepted on a forwarded TCP port (or the docker socket), for the
+    /// A connection accepted on a forwarded TCP port, for the
     /// guest's `port`.
     TcpIn { stream: HostConn, port: u16 },
     /// A datagram from `peer` on a forwarded UDP port (`socket`), for the guest's `port`.

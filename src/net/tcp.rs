@@ -110,8 +110,7 @@ async fn dial(
     copy(HostConn::from(stream), to_host, from_host, wake).await;
 }
 
-/// The host end of a flow: its two halves, whatever the socket (a TCP connection, or a unix
-/// one such as the control plane's docker.sock).
+/// The host end of a flow: its two halves.
 pub struct HostConn {
     reader: Box<dyn AsyncRead + Send + Unpin>,
     writer: Box<dyn AsyncWrite + Send + Unpin>,
@@ -126,13 +125,6 @@ impl std::fmt::Debug for HostConn {
 impl From<tokio::net::TcpStream> for HostConn {
     fn from(stream: tokio::net::TcpStream) -> HostConn {
         let _ = stream.set_nodelay(true);
-        let (reader, writer) = stream.into_split();
-        HostConn { reader: Box::new(reader), writer: Box::new(writer) }
-    }
-}
-
-impl From<tokio::net::UnixStream> for HostConn {
-    fn from(stream: tokio::net::UnixStream) -> HostConn {
         let (reader, writer) = stream.into_split();
         HostConn { reader: Box::new(reader), writer: Box::new(writer) }
     }

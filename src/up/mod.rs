@@ -5,9 +5,12 @@
 //! says when the change is applied. Everything it knows goes to `run/status.json`.
 //!
 //! The control plane can restart without the VM: a VM that still runs when `up` starts (its
-//! record in `run/vm.json`) is adopted, the 9P server listens on the port the guest knows, and
-//! the guest agent remounts /Database and reports again.
+//! record in `run/vm.json`) is adopted, the new control plane connects to the channel's
+//! socket that qemu keeps listening on, and the guest agent remounts /Database through the new
+//! session and reports again.
 
+pub mod instance;
+mod logfile;
 mod network;
 pub mod status;
 
@@ -59,17 +62,8 @@ pub fn run(
 ) -> Result<(), Error> {
     let run = run_dir(&options.home);
     std::fs::create_dir_all(&run.0).map_err(|e| Error::io(&run.0, e))?;
-    if let Some(pid) = std::fs::read_to_string(run.pid()).ok().and_then(|p| p.trim().parse().ok()) {
-        if status::alive(pid) && pid != std::process::id() {
-            return Err(Error::AlreadyUp { pid });
-        }
-    }
-    std::fs::write(run.pid(), std::process::id().to_string())
-        .map_err(|e| Error::io(&run.pid(), e))?;
-    let result = Controller::start(options, run.clone(), stop, progress)
-        .and_then(|mut c| c.follow(progress));
-    let _ = std::fs::remove_file(run.pid());
-    result
+    let _instance = instance::Instance::claim(&run.pid())?;
+    Controller::start(options, run.clone(), stop, progress).and_then(|mut c| c.follow(progress))
 }
 
 /// The image of `options.flavour`; without one, the docker flavour, or the base image when
@@ -140,6 +134,10 @@ struct Controller {
     orphan: Option<(Qemu, ObjectId)>,
     stop: Arc<AtomicBool>,
     server: crate::serve::VmServer,
+    /// The channel to the guest agent of the current VM.
+    channel: Option<crate::channel::HostChannel>,
+    /// The docker socket's listener (each connection is a channel stream to dockerd).
+    docker_socket: Option<tokio::task::JoinHandle<()>>,
     /// The transport between qemu's network socket and the NAT of the current boot.
     net_task: Option<tokio::task::JoinHandle<()>>,
     /// The NAT of the current boot: its commands and counters.
@@ -167,30 +165,13 @@ impl Controller {
         status.save(&run.status()).map_err(|e| Error::io(&run.status(), e))?;
         let record = VmRecord::load(&run.vm_record());
         let record = record.filter(|r| r.alive());
-        let server = crate::serve::spawn_for_vm(
-            db.clone(),
-            &run.socket(),
-            record.as_ref().map(|r| r.ninep_port),
-            stop.clone(),
-        )?;
-        let port = server.port;
-        status.ninep_port = port;
-        progress(&format!("9P: 127.0.0.1:{port} and {}", run.socket().display()));
-        let orphan = match record.and_then(|r| Some((Qemu::adopt(&r)?, r))) {
-            Some((vm, record)) if record.ninep_port == port => {
-                let booted = ObjectId::from_hex(record.booted.as_bytes()).ok();
-                booted.map(|booted| (vm, booted, record))
-            }
-            Some((vm, record)) => {
-                progress(&format!(
-                    "the VM left running (pid {}) dials port {}, which is taken: stopping it",
-                    record.pid, record.ninep_port
-                ));
-                vm.stop(Duration::from_secs(10));
-                None
-            }
-            None => None,
-        };
+        let server = crate::serve::spawn_for_vm(db.clone(), &run.socket(), stop.clone())?;
+        progress(&format!("9P: {}", run.socket().display()));
+        let orphan = record.and_then(|r| {
+            let vm = Qemu::adopt(&r)?;
+            let booted = ObjectId::from_hex(r.booted.as_bytes()).ok()?;
+            Some((vm, booted, r))
+        });
         if orphan.is_none() {
             let _ = std::fs::remove_file(run.vm_record());
         }
@@ -267,6 +248,8 @@ impl Controller {
                 .map_err(|e| Error::io(std::path::Path::new("the NAT's thread"), e))?,
             docker_cli,
             server,
+            channel: None,
+            docker_socket: None,
             net_task: None,
             nat: None,
             network_seen: Instant::now(),
@@ -289,6 +272,7 @@ impl Controller {
             self.status.adopted = true;
             self.vm = Some(Running::Qemu(vm));
             self.booted = Some(booted);
+            self.channel = Some(self.qemu_channel());
             // The guest's network carries on through a new NAT: qemu still listens.
             self.start_network(booted)?;
             // What the guest runs is planned against master like any new head.
@@ -298,19 +282,26 @@ impl Controller {
             self.target = head;
         }
         self.save();
+        let mut log_checked = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             std::thread::sleep(TICK);
+            if log_checked.elapsed() > Duration::from_secs(10) {
+                log_checked = Instant::now();
+                logfile::rotate_if_large(&self.run.log(), logfile::LIMIT);
+            }
             let mut changed = self.watch_master()?;
             changed |= self.plan_if_quiet(progress)?;
             changed |= self.read_reports(progress)?;
             changed |= self.requests(progress)?;
             changed |= self.mind_the_vm(progress)?;
             changed |= self.refresh_network();
+            changed |= self.watch_channel();
             if changed {
                 self.save();
             }
         }
         progress("stopping the VM");
+        self.close_docker_socket();
         self.stop_vm(progress);
         self.status.vm = "stopped".into();
         self.status.vm_pid = None;
@@ -324,7 +315,17 @@ impl Controller {
             let clean = vm.stop(Duration::from_secs(10));
             progress(if clean { "the guest powered off" } else { "the VM was killed" });
         }
+        self.channel = None;
         let _ = std::fs::remove_file(self.run.vm_record());
+    }
+
+    /// The channel through qemu's virtio-serial port.
+    fn qemu_channel(&self) -> crate::channel::HostChannel {
+        crate::channel::HostChannel::qemu(
+            self.run.channel(),
+            self.server.fs.clone(),
+            &self.server.runtime,
+        )
     }
 
     fn save(&self) {
@@ -345,7 +346,7 @@ impl Controller {
             initrd: self.initrd.clone(),
             memory_mib: number("memory")?,
             ncpu: u32::try_from(number("ncpu")?).unwrap_or(1),
-            ninep_port: self.status.ninep_port,
+            channel: self.run.channel(),
             console: self.run.console(),
             qmp: self.run.qmp(),
             // qemu's own network for hostnet; the NAT's socket otherwise.
@@ -363,6 +364,7 @@ impl Controller {
         if let Some(vm) = self.vm.take() {
             vm.stop(Duration::from_secs(5));
         }
+        self.channel = None;
         // Reports of the boots before (also those of a VM that an earlier `up` ran) no longer
         // say anything about this one.
         self.report = None;
@@ -378,11 +380,18 @@ impl Controller {
         ));
         let vm = if self.native {
             let (fs, runtime) = (self.server.fs.clone(), self.server.runtime.clone());
-            Running::Native(Native::start(&spec, fs, runtime, &self.run.vsock(), port)?)
+            let vsock = self.run.vsock();
+            let channel_socket =
+                PathBuf::from(format!("{}_{}", vsock.display(), crate::channel::VSOCK_PORT));
+            self.channel =
+                Some(crate::channel::HostChannel::vsock(&channel_socket, fs.clone(), &runtime)?);
+            Running::Native(Native::start(&spec, fs, runtime, &vsock, port)?)
         } else {
             // qemu listens there: a stale socket from an earlier VM would stop it.
             let _ = std::fs::remove_file(self.run.net());
+            let _ = std::fs::remove_file(self.run.channel());
             let vm = Qemu::start(&spec, self.accel, &self.run.qemu_errors())?;
+            self.channel = Some(self.qemu_channel());
             let record = vm.record(&spec, self.accel, commit.to_string());
             if let Err(e) = record.save(&self.run.vm_record()) {
                 tracing::warn!(error = %e, "writing the VM record: a restarted control plane will not find this VM");
@@ -559,6 +568,7 @@ impl Controller {
         let Some(vm) = self.vm.as_mut() else { return Ok(false) };
         let Some(exit) = vm.exited() else { return Ok(false) };
         self.vm = None;
+        self.channel = None;
         let _ = std::fs::remove_file(self.run.vm_record());
         if let Some(report) = self.report.take() {
             self.stale_boot = Some(report.boot_id);
@@ -579,6 +589,16 @@ impl Controller {
         self.restart_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
         Ok(true)
+    }
+}
+
+impl Controller {
+    /// Copies whether the guest's channel is up into the status.
+    fn watch_channel(&mut self) -> bool {
+        let up = self.channel.as_ref().is_some_and(|c| c.session().is_some());
+        let changed = up != self.status.channel;
+        self.status.channel = up;
+        changed
     }
 }
 

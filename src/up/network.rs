@@ -11,7 +11,7 @@ use super::{status, Controller};
 use crate::net::{self, port::NatPort};
 use crate::Error;
 
-/// Why a forward (or the docker socket) is not carried out under qemu's own network.
+/// Why a forward is not carried out under qemu's own network.
 const NOT_FORWARDED: &str = "not forwarded: network=hostnet (qemu's own network) has no forwards";
 
 /// How often the network's counters reach the status file.
@@ -67,26 +67,47 @@ impl Controller {
     }
 
     /// Opens the docker socket when the guest reports an engine (and closes it when a boot
-    /// has none); the status says where it is and whether it reaches the engine.
+    /// has none): each connection is a stream of the channel to dockerd's own socket in the
+    /// guest, whatever the network mode. The status says where it is.
     pub(super) fn show_docker(&mut self, report: &Report) {
         let socket = self.run.docker();
         if !report.has_engine() {
-            self.forwards.close_unix(&socket);
+            self.close_docker_socket();
             self.status.docker = None;
             return;
         }
-        let hostnet = self.nat.is_none() && !self.native;
-        let forward = if hostnet {
-            self.forwards.close_unix(&socket);
-            NOT_FORWARDED.to_owned()
-        } else {
-            self.forwards.unix(&socket, cairn_vmm::agent::DOCKER_API_PORT)
+        let forward = match (&self.docker_socket, &self.channel) {
+            (Some(_), _) => "listening".to_owned(),
+            (None, None) => "no channel to the guest".to_owned(),
+            (None, Some(channel)) => {
+                let sessions = channel.sessions();
+                let _entered = self.server.runtime.enter();
+                let _ = std::fs::remove_file(&socket);
+                match cairn_9p::transport::bind_unix(&socket) {
+                    Ok(listener) => {
+                        let service =
+                            cairn_channel::Service::new(cairn_vmm::agent::DOCKER_SERVICE, &[]);
+                        let task = crate::channel::serve_unix(listener, service, sessions);
+                        self.docker_socket = Some(self.server.runtime.spawn(task));
+                        "listening".to_owned()
+                    }
+                    Err(e) => format!("cannot listen: {e}"),
+                }
+            }
         };
         self.status.docker = Some(status::Docker {
             socket: socket.display().to_string(),
             forward,
             cli: self.docker_cli.as_ref().map(|c| c.display().to_string()),
         });
+    }
+
+    /// Stops serving the docker socket and removes it.
+    pub(super) fn close_docker_socket(&mut self) {
+        if let Some(task) = self.docker_socket.take() {
+            task.abort();
+            let _ = std::fs::remove_file(self.run.docker());
+        }
     }
 
     /// Gives the running NAT `commit`'s network settings and forwarded ports, live.

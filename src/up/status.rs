@@ -43,6 +43,10 @@ impl RunDir {
     pub fn net(&self) -> PathBuf {
         self.0.join("net.sock")
     }
+    /// qemu's end of the channel to the guest agent (a virtio-serial port's chardev).
+    pub fn channel(&self) -> PathBuf {
+        self.0.join("channel.sock")
+    }
     /// The host side of the native VMM's vsock (Firecracker's convention: connect, then
     /// `CONNECT <port>`; the guest's connections to port P arrive at `vsock.sock_P`).
     pub fn vsock(&self) -> PathBuf {
@@ -126,7 +130,9 @@ pub struct Status {
     pub restarts: u32,
     /// Times the VM was rebooted for a configuration change.
     pub reboots: u32,
-    pub ninep_port: u16,
+    /// Whether the guest agent's channel is up (its session with this control plane).
+    #[serde(default)]
+    pub channel: bool,
     /// The VM was started by an earlier control plane and taken over by this one.
     #[serde(default)]
     pub adopted: bool,

@@ -49,15 +49,15 @@ pub fn extra_kernel_args() -> String {
     std::env::var("CAIRN_KERNEL_ARGS").map(|args| format!(" {}", args.trim())).unwrap_or_default()
 }
 
-/// What to boot: the image, the size, and where the guest finds the database.
+/// What to boot: the image, the size, and the host ends of its devices.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmSpec {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub memory_mib: u64,
     pub ncpu: u32,
-    /// The loopback TCP port of the 9P server (the guest dials 10.0.2.2 at this port).
-    pub ninep_port: u16,
+    /// Where qemu's chardev for the channel's virtio-serial port listens.
+    pub channel: PathBuf,
     /// The serial console's log file.
     pub console: PathBuf,
     /// qemu's QMP socket, through which the guest is asked to power off.

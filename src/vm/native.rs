@@ -1,8 +1,9 @@
 //! The native backend: the embedded VMM (cairn-vmm's `Machine`) in this process. The guest
 //! finds its devices in the ACPI tables (virtio-mmio, as under Firecracker): virtio-9p with
 //! tag `db` served in-process by the control plane's 9P filesystem (the agent mounts it with
-//! `cairn.db=virtio:db`), virtio-rng, vsock with its host side at `run/vsock.sock`, and
-//! virtio-net on the NAT (src/net).
+//! `cairn.db=virtio:db`), virtio-rng, vsock with its host side at `run/vsock.sock` (the
+//! agent's channel connects to port [`crate::channel::VSOCK_PORT`]), and virtio-net on the NAT
+//! (src/net).
 //!
 //! The VM lives and dies with the control plane: unlike qemu, there is nothing to adopt after
 //! a restart, so no VM record is written.
@@ -32,6 +33,7 @@ pub fn cmdline() -> String {
         "console=ttyS0 quiet panic=-1 rdinit=/init reboot=k",
         "i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd",
         "cairn.db=virtio:db",
+        &format!("cairn.channel=vsock:{}", crate::channel::VSOCK_PORT),
     ]
     .join(" ")
 }

@@ -1,6 +1,7 @@
-//! The qemu backend: qemu-system-x86_64 as a child process, with direct kernel boot, user-mode
-//! networking (the guest reaches the 9P server at 10.0.2.2, the host's loopback) and the
-//! serial console in a log file. qemu runs in a process group of its own, so that it outlives a
+//! The qemu backend: qemu-system-x86_64 as a child process, with direct kernel boot, the
+//! channel to the guest agent on a virtio-serial port (qemu listens on a unix socket in the
+//! run directory; /Database goes through it), the network on the NAT's socket or qemu's own
+//! user network, and the serial console in a log file. qemu runs in a process group of its own, so that it outlives a
 //! control plane that is killed and can be adopted by the next one (see [`super::record`]).
 
 use std::path::{Path, PathBuf};
@@ -29,8 +30,8 @@ enum Process {
 pub fn command(spec: &VmSpec, accel: Accel) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     let append = format!(
-        "console=ttyS0 quiet panic=-1 rdinit=/init cairn.db=tcp:10.0.2.2:{} cairn.ip=10.0.2.15/24 cairn.gw=10.0.2.2{}",
-        spec.ninep_port,
+        "console=ttyS0 quiet panic=-1 rdinit=/init cairn.db=channel cairn.channel=virtio-serial:{} cairn.ip=10.0.2.15/24 cairn.gw=10.0.2.2{}",
+        crate::channel::PORT_NAME,
         super::extra_kernel_args()
     );
     cmd.args(["-accel", accel.as_str()])
@@ -53,6 +54,15 @@ pub fn command(spec: &VmSpec, accel: Accel) -> Command {
             None => "user,id=n0".into(),
         })
         .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
+        // The channel: qemu listens, the control plane connects (again, after a restart).
+        .args(["-device", "virtio-serial-pci,id=serial0"])
+        .arg("-chardev")
+        .arg(format!("socket,id=channel,path={},server=on,wait=off", spec.channel.display()))
+        .arg("-device")
+        .arg(format!(
+            "virtserialport,bus=serial0.0,chardev=channel,name={}",
+            crate::channel::PORT_NAME
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     if accel == Accel::Kvm {
@@ -100,7 +110,6 @@ impl Qemu {
             start_time: process_start_time(pid).unwrap_or_default(),
             qmp: self.qmp.clone(),
             booted,
-            ninep_port: spec.ninep_port,
             accel: accel.as_str().into(),
             memory_mib: spec.memory_mib,
             ncpu: spec.ncpu,

@@ -1,7 +1,7 @@
 //! What a running VM needs to be found again: `run/vm.json`, written when the VM starts and
 //! removed when it stops. A control plane that restarts (after a crash, a kill or an upgrade)
-//! reads it and adopts the VM instead of rebooting it: the guest keeps its containers and
-//! remounts /Database from the new server on the same port.
+//! reads it and adopts the VM instead of rebooting it: the guest keeps its containers, and its
+//! agent remounts /Database once the new control plane has connected to the channel.
 
 use std::path::{Path, PathBuf};
 
@@ -17,8 +17,6 @@ pub struct VmRecord {
     pub qmp: PathBuf,
     /// The commit whose reboot-class values the VM was started with.
     pub booted: String,
-    /// The loopback port on which the guest reaches the 9P server.
-    pub ninep_port: u16,
     pub accel: String,
     pub memory_mib: u64,
     pub ncpu: u32,
@@ -85,7 +83,6 @@ mod tests {
             start_time: process_start_time(pid).expect("we run"),
             qmp: dir.path().join("qmp.sock"),
             booted: "0".repeat(40),
-            ninep_port: 5640,
             accel: "tcg".into(),
             memory_mib: 512,
             ncpu: 1,

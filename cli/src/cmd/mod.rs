@@ -54,6 +54,14 @@ impl Ctx {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Ok(home) = cairn::home::cairn_home() {
+        if let Some(old) = cairn::home::make_private(&home)? {
+            eprintln!(
+                "cairn: {} was {old:04o}, open to other users; it is 0700 now",
+                home.display()
+            );
+        }
+    }
     let db_path = cairn::home::db_dir(cli.db.as_deref())?;
     let ctx = Ctx { db_path, mode: output::mode(cli.json) };
     if !matches!(cli.command, Command::Serve { .. } | Command::Up { .. }) {

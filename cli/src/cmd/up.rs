@@ -104,11 +104,10 @@ fn detach_up(ctx: &Ctx, home: &std::path::Path, image: Image) -> anyhow::Result<
     }
 }
 
-/// The pid of a running `cairn up` for this data directory.
+/// The pid of a running `cairn up` for this data directory: the one holding its lock, so a
+/// recycled pid is never taken for it.
 fn running(home: &std::path::Path) -> Option<u32> {
-    let run = cairn::up::run_dir(home);
-    let pid: u32 = std::fs::read_to_string(run.pid()).ok()?.trim().parse().ok()?;
-    alive(pid).then_some(pid)
+    cairn::up::instance::running(&cairn::up::run_dir(home).pid())
 }
 
 pub fn down() -> anyhow::Result<()> {

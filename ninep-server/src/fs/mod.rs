@@ -17,6 +17,7 @@
 mod node;
 mod ops;
 pub mod txn;
+pub mod txns;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,6 +40,8 @@ pub struct Fs {
     pending: Mutex<BTreeSet<String>>,
     /// One head subscription per watched branch, shared by every stream reader.
     hubs: Mutex<HashMap<String, watch::Receiver<Option<ObjectId>>>>,
+    /// Blob contents shared by the working trees of transactions.
+    blobs: Mutex<HashMap<ObjectId, std::sync::Weak<Vec<u8>>>>,
     /// Result of the last write to each branch's fast-forward file.
     ff_results: Mutex<HashMap<String, String>>,
     /// mtime of synthetic files.
@@ -72,8 +75,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub fn errno_of(err: &cairn_db::Error) -> u32 {
     use cairn_db::Error as E;
     match err {
-        E::Refused(_) | E::BadBranchName { .. } | E::NotFastForward { .. } => EINVAL,
-        E::Conflict { .. } | E::Moved { .. } | E::Locked { .. } | E::Contended { .. } => EBUSY,
+        E::Refused(_) | E::BadBranchName { .. } | E::NotFastForward { .. } | E::BadPath { .. } => {
+            EINVAL
+        }
+        E::Conflict { .. }
+        | E::Moved { .. }
+        | E::Locked { .. }
+        | E::WriterBusy { .. }
+        | E::Contended { .. } => EBUSY,
         E::UnknownRevision { .. } | E::NoBranch { .. } => ENOENT,
         E::BranchExists { .. } => EEXIST,
         E::Protected { .. } => EPERM,
@@ -91,6 +100,7 @@ impl Fs {
             txns: Mutex::default(),
             pending: Mutex::default(),
             hubs: Mutex::default(),
+            blobs: Mutex::default(),
             ff_results: Mutex::default(),
             started,
         }
@@ -103,10 +113,6 @@ impl Fs {
     /// The head of `branch`, `None` when it has no commit (or does not exist).
     pub fn head(&self, branch: &str) -> Result<Option<ObjectId>, u32> {
         self.db.head_cached(branch).map_err(|e| errno_of(&e))
-    }
-
-    fn branch_exists(&self, branch: &str) -> Result<bool, u32> {
-        Ok(self.head(branch)?.is_some() || lock(&self.pending).contains(branch))
     }
 
     /// A receiver that sees every new head of `branch`, shared with other readers.

@@ -4,13 +4,10 @@ use cairn_db::objects::EntryKind;
 use cairn_db::ObjectId;
 
 use super::node::{Dir, File, GitRoot, Node};
-use super::txn::{Merge, Txn, WorkKind};
+use super::txn::{Txn, WorkKind};
 use super::{errno_of, lock, path_id, Attr, Child, Fs};
 use crate::errno::*;
 use crate::Qid;
-
-/// A tree's files (path to content) and which of them are symbolic links.
-type Files = (std::collections::BTreeMap<String, Vec<u8>>, std::collections::BTreeSet<String>);
 
 const S_IFDIR: u32 = 0o040000;
 const S_IFREG: u32 = 0o100000;
@@ -209,9 +206,9 @@ impl Fs {
         match node {
             Node::Git { kind: EntryKind::Dir, .. } | Node::Dir(_) | Node::EmptyRo(_) => Err(EISDIR),
             Node::Git { id, .. } => self.db.blob(*id).map_err(|e| errno_of(&e)),
-            Node::Work { branch, txn, path, .. } => {
-                txn_field(branch, txn, &|t| t.files.get(path).cloned().unwrap_or_default())
-            }
+            Node::Work { branch, txn, path, .. } => txn_field(branch, txn, &|t| {
+                t.files.get(path).map(|c| c.to_vec()).unwrap_or_default()
+            }),
             Node::File(file) => match file {
                 File::Head(b) => Ok(hex_line(self.head(b)?)),
                 File::HeadLive(b) => Ok(hex_line(self.head(b)?)),
@@ -278,7 +275,7 @@ impl Fs {
             match (snapshot.tree.get(path), txn.files.get(path)) {
                 (None, Some(_)) => out.push_str(&format!("added {path}\n")),
                 (Some(_), None) => out.push_str(&format!("removed {path}\n")),
-                (Some(a), Some(b)) if a != b => out.push_str(&format!("updated {path}\n")),
+                (Some(a), Some(b)) if a != &***b => out.push_str(&format!("updated {path}\n")),
                 _ => {}
             }
         }
@@ -364,17 +361,6 @@ impl Fs {
         }
     }
 
-    fn with_txn<R>(
-        &self,
-        b: &str,
-        t: &str,
-        f: impl FnOnce(&mut Txn) -> Result<R, u32>,
-    ) -> Result<R, u32> {
-        let mut txns = lock(&self.txns);
-        let txn = txns.get_mut(&(b.to_owned(), t.to_owned())).ok_or(ENOENT)?;
-        f(txn)
-    }
-
     /// Truncates a file (setattr size, O_TRUNC).
     pub fn truncate(&self, node: &Node, size: u64) -> Result<(), u32> {
         match node {
@@ -395,11 +381,12 @@ impl Fs {
         }
     }
 
-    /// Creates a regular file `name` in the directory `dir`.
-    pub fn create(&self, dir: &Node, name: &str) -> Result<(), u32> {
+    /// Creates a regular file `name` in the directory `dir`; over an existing file it
+    /// empties it (DataKit's semantics) unless `exclusive`.
+    pub fn create(&self, dir: &Node, name: &str, exclusive: bool) -> Result<(), u32> {
         match dir {
             Node::Work { branch, txn, path, kind: WorkKind::Dir } => {
-                self.with_txn(branch, txn, |t| t.create(&child_path(path, name)))
+                self.with_txn(branch, txn, |t| t.create(&child_path(path, name), exclusive))
             }
             Node::Git { .. } | Node::EmptyRo(_) => Err(EROFS),
             _ => Err(EACCES),
@@ -416,72 +403,27 @@ impl Fs {
         }
     }
 
-    /// mkdir: a branch under `/branch`, a transaction under `transactions/`, a directory in `rw/`.
-    pub fn mkdir(&self, dir: &Node, name: &str) -> Result<(), u32> {
+    /// mkdir: a branch under `/branch`, a transaction under `transactions/` (belonging to
+    /// connection `owner`), a directory in `rw/`.
+    pub fn mkdir(&self, dir: &Node, name: &str, owner: u64) -> Result<(), u32> {
         match dir {
             Node::Dir(Dir::Branches) => {
-                if self.branch_exists(name)? {
-                    return Err(EEXIST);
-                }
-                if name.is_empty()
-                    || name.contains('/')
-                    || name.starts_with('.')
-                    || name.ends_with(".lock")
-                {
+                // git's own rules: a name it refuses would break fsck and gc for good.
+                if !cairn_db::branch::valid_branch_name(name) {
                     return Err(EINVAL);
                 }
-                lock(&self.pending).insert(name.to_owned());
-                Ok(())
-            }
-            Node::Dir(Dir::Transactions(b)) => {
-                let key = (b.clone(), name.to_owned());
-                if lock(&self.txns).contains_key(&key) {
+                if self.head(name)?.is_some() || !lock(&self.pending).insert(name.to_owned()) {
                     return Err(EEXIST);
                 }
-                let base = self.head(b)?;
-                let (files, links) = match base {
-                    Some(head) => self.files_at(head)?,
-                    None => Default::default(),
-                };
-                lock(&self.txns).insert(key, Txn::new(base, files, links));
                 Ok(())
             }
+            Node::Dir(Dir::Transactions(b)) => self.create_txn(b, name, owner),
             Node::Work { branch, txn, path, kind: WorkKind::Dir } => {
                 self.with_txn(branch, txn, |t| t.mkdir(&child_path(path, name)))
             }
             Node::Git { .. } | Node::EmptyRo(_) => Err(EROFS),
             _ => Err(EACCES),
         }
-    }
-
-    /// The files and symlinks of a commit, with content.
-    fn files_at(&self, commit: ObjectId) -> Result<Files, u32> {
-        let tree = self.db.commit_tree(commit).map_err(|e| errno_of(&e))?;
-        self.files_of_tree(tree)
-    }
-
-    fn files_of_tree(&self, tree: ObjectId) -> Result<Files, u32> {
-        let mut files = std::collections::BTreeMap::new();
-        let mut links = std::collections::BTreeSet::new();
-        let mut stack = vec![(String::new(), tree)];
-        while let Some((prefix, id)) = stack.pop() {
-            for entry in self.db.list_tree(id).map_err(|e| errno_of(&e))? {
-                let path = format!("{prefix}{}", entry.name);
-                match entry.kind {
-                    EntryKind::Dir => stack.push((format!("{path}/"), entry.id)),
-                    kind => {
-                        files.insert(
-                            path.clone(),
-                            self.db.blob(entry.id).map_err(|e| errno_of(&e))?,
-                        );
-                        if kind == EntryKind::Link {
-                            links.insert(path);
-                        }
-                    }
-                }
-            }
-        }
-        Ok((files, links))
     }
 
     /// Removes `name` from `dir` (unlinkat / remove). `dir_expected`: Some(true) for rmdir.
@@ -521,106 +463,6 @@ impl Fs {
             }
             _ => Err(EACCES),
         }
-    }
-
-    /// `echo commit > ctl`: one commit with what the working tree changed, by the same
-    /// compare-and-swap as the CLI; schema-checked on master. The reason of a failure is left
-    /// in `ctl`.
-    fn commit_txn(&self, b: &str, t: &str) -> Result<(), u32> {
-        let key = (b.to_owned(), t.to_owned());
-        let txn = lock(&self.txns).get(&key).cloned().ok_or(ENOENT)?;
-        if let Some(merge) = &txn.merge {
-            if !merge.conflicts.is_empty() {
-                let list: Vec<&str> = merge.conflicts.iter().map(String::as_str).collect();
-                let message = format!(
-                    "unresolved conflicts: {} (write each path to resolve it)\n",
-                    list.join(", ")
-                );
-                return self.with_txn(b, t, |txn| {
-                    txn.ctl = message;
-                    Err(EBUSY)
-                });
-            }
-        }
-        let result = (|| -> Result<ObjectId, cairn_db::Error> {
-            let mut tx = self.db.transaction(b)?;
-            tx.base_at(txn.base);
-            for (path, content) in &txn.files {
-                let was_link = txn.base_links.contains(path);
-                let is_link = txn.links.contains(path);
-                if txn.base_files.get(path) == Some(content) && was_link == is_link {
-                    continue;
-                }
-                if is_link {
-                    tx.set_link(path, content.clone());
-                } else {
-                    tx.set_path(path, content.clone());
-                }
-            }
-            for path in txn.base_files.keys().filter(|p| !txn.files.contains_key(*p)) {
-                tx.remove_path(path);
-            }
-            if !txn.msg.is_empty() {
-                tx.message(String::from_utf8_lossy(&txn.msg).into_owned());
-            }
-            if !txn.parents.is_empty() {
-                tx.merge_parents(txn.parents.clone());
-            }
-            Ok(tx.commit()?.id)
-        })();
-        match result {
-            Ok(id) => {
-                lock(&self.txns).remove(&key);
-                lock(&self.pending).remove(b);
-                tracing::info!(branch = b, transaction = t, commit = %id, "committed through 9P");
-                Ok(())
-            }
-            Err(e) => {
-                let errno = errno_of(&e);
-                let message = format!("{e}\n");
-                self.with_txn(b, t, |txn| {
-                    txn.ctl = message;
-                    Err(errno)
-                })
-            }
-        }
-    }
-
-    /// `echo C > merge`: three-way merge of commit C into the working tree.
-    fn merge_txn(&self, b: &str, t: &str, theirs: ObjectId) -> Result<(), u32> {
-        let theirs_tree = self.db.commit_tree(theirs).map_err(|_| EINVAL)?;
-        let (theirs_files, _) = self.files_of_tree(theirs_tree)?;
-        let base_commit = {
-            let txns = lock(&self.txns);
-            txns.get(&(b.to_owned(), t.to_owned())).ok_or(ENOENT)?.base
-        };
-        let base_commit = match base_commit {
-            Some(ours) => self.db.merge_base(ours, theirs).map_err(|e| errno_of(&e))?,
-            None => None,
-        };
-        let empty = self.db.empty_tree();
-        let base_tree = match base_commit {
-            Some(c) => self.db.commit_tree(c).map_err(|e| errno_of(&e))?,
-            None => empty,
-        };
-        let (base_files, _) =
-            if base_tree == empty { Default::default() } else { self.files_of_tree(base_tree)? };
-        let ours_files = {
-            let txns = lock(&self.txns);
-            txns.get(&(b.to_owned(), t.to_owned())).ok_or(ENOENT)?.files.clone()
-        };
-        let ours = self.db.write_tree(&ours_files).map_err(|e| errno_of(&e))?;
-        self.with_txn(b, t, |txn| {
-            let conflicts = txn.merge(&base_files, &theirs_files);
-            txn.ctl = if conflicts.is_empty() {
-                format!("merged {theirs}\n")
-            } else {
-                format!("merged {theirs} with {} conflicts\n", conflicts.len())
-            };
-            txn.parents.push(theirs);
-            txn.merge = Some(Merge { ours, theirs: theirs_tree, base: base_tree, conflicts });
-            Ok(())
-        })
     }
 }
 

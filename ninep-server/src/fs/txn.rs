@@ -5,10 +5,24 @@
 //! with the same compare-and-swap (and schema validation on master) as the CLI.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use cairn_db::ObjectId;
 
 use crate::errno::*;
+
+/// A file's content. Shared with the transaction's base (and with other transactions of the
+/// same head) until written: a transaction costs memory for what it changes, not for the
+/// tree it started from.
+pub type Content = Arc<Vec<u8>>;
+
+/// Largest file a transaction accepts: configuration values are small (the schema's largest
+/// is 1 MiB), and the whole working tree lives in memory.
+pub const MAX_FILE: usize = 8 << 20;
+/// What one transaction may hold beyond the tree it started from.
+pub const MAX_OWN_BYTES: usize = 16 << 20;
+/// Files and directories in one working tree.
+pub const MAX_PATHS: usize = 16_384;
 
 /// What a working-tree path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +50,9 @@ pub struct Txn {
     /// The head the transaction started from.
     pub base: Option<ObjectId>,
     /// The files at `base`, to compute what changed.
-    pub base_files: BTreeMap<String, Vec<u8>>,
+    pub base_files: BTreeMap<String, Content>,
     pub base_links: BTreeSet<String>,
-    pub files: BTreeMap<String, Vec<u8>>,
+    pub files: BTreeMap<String, Content>,
     pub links: BTreeSet<String>,
     /// Directories made with mkdir (git keeps no empty directories; these live until commit).
     pub dirs: BTreeSet<String>,
@@ -48,6 +62,12 @@ pub struct Txn {
     /// The result of the last command written to `ctl` (or `merge`), for humans.
     pub ctl: String,
     pub merge: Option<Merge>,
+    /// The connection that made it; it goes when that connection does.
+    pub owner: u64,
+    /// Bytes of file content not shared with the base.
+    own_bytes: usize,
+    /// How many own bytes it may hold now: what the other transactions leave of the total.
+    pub room: usize,
 }
 
 fn parent_of(path: &str) -> &str {
@@ -57,8 +77,9 @@ fn parent_of(path: &str) -> &str {
 impl Txn {
     pub fn new(
         base: Option<ObjectId>,
-        files: BTreeMap<String, Vec<u8>>,
+        files: BTreeMap<String, Content>,
         links: BTreeSet<String>,
+        owner: u64,
     ) -> Txn {
         Txn {
             base,
@@ -71,7 +92,58 @@ impl Txn {
             parents: Vec::new(),
             ctl: String::new(),
             merge: None,
+            owner,
+            own_bytes: 0,
+            room: usize::MAX,
         }
+    }
+
+    /// Bytes this transaction holds beyond its base.
+    pub fn own_bytes(&self) -> usize {
+        self.own_bytes
+    }
+
+    /// What `path`'s content costs this transaction: nothing while it is the base's.
+    fn cost(&self, path: &str) -> usize {
+        match (self.files.get(path), self.base_files.get(path)) {
+            (Some(ours), Some(base)) if Arc::ptr_eq(ours, base) => 0,
+            (Some(ours), _) => ours.len(),
+            (None, _) => 0,
+        }
+    }
+
+    /// Runs a change of `path`'s content, keeping the count of own bytes; refused when the
+    /// file would be `new_len` long: EFBIG past this transaction's bounds, ENOSPC past what
+    /// all transactions together may hold.
+    fn change(
+        &mut self,
+        path: &str,
+        new_len: usize,
+        f: impl FnOnce(&mut Txn) -> Result<(), u32>,
+    ) -> Result<(), u32> {
+        let before = self.cost(path);
+        let after = self.own_bytes - before + new_len;
+        if new_len > MAX_FILE || after > MAX_OWN_BYTES {
+            return Err(EFBIG);
+        }
+        if new_len > before && after > self.room {
+            return Err(ENOSPC);
+        }
+        f(self)?;
+        self.own_bytes = self.own_bytes - before + self.cost(path);
+        Ok(())
+    }
+
+    /// Refuses a name git cannot store (a NUL) or that would smuggle a repository in (`.git`),
+    /// and a tree past [`MAX_PATHS`].
+    fn check_new(&self, path: &str) -> Result<(), u32> {
+        if path.contains('\0') || path.split('/').any(|c| c.eq_ignore_ascii_case(".git")) {
+            return Err(EINVAL);
+        }
+        if self.files.len() + self.dirs.len() >= MAX_PATHS {
+            return Err(ENOSPC);
+        }
+        Ok(())
     }
 
     pub fn kind(&self, path: &str) -> Option<WorkKind> {
@@ -115,21 +187,33 @@ impl Txn {
         }
     }
 
-    pub fn create(&mut self, path: &str) -> Result<(), u32> {
+    /// Creates an empty file. Over an existing file it truncates it and makes it a regular
+    /// file, as DataKit's server does (its clients write a key by creating it), unless
+    /// `exclusive` (O_EXCL) asks for EEXIST.
+    pub fn create(&mut self, path: &str, exclusive: bool) -> Result<(), u32> {
         self.need_parent_dir(path)?;
-        if self.kind(path).is_some() {
-            return Err(EEXIST);
+        match self.kind(path) {
+            None => self.check_new(path)?,
+            Some(WorkKind::Dir) => return Err(if exclusive { EEXIST } else { EISDIR }),
+            Some(_) if exclusive => return Err(EEXIST),
+            Some(_) => {}
         }
-        self.files.insert(path.to_owned(), Vec::new());
+        self.change(path, 0, |t| {
+            t.files.insert(path.to_owned(), Content::default());
+            t.links.remove(path);
+            Ok(())
+        })?;
         self.resolve_conflict(path);
         Ok(())
     }
 
     pub fn symlink(&mut self, path: &str, target: Vec<u8>) -> Result<(), u32> {
-        self.create(path)?;
-        self.files.insert(path.to_owned(), target);
-        self.links.insert(path.to_owned());
-        Ok(())
+        self.create(path, true)?;
+        self.change(path, target.len(), |t| {
+            t.files.insert(path.to_owned(), Arc::new(target));
+            t.links.insert(path.to_owned());
+            Ok(())
+        })
     }
 
     pub fn mkdir(&mut self, path: &str) -> Result<(), u32> {
@@ -137,29 +221,35 @@ impl Txn {
         if self.kind(path).is_some() {
             return Err(EEXIST);
         }
+        self.check_new(path)?;
         self.dirs.insert(path.to_owned());
         Ok(())
     }
 
     pub fn write(&mut self, path: &str, offset: u64, data: &[u8]) -> Result<u32, u32> {
-        let file = self.files.get_mut(path).ok_or(ENOENT)?;
+        let len = self.files.get(path).ok_or(ENOENT)?.len();
         let offset = usize::try_from(offset).map_err(|_| EFBIG)?;
         let end = offset.checked_add(data.len()).ok_or(EFBIG)?;
-        if end > MAX_FILE {
-            return Err(EFBIG);
-        }
-        if file.len() < end {
-            file.resize(end, 0);
-        }
-        file[offset..end].copy_from_slice(data);
+        self.change(path, len.max(end), |t| {
+            let file = Arc::make_mut(t.files.get_mut(path).ok_or(ENOENT)?);
+            if file.len() < end {
+                file.resize(end, 0);
+            }
+            file[offset..end].copy_from_slice(data);
+            Ok(())
+        })?;
         self.resolve_conflict(path);
         Ok(data.len() as u32)
     }
 
     pub fn truncate(&mut self, path: &str, size: u64) -> Result<(), u32> {
-        let file = self.files.get_mut(path).ok_or(ENOENT)?;
-        let size = usize::try_from(size).ok().filter(|s| *s <= MAX_FILE).ok_or(EFBIG)?;
-        file.resize(size, 0);
+        self.files.get(path).ok_or(ENOENT)?;
+        let size = usize::try_from(size).map_err(|_| EFBIG)?;
+        self.change(path, size, |t| {
+            let file = Arc::make_mut(t.files.get_mut(path).ok_or(ENOENT)?);
+            file.resize(size, 0);
+            Ok(())
+        })?;
         self.resolve_conflict(path);
         Ok(())
     }
@@ -179,6 +269,7 @@ impl Txn {
             }
             (Some(_), Some(true)) => Err(ENOTDIR),
             (Some(_), _) => {
+                self.own_bytes -= self.cost(path);
                 self.files.remove(path);
                 self.links.remove(path);
                 self.resolve_conflict(path);
@@ -194,6 +285,9 @@ impl Txn {
             return Err(EINVAL);
         }
         self.need_parent_dir(to)?;
+        if self.kind(to).is_none() {
+            self.check_new(to)?;
+        }
         match (kind, self.kind(to)) {
             (_, None) => {}
             (WorkKind::Dir, Some(WorkKind::Dir)) if self.list(to).is_empty() => {
@@ -231,7 +325,13 @@ impl Txn {
             self.dirs.remove(&old);
             self.dirs.insert(moved(&old).expect("filtered above"));
         }
+        self.recount();
         Ok(())
+    }
+
+    /// Counts the own bytes afresh (after a change of many paths at once).
+    fn recount(&mut self) {
+        self.own_bytes = self.files.keys().map(|p| self.cost(p)).sum();
     }
 
     /// Writing a conflicted path resolves its conflict.
@@ -245,8 +345,8 @@ impl Txn {
     /// that side; a path both changed differently is a conflict and keeps ours.
     pub fn merge(
         &mut self,
-        base: &BTreeMap<String, Vec<u8>>,
-        theirs: &BTreeMap<String, Vec<u8>>,
+        base: &BTreeMap<String, Content>,
+        theirs: &BTreeMap<String, Content>,
     ) -> BTreeSet<String> {
         let mut conflicts = BTreeSet::new();
         let paths: BTreeSet<String> =
@@ -265,13 +365,10 @@ impl Txn {
                 conflicts.insert(path);
             }
         }
+        self.recount();
         conflicts
     }
 }
-
-/// Largest file a transaction accepts: configuration values are small, and the whole working
-/// tree lives in memory.
-pub const MAX_FILE: usize = 64 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -281,9 +378,9 @@ mod tests {
         let files =
             [("memory", "2048\n"), ("etc/hostname", "cairn\n"), ("etc/docker/daemon.json", "{}\n")]
                 .into_iter()
-                .map(|(p, c)| (p.to_owned(), c.as_bytes().to_vec()))
+                .map(|(p, c)| (p.to_owned(), Arc::new(c.as_bytes().to_vec())))
                 .collect();
-        Txn::new(None, files, BTreeSet::new())
+        Txn::new(None, files, BTreeSet::new(), 0)
     }
 
     #[test]
@@ -300,16 +397,16 @@ mod tests {
     #[test]
     fn create_write_truncate_remove_rename() {
         let mut t = txn();
-        assert_eq!(t.create("nodir/x"), Err(ENOENT));
-        assert_eq!(t.create("memory/x"), Err(ENOTDIR));
+        assert_eq!(t.create("nodir/x", false), Err(ENOENT));
+        assert_eq!(t.create("memory/x", false), Err(ENOTDIR));
         t.mkdir("net").expect("mkdir");
         assert_eq!(t.kind("net"), Some(WorkKind::Dir));
-        t.create("net/mtu").expect("create");
+        t.create("net/mtu", false).expect("create");
         t.write("net/mtu", 0, b"1500\n").expect("write");
         t.write("net/mtu", 5, b"x").expect("append");
-        assert_eq!(t.files["net/mtu"], b"1500\nx");
+        assert_eq!(**t.files["net/mtu"], *b"1500\nx");
         t.truncate("net/mtu", 4).expect("truncate");
-        assert_eq!(t.files["net/mtu"], b"1500");
+        assert_eq!(**t.files["net/mtu"], *b"1500");
         assert_eq!(t.remove("net", None), Err(ENOTEMPTY));
         t.rename("etc", "conf").expect("rename dir");
         assert_eq!(t.kind("conf/docker/daemon.json"), Some(WorkKind::File));
@@ -325,12 +422,52 @@ mod tests {
         let mut t = txn();
         let base = t.files.clone();
         let mut theirs = base.clone();
-        theirs.insert("memory".into(), b"4096\n".to_vec());
-        theirs.insert("etc/hostname".into(), b"theirs\n".to_vec());
-        t.files.insert("etc/hostname".into(), b"ours\n".to_vec());
+        theirs.insert("memory".into(), Arc::new(b"4096\n".to_vec()));
+        theirs.insert("etc/hostname".into(), Arc::new(b"theirs\n".to_vec()));
+        t.files.insert("etc/hostname".into(), Arc::new(b"ours\n".to_vec()));
         let conflicts = t.merge(&base, &theirs);
-        assert_eq!(t.files["memory"], b"4096\n");
-        assert_eq!(t.files["etc/hostname"], b"ours\n");
+        assert_eq!(**t.files["memory"], *b"4096\n");
+        assert_eq!(**t.files["etc/hostname"], *b"ours\n");
         assert_eq!(conflicts.into_iter().collect::<Vec<_>>(), ["etc/hostname"]);
+    }
+
+    #[test]
+    fn create_over_a_file_truncates_it_unless_exclusive() {
+        let mut t = txn();
+        t.create("memory", false).expect("DataKit's create over a file");
+        assert!(t.files["memory"].is_empty());
+        t.write("memory", 0, b"4096\n").expect("write");
+        assert_eq!(t.create("memory", true), Err(EEXIST));
+        assert_eq!(t.create("etc", false), Err(EISDIR));
+    }
+
+    #[test]
+    fn names_git_cannot_store_are_refused() {
+        let mut t = txn();
+        assert_eq!(t.create("a\0b", false), Err(EINVAL));
+        assert_eq!(t.mkdir(".git"), Err(EINVAL));
+        assert_eq!(t.create("etc/.GIT", false), Err(EINVAL));
+        assert_eq!(t.rename("memory", ".git"), Err(EINVAL));
+    }
+
+    #[test]
+    fn a_transaction_pays_only_for_what_it_changes_and_is_bounded() {
+        let mut t = txn();
+        assert_eq!(t.own_bytes(), 0, "the base is shared");
+        t.write("memory", 0, b"4096\n").expect("write");
+        assert_eq!(t.own_bytes(), 5);
+        t.create("big", false).expect("create");
+        let chunk = vec![1u8; 1 << 20];
+        let mut offset = 0u64;
+        let refused = loop {
+            match t.write("big", offset, &chunk) {
+                Ok(_) => offset += chunk.len() as u64,
+                Err(errno) => break errno,
+            }
+        };
+        assert_eq!(refused, EFBIG);
+        assert!(t.own_bytes() <= MAX_OWN_BYTES && offset as usize <= MAX_FILE);
+        t.remove("big", None).expect("remove");
+        assert_eq!(t.own_bytes(), 5);
     }
 }

@@ -1,4 +1,6 @@
 //! A real database served over a real unix socket, for the integration tests.
+// Each test binary uses a part of the helpers.
+#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,7 @@ const HOST: Host = Host { ram_mib: 8192, cores: 4 };
 pub struct Server {
     pub dir: tempfile::TempDir,
     pub db: Arc<Db>,
+    pub fs: Arc<cairn_9p::Fs>,
 }
 
 impl Server {
@@ -23,14 +26,15 @@ impl Server {
         let fs = Arc::new(cairn_9p::Fs::new(db.clone()));
         let socket = dir.path().join("9p.sock");
         let path = socket.clone();
-        tokio::spawn(async move { cairn_9p::transport::serve_unix(fs, &path).await });
+        let served = fs.clone();
+        tokio::spawn(async move { cairn_9p::transport::serve_unix(served, &path).await });
         for _ in 0..100 {
             if socket.exists() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Server { dir, db }
+        Server { dir, db, fs }
     }
 
     pub async fn client(&self, msize: u32) -> Client<UnixStream> {

@@ -40,29 +40,54 @@ pub fn current_hostname() -> String {
 }
 
 /// `name = value` lines from etc/sysctl.conf, written under /proc/sys. If one fails, those
-/// already written get their old values back.
+/// already written get their old values back. Lines are read by the schema's own parser, so a
+/// comment or a name means the same here as it did when the commit was checked; and whatever
+/// the schema let through, nothing is written outside `proc_sys`.
 pub fn sysctl(ro: &Path, proc_sys: &Path) -> Outcome {
+    use cairn_schema::sysctl::{parse, Line};
     let text = match setting(ro, "etc/sysctl.conf") {
         Ok(v) => v,
         Err(e) => return Outcome::Failed(e),
     };
+    let lines = match parse(&text) {
+        Ok(lines) => lines,
+        Err(e) => return Outcome::Failed(format!("{:?} {}", e.line, e.problem)),
+    };
     let mut written: Vec<(std::path::PathBuf, String)> = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let Some((name, value)) = line.split_once('=') else {
-            return undo(written, format!("{line:?} is not name = value"));
+    for line in lines {
+        let Line::Setting(s) = line else { continue };
+        let (name, value) = (s.name(), s.value.as_str());
+        let Some(path) = parameter_path(proc_sys, &s.components) else {
+            return undo(written, format!("{name}: not a kernel parameter under /proc/sys"));
         };
-        let (name, value) = (name.trim(), value.trim());
-        let path = proc_sys.join(name.replace('.', "/"));
         let old = match std::fs::read_to_string(&path) {
             Ok(old) => old,
+            Err(_) if s.ignore_failure => continue,
             Err(e) => return undo(written, format!("{name}: {e}")),
         };
-        if let Err(e) = std::fs::write(&path, value) {
-            return undo(written, format!("{name} = {value}: {e}"));
+        match std::fs::write(&path, value) {
+            Ok(()) => written.push((path, old)),
+            Err(_) if s.ignore_failure => {}
+            Err(e) => return undo(written, format!("{name} = {value}: {e}")),
         }
-        written.push((path, old));
     }
     Outcome::Applied
+}
+
+/// The file of a parameter under `proc_sys`, refusing any component that could leave it.
+fn parameter_path(proc_sys: &Path, components: &[String]) -> Option<std::path::PathBuf> {
+    let mut path = proc_sys.to_path_buf();
+    for c in components {
+        let plain = !c.is_empty()
+            && c != "."
+            && c != ".."
+            && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !plain {
+            return None;
+        }
+        path.push(c);
+    }
+    path.starts_with(proc_sys).then_some(path)
 }
 
 fn undo(written: Vec<(std::path::PathBuf, String)>, why: String) -> Outcome {
@@ -114,6 +139,31 @@ mod tests {
         let Outcome::Failed(why) = sysctl(&ro, &proc_sys) else { panic!("vm.nope must fail") };
         assert!(why.starts_with("vm.nope"), "{why}");
         assert_eq!(std::fs::read_to_string(proc_sys.join("vm/swappiness")).expect("read"), "10");
+        // `;` comments mean the same as for the schema, and `-` ignores a failure.
+        std::fs::write(ro.join("etc/sysctl.conf"), "; note\n-vm.nope = 1\nvm.swappiness = 30\n")
+            .expect("write");
+        assert_eq!(sysctl(&ro, &proc_sys), Outcome::Applied);
+        assert_eq!(std::fs::read_to_string(proc_sys.join("vm/swappiness")).expect("read"), "30");
+    }
+
+    #[test]
+    fn sysctl_never_writes_outside_proc_sys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ro, proc_sys) = (dir.path().join("ro"), dir.path().join("sys"));
+        std::fs::create_dir_all(ro.join("etc")).expect("mkdir");
+        std::fs::create_dir_all(&proc_sys).expect("mkdir");
+        let victim = dir.path().join("shadow");
+        std::fs::write(&victim, "secret").expect("write");
+        for line in [
+            format!("{} = root::0:0:99999:7:::", victim.display()),
+            "../shadow = x".to_owned(),
+            ".shadow = x".to_owned(),
+        ] {
+            std::fs::write(ro.join("etc/sysctl.conf"), &line).expect("write");
+            assert!(matches!(sysctl(&ro, &proc_sys), Outcome::Failed(_)), "{line} applied");
+        }
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "secret");
+        assert_eq!(parameter_path(&proc_sys, &["..".into(), "x".into()]), None);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub const MODULES: &[&str] = &[
     "virtio_pci_modern_dev",
     "virtio_pci_legacy_dev",
     "virtio_pci",
+    "virtio_console",
 ];
 
 fn c_string(s: &str) -> Result<CString, Error> {
@@ -91,12 +92,23 @@ pub fn load_modules(dir: &Path) -> Vec<String> {
     problems
 }
 
-/// Mounts the database at `/Database` over 9P, on TCP or virtio.
-pub fn mount_database(db: &super::DbTransport) -> Result<(), Error> {
+/// Mounts the database at `/Database` over 9P: the kernel's fd transport on a stream of the
+/// channel (the kernel cannot write to a virtio-serial port itself, so the agent relays), or
+/// virtio-9p.
+pub fn mount_database(
+    db: &super::DbTransport,
+    channel: Option<&super::channel::Channel>,
+) -> Result<(), Error> {
     match db {
-        super::DbTransport::Tcp { host, port } => {
-            let options = format!("trans=tcp,port={port},version=9p2000.L,msize=524288,cache=none");
-            mount(host, "/Database", "9p", &options)
+        super::DbTransport::Channel => {
+            let channel = channel.ok_or_else(|| Error::Database("no channel".into()))?;
+            let stream = channel
+                .connect(&cairn_channel::Service::new(cairn_channel::Service::NINEP, &[]))?;
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+            let options =
+                format!("trans=fd,rfdno={fd},wfdno={fd},version=9p2000.L,msize=524288,cache=none");
+            // The kernel holds its own reference to the socket once mounted.
+            mount("cairn", "/Database", "9p", &options)
         }
         super::DbTransport::Virtio { tag } => {
             mount(tag, "/Database", "9p", "trans=virtio,version=9p2000.L,msize=524288,cache=none")

@@ -8,6 +8,7 @@
 
 mod apply;
 mod boot;
+mod channel;
 mod children;
 mod engine;
 mod network;
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 pub use apply::{hex, DAEMON_JSON};
 pub use boot::MODULES;
-pub use engine::API_PORT as DOCKER_API_PORT;
+pub use channel::DOCKER as DOCKER_SERVICE;
 
 use crate::report::{Outcome, Report, DOCKERD_ABSENT};
 
@@ -33,19 +34,24 @@ pub enum Error {
     Database(String),
 }
 
-/// Where /Database comes from: 9P over TCP (the qemu backend, through its user network) or
-/// the virtio-9p device with this tag (the native VMM).
+/// Where /Database comes from: a stream of the channel (qemu: nothing but the agent can open
+/// the port it runs on) or the virtio-9p device with this tag (the native VMM). Never the
+/// network: what a guest address serves, a container can reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DbTransport {
-    Tcp { host: String, port: u16 },
+    Channel,
     Virtio { tag: String },
 }
 
-/// What the kernel command line tells the agent (`cairn.db=tcp:HOST:PORT` or
-/// `cairn.db=virtio:TAG`, `cairn.ip=ADDR/LEN`, `cairn.gw=ADDR`).
+pub use channel::Device as ChannelDevice;
+
+/// What the kernel command line tells the agent (`cairn.db=channel` or `cairn.db=virtio:TAG`,
+/// `cairn.channel=virtio-serial:NAME` or `cairn.channel=vsock:PORT`, `cairn.ip=ADDR/LEN`,
+/// `cairn.gw=ADDR`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub db: DbTransport,
+    pub channel: Option<ChannelDevice>,
     pub address: String,
     pub gateway: String,
 }
@@ -54,32 +60,34 @@ impl Config {
     /// Parses `/proc/cmdline`; unknown words are the kernel's.
     pub fn from_cmdline(cmdline: &str) -> Result<Config, Error> {
         let mut config = Config {
-            db: DbTransport::Tcp { host: "10.0.2.2".into(), port: 564 },
+            db: DbTransport::Channel,
+            channel: None,
             address: "10.0.2.15/24".into(),
             gateway: "10.0.2.2".into(),
         };
         for word in cmdline.split_whitespace() {
             if let Some(db) = word.strip_prefix("cairn.db=") {
-                let bad =
-                    || Error::Boot(format!("cairn.db={db}: expected tcp:HOST:PORT or virtio:TAG"));
-                config.db = if let Some(tag) = db.strip_prefix("virtio:") {
-                    if tag.is_empty() {
-                        return Err(bad());
-                    }
-                    DbTransport::Virtio { tag: tag.to_owned() }
-                } else {
-                    let rest = db.strip_prefix("tcp:").ok_or_else(bad)?;
-                    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
-                    DbTransport::Tcp {
-                        host: host.to_owned(),
-                        port: port.parse().map_err(|_| bad())?,
-                    }
+                let bad = || Error::Boot(format!("cairn.db={db}: expected channel or virtio:TAG"));
+                config.db = match db.strip_prefix("virtio:") {
+                    Some("") => return Err(bad()),
+                    Some(tag) => DbTransport::Virtio { tag: tag.to_owned() },
+                    None if db == "channel" => DbTransport::Channel,
+                    None => return Err(bad()),
                 };
+            } else if let Some(device) = word.strip_prefix("cairn.channel=") {
+                config.channel = Some(ChannelDevice::parse(device).ok_or_else(|| {
+                    Error::Boot(format!(
+                        "cairn.channel={device}: expected virtio-serial:NAME or vsock:PORT"
+                    ))
+                })?);
             } else if let Some(ip) = word.strip_prefix("cairn.ip=") {
                 config.address = ip.to_owned();
             } else if let Some(gw) = word.strip_prefix("cairn.gw=") {
                 config.gateway = gw.to_owned();
             }
+        }
+        if config.db == DbTransport::Channel && config.channel.is_none() {
+            return Err(Error::Boot("cairn.db=channel needs cairn.channel=...".into()));
         }
         Ok(config)
     }
@@ -108,13 +116,16 @@ pub fn run() -> ! {
     if let Err(e) = network::configure(&config.address, &config.gateway) {
         say(&e.to_string());
     }
-    heartbeat();
+    let channel = match config.channel.clone().map(channel::Channel::start).transpose() {
+        Ok(channel) => channel,
+        Err(e) => halt(&e.to_string()),
+    };
     let engine = engine::Engine::new();
     loop {
-        mount_database(&config);
+        mount_database(&config, channel.as_ref());
         if let Err(e) = follow(Path::new("/Database"), engine.as_ref()) {
             // The server went away (the control plane restarted) or the stream broke: a new
-            // mount is a new connection, to the new server on the same port.
+            // mount is a new stream, on the channel's next session.
             say(&format!("{e}; mounting /Database again"));
             boot::unmount_database();
             std::thread::sleep(Duration::from_secs(1));
@@ -122,28 +133,10 @@ pub fn run() -> ! {
     }
 }
 
-/// How often the heartbeat touches /Database.
-const HEARTBEAT: Duration = Duration::from_secs(5);
-
-/// Reads a small file of /Database now and then, on a thread of its own. The main thread
-/// waits in a read of head.live, which sends nothing; if the control plane died and a new one
-/// took over (its NAT knows nothing of the old connection), only traffic from the guest lets
-/// the new NAT answer with a reset, which fails the connection, the waiting read with it, and
-/// makes the main loop mount /Database again.
-fn heartbeat() {
-    let spawned = std::thread::Builder::new().name("heartbeat".into()).spawn(|| loop {
-        std::thread::sleep(HEARTBEAT);
-        let _ = std::fs::read("/Database/branch/master/head");
-    });
-    if let Err(e) = spawned {
-        say(&format!("no heartbeat for /Database: {e}"));
-    }
-}
-
 /// Mounts /Database, retrying until the server answers.
-fn mount_database(config: &Config) {
+fn mount_database(config: &Config, channel: Option<&channel::Channel>) {
     let mut delay = Duration::from_millis(200);
-    while let Err(e) = boot::mount_database(&config.db) {
+    while let Err(e) = boot::mount_database(&config.db, channel) {
         say(&format!("{e}; retrying"));
         std::thread::sleep(delay);
         delay = (delay * 2).min(Duration::from_secs(5));
@@ -230,16 +223,21 @@ mod tests {
 
     #[test]
     fn the_command_line_configures_the_agent() {
-        let c =
-            Config::from_cmdline("console=ttyS0 cairn.db=tcp:10.0.2.2:5640 cairn.ip=10.0.2.9/24")
-                .expect("parses");
-        assert_eq!(c.db, DbTransport::Tcp { host: "10.0.2.2".into(), port: 5640 });
+        let c = Config::from_cmdline(
+            "console=ttyS0 cairn.db=channel cairn.channel=virtio-serial:cairn.channel cairn.ip=10.0.2.9/24",
+        )
+        .expect("parses");
+        assert_eq!(c.db, DbTransport::Channel);
+        assert_eq!(c.channel, Some(ChannelDevice::Port("cairn.channel".into())));
         assert_eq!(c.address, "10.0.2.9/24");
-        let c = Config::from_cmdline("cairn.db=virtio:db").expect("parses");
+        let c =
+            Config::from_cmdline("cairn.db=virtio:db cairn.channel=vsock:1024").expect("parses");
         assert_eq!(c.db, DbTransport::Virtio { tag: "db".into() });
+        assert_eq!(c.channel, Some(ChannelDevice::Vsock(1024)));
         assert!(Config::from_cmdline("cairn.db=virtio:").is_err());
-        assert!(Config::from_cmdline("cairn.db=udp:x").is_err());
-        assert!(Config::from_cmdline("cairn.db=tcp:host:lots").is_err());
+        assert!(Config::from_cmdline("cairn.db=channel").is_err(), "a channel is needed");
+        assert!(Config::from_cmdline("cairn.db=tcp:10.0.2.2:5640").is_err(), "no network");
+        assert!(Config::from_cmdline("cairn.db=virtio:db cairn.channel=tcp:x").is_err());
     }
 
     #[test]

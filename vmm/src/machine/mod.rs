@@ -228,38 +228,49 @@ impl Machine {
             },
         )?;
 
-        let notifications = (notifier.stopper()?, notifier.spawn()?);
-        vmm_sys_util::signal::register_signal_handler(kick_signal(), ignore)
-            .map_err(|e| Error::Setup(format!("registering the vCPU kick signal: {e}")))?;
-        let mut vcpus = Vec::new();
+        // Every vCPU is created and set up before any runs: a failure half-way must not leave
+        // vCPU 0 running with no Machine to stop it.
         let count = config.ncpu.max(1);
+        let mut prepared = Vec::new();
         for id in 0..count {
-            let mut vcpu = vm.create_vcpu(u64::from(id)).map_err(Error::kvm("KVM_CREATE_VCPU"))?;
+            let vcpu = vm.create_vcpu(u64::from(id)).map_err(Error::kvm("KVM_CREATE_VCPU"))?;
             vcpu.set_cpuid2(&cpu::cpuid(&kvm, id, count)?).map_err(Error::kvm("KVM_SET_CPUID2"))?;
             cpu::wire_lints(&vcpu)?;
             cpu::set_msrs(&vcpu)?;
             if id == 0 {
                 cpu::enter(&vcpu, &mem, entry)?;
             }
-            let (io, mmio, stop, mem) = (io.clone(), mmio.clone(), stop.clone(), mem.clone());
-            let thread = std::thread::Builder::new()
-                .name(format!("vcpu{id}"))
-                .spawn(move || {
-                    let _mem = mem;
-                    cpu::run(&mut vcpu, &io, &mmio, &stop)
-                })
-                .map_err(|e| Error::Setup(format!("starting vCPU {id}: {e}")))?;
-            vcpus.push(thread);
+            prepared.push(vcpu);
         }
-        Ok(Machine {
+        vmm_sys_util::signal::register_signal_handler(kick_signal(), ignore)
+            .map_err(|e| Error::Setup(format!("registering the vCPU kick signal: {e}")))?;
+        let notifications = (notifier.stopper()?, notifier.spawn()?);
+        let mut machine = Machine {
             stop,
             keyboard,
-            vcpus,
+            vcpus: Vec::new(),
             notifications: Some(notifications),
             exit: None,
             _vm: vm,
             started: Instant::now(),
-        })
+        };
+        for (id, mut vcpu) in prepared.into_iter().enumerate() {
+            let (io, mmio, stop, mem) =
+                (io.clone(), mmio.clone(), machine.stop.clone(), mem.clone());
+            let spawned = std::thread::Builder::new().name(format!("vcpu{id}")).spawn(move || {
+                let _mem = mem;
+                cpu::run(&mut vcpu, &io, &mmio, &stop)
+            });
+            match spawned {
+                Ok(thread) => machine.vcpus.push(thread),
+                Err(e) => {
+                    // The vCPUs already running are stopped and joined with the rest.
+                    machine.stop();
+                    return Err(Error::Setup(format!("starting vCPU {id}: {e}")));
+                }
+            }
+        }
+        Ok(machine)
     }
 
     /// Whether the VM still runs.

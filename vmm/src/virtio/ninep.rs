@@ -149,7 +149,7 @@ impl VirtioDevice for NinePDevice {
 
     fn reset(&mut self) {
         if let Some(active) = self.active.take() {
-            active.session.shutdown();
+            active.session.close();
             // The reply task ends when the session's last sender is gone.
         }
     }

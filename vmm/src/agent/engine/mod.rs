@@ -27,10 +27,9 @@ use crate::report::Outcome;
 /// Where the image puts dockerd; a base image has none.
 pub const DOCKERD: &str = "/usr/bin/dockerd";
 const CONTAINERD: &str = "/usr/bin/containerd";
-/// The engine's API port on the guest's interface, where the control plane's docker.sock
-/// forwards to.
-pub const API_PORT: u16 = 2375;
-const SOCKET: &str = "/var/run/docker.sock";
+/// dockerd's API, which the control plane's docker.sock reaches through the channel: the
+/// engine listens on no network address, where any container could reach it.
+pub const SOCKET: &str = "/var/run/docker.sock";
 const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 const CONTAINERD_CONFIG: &str = "/etc/containerd/config.toml";
 /// containerd's own defaults, less the CRI plugin (Kubernetes' API: dockerd does not use it,

@@ -6,7 +6,7 @@ use std::path::Path;
 use cairn_schema::ApplyClass;
 use serde_json::{Map, Value as Json};
 
-use super::{API_PORT, CONTAINERD_SOCKET, SOCKET};
+use super::{CONTAINERD_SOCKET, SOCKET};
 
 /// What the guest's kernel lacks for dockerd's defaults (no bridge or netfilter modules in
 /// the image, no overlayfs on an initramfs root), and the containerd the agent runs: given as
@@ -57,17 +57,11 @@ impl Settings {
         serde_json::from_slice(&self.json).unwrap_or_default()
     }
 
-    /// dockerd's flags: its API on the unix socket and the guest's TCP port, and the guest
-    /// defaults for the keys the file leaves out.
+    /// dockerd's flags: its API on the unix socket only (the host reaches it through the
+    /// channel), and the guest defaults for the keys the file leaves out.
     pub fn flags(&self) -> Vec<String> {
         let keys = self.keys();
-        let mut flags = vec![
-            format!("--host=unix://{SOCKET}"),
-            format!("--host=tcp://0.0.0.0:{API_PORT}"),
-            // Without it dockerd waits 15 s to warn about a plain-TCP API; the port is only
-            // reachable through the control plane's socket on the host.
-            "--tls=false".to_owned(),
-        ];
+        let mut flags = vec![format!("--host=unix://{SOCKET}")];
         for (key, value) in GUEST_DEFAULTS {
             if !keys.contains_key(*key) {
                 flags.push(format!("--{key}={value}"));

@@ -1,8 +1,14 @@
 //! virtio-vsock with Firecracker's host-side convention: a guest connection to the host (CID
 //! 2) on port P is a connection to the unix socket `PATH_P`; a host program that connects to
 //! `PATH` and writes `CONNECT P\n` reaches the guest's port P (and reads `OK <port>\n` first).
-//! Each stream has a thread that reads the host side and sends RW packets within the guest's
-//! credit; the guest's packets are handled on the vCPU that notified.
+//!
+//! The guest's packets are handled on the thread that serves queue notifications, which every
+//! device shares, so nothing there may wait on a host peer: a connection to the host is made
+//! on a thread of its own, and each stream has a reader (host side into RW packets, within the
+//! guest's credit) and a writer (the guest's bytes onto the host socket, from a queue that the
+//! guest's credit bounds). A host peer that stops reading stalls its own stream, nothing else.
+
+mod header;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -11,81 +17,27 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+pub use header::Header;
+use header::*;
+
 use super::{DeviceQueue, VirtioDevice, VERSION_1};
 use crate::machine::bus::lock;
 
-const HOST_CID: u64 = 2;
-const HEADER: usize = 44;
-const TYPE_STREAM: u16 = 1;
-const OP_REQUEST: u16 = 1;
-const OP_RESPONSE: u16 = 2;
-const OP_RST: u16 = 3;
-const OP_SHUTDOWN: u16 = 4;
-const OP_RW: u16 = 5;
-const OP_CREDIT_UPDATE: u16 = 6;
-const OP_CREDIT_REQUEST: u16 = 7;
-/// What we tell the guest it may have in flight towards us per stream: we write to the host
-/// socket before returning the buffer, so this is only a pacing figure.
+/// What we tell the guest it may have in flight towards us per stream: its bytes wait in the
+/// stream's queue until the stream's writer has written them to the host socket, and only
+/// then count as forwarded, so this bounds the queue.
 const BUF_ALLOC: u32 = 256 * 1024;
 const MAX_PAYLOAD: usize = 64 * 1024;
 /// Packets waiting for receive buffers, beyond which host readers wait.
 const MAX_OUTBOX: usize = 256;
-
-/// A packet header (virtio 1.2, 5.10.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Header {
-    pub src_cid: u64,
-    pub dst_cid: u64,
-    pub src_port: u32,
-    pub dst_port: u32,
-    pub len: u32,
-    pub type_: u16,
-    pub op: u16,
-    pub flags: u32,
-    pub buf_alloc: u32,
-    pub fwd_cnt: u32,
-}
-
-impl Header {
-    pub fn parse(b: &[u8]) -> Option<Header> {
-        let b = b.get(..HEADER)?;
-        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
-        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
-        let u16_at = |i: usize| u16::from_le_bytes(b[i..i + 2].try_into().unwrap_or_default());
-        Some(Header {
-            src_cid: u64_at(0),
-            dst_cid: u64_at(8),
-            src_port: u32_at(16),
-            dst_port: u32_at(20),
-            len: u32_at(24),
-            type_: u16_at(28),
-            op: u16_at(30),
-            flags: u32_at(32),
-            buf_alloc: u32_at(36),
-            fwd_cnt: u32_at(40),
-        })
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(HEADER);
-        b.extend_from_slice(&self.src_cid.to_le_bytes());
-        b.extend_from_slice(&self.dst_cid.to_le_bytes());
-        b.extend_from_slice(&self.src_port.to_le_bytes());
-        b.extend_from_slice(&self.dst_port.to_le_bytes());
-        b.extend_from_slice(&self.len.to_le_bytes());
-        b.extend_from_slice(&self.type_.to_le_bytes());
-        b.extend_from_slice(&self.op.to_le_bytes());
-        b.extend_from_slice(&self.flags.to_le_bytes());
-        b.extend_from_slice(&self.buf_alloc.to_le_bytes());
-        b.extend_from_slice(&self.fwd_cnt.to_le_bytes());
-        b
-    }
-}
+/// Streams at once; a request beyond is reset.
+pub const MAX_STREAMS: usize = 256;
 
 /// A stream, keyed by (host port, guest port).
 #[derive(Debug)]
 struct Stream {
-    socket: UnixStream,
+    /// None while the connection to the host is being made.
+    socket: Option<UnixStream>,
     /// Bytes we sent the guest, and the guest's last buffer space and count consumed.
     sent: u32,
     peer_buf_alloc: u32,
@@ -94,6 +46,32 @@ struct Stream {
     forwarded: u32,
     /// Host-initiated, waiting for the guest's RESPONSE.
     connecting: bool,
+    /// Bytes for the host socket, written by the stream's writer: the guest's, within its
+    /// credit, and the `OK` line of a host-initiated stream.
+    pending: VecDeque<u8>,
+    /// How many of the first pending bytes are that `OK` line (not the guest's to count).
+    ok_line: usize,
+}
+
+impl Stream {
+    fn new(socket: Option<UnixStream>, connecting: bool) -> Stream {
+        Stream {
+            socket,
+            sent: 0,
+            peer_buf_alloc: 0,
+            peer_fwd_cnt: 0,
+            forwarded: 0,
+            connecting,
+            pending: VecDeque::new(),
+            ok_line: 0,
+        }
+    }
+
+    fn shut(&self) {
+        if let Some(socket) = &self.socket {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 impl Stream {
@@ -171,24 +149,14 @@ impl VsockDevice {
         }
         match h.op {
             OP_REQUEST if !streams.contains_key(&key) => {
-                let target = format!("{}_{}", self.path.display(), h.dst_port);
-                match UnixStream::connect(&target) {
-                    Ok(socket) => {
-                        let stream = Stream {
-                            socket,
-                            sent: 0,
-                            peer_buf_alloc: h.buf_alloc,
-                            peer_fwd_cnt: h.fwd_cnt,
-                            forwarded: 0,
-                            connecting: false,
-                        };
-                        if let Ok(reader) = stream.socket.try_clone() {
-                            streams.insert(key, stream);
-                            push(&self.shared, self.header(key.0, key.1, OP_RESPONSE, 0).encode());
-                            spawn_reader(self.shared.clone(), self.cid, key, reader);
-                        }
-                    }
-                    Err(_) => push(&self.shared, self.header(key.0, key.1, OP_RST, 0).encode()),
+                if streams.len() >= MAX_STREAMS {
+                    push(&self.shared, self.header(key.0, key.1, OP_RST, 0).encode());
+                } else {
+                    let mut stream = Stream::new(None, false);
+                    (stream.peer_buf_alloc, stream.peer_fwd_cnt) = (h.buf_alloc, h.fwd_cnt);
+                    streams.insert(key, stream);
+                    let target = PathBuf::from(format!("{}_{}", self.path.display(), h.dst_port));
+                    connect_to_host(self.shared.clone(), self.cid, key, target);
                 }
             }
             OP_RESPONSE => {
@@ -196,28 +164,29 @@ impl VsockDevice {
                     if stream.connecting {
                         stream.connecting = false;
                         let ok = format!("OK {}\n", key.0);
-                        let reader = stream.socket.try_clone();
-                        if stream.socket.write_all(ok.as_bytes()).is_ok() {
-                            if let Ok(reader) = reader {
-                                spawn_reader(self.shared.clone(), self.cid, key, reader);
-                            }
+                        stream.ok_line = ok.len();
+                        stream.pending.extend(ok.bytes());
+                        let socket = stream.socket.as_ref().map(UnixStream::try_clone);
+                        if let Some(Ok(socket)) = socket {
+                            start_stream(self.shared.clone(), self.cid, key, socket);
                         }
                     }
                 }
             }
             OP_RW => {
-                let forwarded = streams.get_mut(&key).map(|stream| {
-                    if stream.socket.write_all(payload).is_ok() {
-                        stream.forwarded = stream.forwarded.wrapping_add(payload.len() as u32);
+                let fits = streams.get_mut(&key).map(|stream| {
+                    let fits = stream.pending.len() + payload.len() <= BUF_ALLOC as usize + 64;
+                    if fits {
+                        stream.pending.extend(payload);
                     }
-                    stream.forwarded
+                    fits
                 });
-                if let Some(forwarded) = forwarded {
-                    // Tell the guest its data is consumed, so its credit never runs dry.
-                    push(
-                        &self.shared,
-                        self.header(key.0, key.1, OP_CREDIT_UPDATE, forwarded).encode(),
-                    );
+                if fits == Some(false) {
+                    // More than the credit we gave: the guest broke the protocol.
+                    if let Some(stream) = streams.remove(&key) {
+                        stream.shut();
+                    }
+                    push(&self.shared, self.header(key.0, key.1, OP_RST, 0).encode());
                 }
             }
             OP_CREDIT_REQUEST => {
@@ -231,7 +200,7 @@ impl VsockDevice {
             }
             OP_SHUTDOWN | OP_RST => {
                 if let Some(stream) = streams.remove(&key) {
-                    let _ = stream.socket.shutdown(std::net::Shutdown::Both);
+                    stream.shut();
                     if h.op == OP_SHUTDOWN {
                         push(&self.shared, self.header(key.0, key.1, OP_RST, 0).encode());
                     }
@@ -267,15 +236,14 @@ fn accept(listener: UnixListener, shared: Arc<Shared>, cid: u64) {
             *next = next.wrapping_add(1).max(1 << 30);
             *next
         };
-        let stream = Stream {
-            socket,
-            sent: 0,
-            peer_buf_alloc: 0,
-            peer_fwd_cnt: 0,
-            forwarded: 0,
-            connecting: true,
-        };
-        lock(&shared.streams).insert((host_port, guest_port), stream);
+        {
+            let mut streams = lock(&shared.streams);
+            if streams.len() >= MAX_STREAMS {
+                let _ = (&socket).write_all(b"error: too many streams\n");
+                continue;
+            }
+            streams.insert((host_port, guest_port), Stream::new(Some(socket), true));
+        }
         let request = Header {
             src_cid: HOST_CID,
             dst_cid: cid,
@@ -287,6 +255,111 @@ fn accept(listener: UnixListener, shared: Arc<Shared>, cid: u64) {
             ..Header::default()
         };
         push(&shared, request.encode());
+    }
+}
+
+/// Connects a guest-initiated stream to the host's socket `target`, on a thread of its own
+/// (a listener with a full backlog would block); answers the guest when it is done.
+fn connect_to_host(shared: Arc<Shared>, cid: u64, key: (u32, u32), target: PathBuf) {
+    let thread_shared = shared.clone();
+    let spawned = std::thread::Builder::new().name("vsock-connect".into()).spawn(move || {
+        let shared = thread_shared;
+        let reply = |op| Header {
+            src_cid: HOST_CID,
+            dst_cid: cid,
+            src_port: key.0,
+            dst_port: key.1,
+            type_: TYPE_STREAM,
+            op,
+            buf_alloc: BUF_ALLOC,
+            ..Header::default()
+        };
+        let connected = UnixStream::connect(&target).and_then(|s| Ok((s.try_clone()?, s)));
+        let mut streams = lock(&shared.streams);
+        match (connected, streams.get_mut(&key)) {
+            (Ok((reader, socket)), Some(stream)) => {
+                stream.socket = Some(socket);
+                drop(streams);
+                push(&shared, reply(OP_RESPONSE).encode());
+                start_stream(shared.clone(), cid, key, reader);
+            }
+            // The guest gave up meanwhile: nothing to answer.
+            (Ok(_), None) => {}
+            (Err(_), _) => {
+                streams.remove(&key);
+                drop(streams);
+                push(&shared, reply(OP_RST).encode());
+            }
+        }
+        shared.changed.notify_all();
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "starting a vsock connection thread");
+        lock(&shared.streams).remove(&key);
+    }
+}
+
+/// Starts a stream's reader and writer threads.
+fn start_stream(shared: Arc<Shared>, cid: u64, key: (u32, u32), socket: UnixStream) {
+    match socket.try_clone() {
+        Ok(writer) => spawn_writer(shared.clone(), cid, key, writer),
+        Err(e) => tracing::warn!(error = %e, "cloning a vsock stream's socket"),
+    }
+    spawn_reader(shared, cid, key, socket);
+}
+
+/// Writes what the guest sent on a stream to its host socket, outside any lock, and tells the
+/// guest how much has been consumed (its credit comes back only as the host peer reads).
+fn spawn_writer(shared: Arc<Shared>, cid: u64, key: (u32, u32), mut socket: UnixStream) {
+    let spawned = std::thread::Builder::new().name("vsock-write".into()).spawn(move || loop {
+        let (chunk, ours) = {
+            let mut streams = lock(&shared.streams);
+            loop {
+                match streams.get_mut(&key) {
+                    None => return,
+                    Some(s) if !s.pending.is_empty() => {
+                        let n = s.pending.len().min(MAX_PAYLOAD);
+                        // The OK line of a host-initiated stream is ours, not the guest's.
+                        let ours = std::mem::take(&mut s.ok_line);
+                        break (s.pending.drain(..n).collect::<Vec<u8>>(), ours);
+                    }
+                    Some(_) => {
+                        streams = shared
+                            .changed
+                            .wait_timeout(streams, Duration::from_millis(200))
+                            .map_or_else(|e| e.into_inner().0, |r| r.0);
+                    }
+                }
+            }
+        };
+        let written = socket.write_all(&chunk);
+        let mut streams = lock(&shared.streams);
+        let Some(stream) = streams.get_mut(&key) else { return };
+        let mut h = Header {
+            src_cid: HOST_CID,
+            dst_cid: cid,
+            src_port: key.0,
+            dst_port: key.1,
+            type_: TYPE_STREAM,
+            buf_alloc: BUF_ALLOC,
+            ..Header::default()
+        };
+        if written.is_err() {
+            streams.remove(&key);
+            drop(streams);
+            h.op = OP_RST;
+            push(&shared, h.encode());
+            return;
+        }
+        let guest_bytes = chunk.len().saturating_sub(ours);
+        stream.forwarded = stream.forwarded.wrapping_add(guest_bytes as u32);
+        h.op = OP_CREDIT_UPDATE;
+        h.fwd_cnt = stream.forwarded;
+        drop(streams);
+        push(&shared, h.encode());
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "starting a vsock stream's writer");
     }
 }
 
@@ -433,7 +506,93 @@ impl VirtioDevice for VsockDevice {
         self.queues.clear();
         let mut streams = lock(&self.shared.streams);
         for (_, stream) in streams.drain() {
-            let _ = stream.socket.shutdown(std::net::Shutdown::Both);
+            stream.shut();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    const GUEST: u64 = 3;
+
+    fn packet(op: u16, src_port: u32, dst_port: u32, payload: &[u8]) -> Vec<u8> {
+        let h = Header {
+            src_cid: GUEST,
+            dst_cid: HOST_CID,
+            src_port,
+            dst_port,
+            len: payload.len() as u32,
+            type_: TYPE_STREAM,
+            op,
+            buf_alloc: BUF_ALLOC,
+            ..Header::default()
+        };
+        let mut p = h.encode();
+        p.extend_from_slice(payload);
+        p
+    }
+
+    /// Waits for a packet to the guest's `port` with `op` in the outbox.
+    fn sent(device: &VsockDevice, port: u32, op: u16) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let found = lock(&device.shared.outbox)
+                .iter()
+                .filter_map(|p| Header::parse(p))
+                .any(|h| h.dst_port == port && h.op == op);
+            if found {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    #[test]
+    fn a_host_peer_that_never_reads_stalls_only_its_own_stream() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v.sock");
+        let mut device = VsockDevice::new(GUEST, &path).expect("device");
+        let stuck = UnixListener::bind(format!("{}_5000", path.display())).expect("bind");
+        let live = UnixListener::bind(format!("{}_6000", path.display())).expect("bind");
+        device.handle(&packet(OP_REQUEST, 100, 5000, &[]));
+        assert!(sent(&device, 100, OP_RESPONSE), "connected to the stuck peer");
+        let (_held, _) = stuck.accept().expect("accepted");
+        // The guest fills its whole credit; the stuck peer reads none of it. Every packet is
+        // handled at once: the bytes wait in the stream's queue, not on this thread.
+        let started = Instant::now();
+        for _ in 0..(BUF_ALLOC as usize / MAX_PAYLOAD) {
+            device.handle(&packet(OP_RW, 100, 5000, &vec![1u8; MAX_PAYLOAD]));
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "the notifier thread waited");
+        // Another stream still works.
+        device.handle(&packet(OP_REQUEST, 200, 6000, &[]));
+        assert!(sent(&device, 200, OP_RESPONSE));
+        let (mut peer, _) = live.accept().expect("accepted");
+        device.handle(&packet(OP_RW, 200, 6000, b"hello"));
+        let mut got = [0u8; 5];
+        peer.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        peer.read_exact(&mut got).expect("the other stream's bytes arrive");
+        assert_eq!(&got, b"hello");
+        assert!(sent(&device, 200, OP_CREDIT_UPDATE), "its credit comes back as the peer reads");
+        // A guest that goes on writing past its credit (the stuck peer's socket buffer full,
+        // the stream's queue full) gets its stream reset, however fast it writes.
+        for _ in 0..64 {
+            device.handle(&packet(OP_RW, 100, 5000, &vec![1u8; MAX_PAYLOAD]));
+        }
+        assert!(sent(&device, 100, OP_RST));
+    }
+
+    #[test]
+    fn a_refused_host_connection_is_a_reset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v.sock");
+        let mut device = VsockDevice::new(GUEST, &path).expect("device");
+        device.handle(&packet(OP_REQUEST, 100, 7000, &[]));
+        assert!(sent(&device, 100, OP_RST));
+        assert!(lock(&device.shared.streams).is_empty());
     }
 }

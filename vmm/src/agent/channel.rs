@@ -1,0 +1,369 @@
+//! The agent's end of the channel to the control plane (see cairn-channel): a virtio-serial
+//! port on qemu, a vsock connection on the native VMM. A thread of its own runs a small tokio
+//! runtime that keeps a session up (the port is reopened and the handshake redone whenever the
+//! control plane goes away and a new one connects) and serves the agent's synchronous code:
+//! [`Channel::connect`] opens a stream for a service and hands back one end of a socketpair
+//! relayed to it, an ordinary file descriptor that the kernel's 9P client can mount.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use cairn_channel::session::End;
+use cairn_channel::{handshake, Service, Session};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{say, Error};
+
+/// Where the channel is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Device {
+    /// The virtio-serial port with this name (qemu).
+    Port(String),
+    /// The host's vsock port (the native VMM; the host is CID 2).
+    Vsock(u32),
+}
+
+impl Device {
+    /// `virtio-serial:NAME` or `vsock:PORT`.
+    pub fn parse(text: &str) -> Option<Device> {
+        if let Some(name) = text.strip_prefix("virtio-serial:") {
+            return (!name.is_empty()).then(|| Device::Port(name.to_owned()));
+        }
+        text.strip_prefix("vsock:")?.parse().ok().map(Device::Vsock)
+    }
+}
+
+/// How long [`Channel::connect`] waits for a session (the control plane may be restarting).
+const WAIT_FOR_SESSION: Duration = Duration::from_secs(5);
+/// Pause before the device is opened again after a session ended.
+const REOPEN_AFTER: Duration = Duration::from_millis(200);
+
+type Request = (Service, oneshot::Sender<Result<UnixStream, String>>);
+
+/// The agent's handle on the channel.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    requests: mpsc::Sender<Request>,
+}
+
+impl Channel {
+    /// Starts the channel's thread for `device`.
+    pub fn start(device: Device) -> Result<Channel, Error> {
+        let (requests, receiver) = mpsc::channel(16);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Boot(format!("the channel's runtime: {e}")))?;
+        std::thread::Builder::new()
+            .name("channel".into())
+            .spawn(move || runtime.block_on(run(device, receiver)))
+            .map_err(|e| Error::Boot(format!("the channel's thread: {e}")))?;
+        Ok(Channel { requests })
+    }
+
+    /// Opens a stream to the control plane for `service`; blocks until it is open (or fails
+    /// when no session comes up in a few seconds).
+    pub fn connect(&self, service: &Service) -> Result<UnixStream, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .blocking_send((service.clone(), tx))
+            .map_err(|_| Error::Database("the channel's thread is gone".into()))?;
+        rx.blocking_recv()
+            .map_err(|_| Error::Database("the channel's thread is gone".into()))?
+            .map_err(Error::Database)
+    }
+}
+
+/// Keeps a session up and answers requests with streams on it.
+async fn run(device: Device, mut requests: mpsc::Receiver<Request>) {
+    let (current, mut sessions) = watch::channel::<Option<Session>>(None);
+    tokio::spawn(keep_up(device, current));
+    while let Some((service, reply)) = requests.recv().await {
+        let session = tokio::time::timeout(WAIT_FOR_SESSION, async {
+            loop {
+                if let Some(session) = sessions.borrow_and_update().clone() {
+                    if !session.is_closed() {
+                        return Some(session);
+                    }
+                }
+                if sessions.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        let Ok(Some(session)) = session else {
+            let _ = reply.send(Err("no session with the control plane".into()));
+            continue;
+        };
+        tokio::spawn(async move {
+            let _ = reply.send(open_relayed(&session, &service).await);
+        });
+    }
+}
+
+/// Opens `service` and relays it to one end of a socketpair; returns the other end.
+async fn open_relayed(session: &Session, service: &Service) -> Result<UnixStream, String> {
+    let mut stream =
+        session.open(service).await.map_err(|e| format!("opening {}: {e}", service.name))?;
+    let (ours, theirs) = UnixStream::pair().map_err(|e| format!("a socketpair: {e}"))?;
+    ours.set_nonblocking(true).map_err(|e| format!("a socketpair: {e}"))?;
+    let mut ours =
+        tokio::net::UnixStream::from_std(ours).map_err(|e| format!("a socketpair: {e}"))?;
+    tokio::spawn(async move {
+        // Ends when either side closes: the mount went away, or the session did.
+        let _ = tokio::io::copy_bidirectional(&mut ours, &mut stream).await;
+    });
+    Ok(theirs)
+}
+
+/// Opens the device, handshakes, runs the session until it ends; again, for ever.
+async fn keep_up(device: Device, current: watch::Sender<Option<Session>>) {
+    let mut complained = false;
+    loop {
+        let mut io = match open(&device) {
+            Ok(io) => io,
+            Err(e) => {
+                if !complained {
+                    say(&format!("channel: {e}; retrying"));
+                    complained = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if handshake::guest(&mut io).await.is_err() {
+            // The host went away mid-handshake: reopening the device drops what it left.
+            tokio::time::sleep(REOPEN_AFTER).await;
+            continue;
+        }
+        complained = false;
+        let (session, mut inbound, driver) = Session::start(io, End::Guest);
+        current.send_replace(Some(session));
+        say("channel: connected to the control plane");
+        let serve = async {
+            while let Some((service, stream)) = inbound.next().await {
+                tokio::spawn(serve_inbound(service, stream));
+            }
+        };
+        tokio::select! {
+            ended = driver => {
+                if let Err(e) = ended {
+                    say(&format!("channel: the session ended ({e})"));
+                }
+            }
+            () = serve => {}
+        }
+        current.send_replace(None);
+        tokio::time::sleep(REOPEN_AFTER).await;
+    }
+}
+
+/// The guest's unix sockets that the control plane reaches through the channel, by service.
+const SOCKETS: &[(&str, &str)] = &[(DOCKER, super::engine::SOCKET)];
+
+/// The docker API: each stream is one connection to dockerd's socket.
+pub const DOCKER: &str = "docker";
+
+/// Serves a stream the control plane opened.
+async fn serve_inbound(service: Service, mut stream: cairn_channel::Stream) {
+    let Some((_, socket)) = SOCKETS.iter().find(|(name, _)| *name == service.name) else {
+        say(&format!("channel: no service {:?} in the guest", service.name));
+        return;
+    };
+    match tokio::net::UnixStream::connect(socket).await {
+        Ok(mut local) => {
+            let _ = tokio::io::copy_bidirectional(&mut stream, &mut local).await;
+        }
+        // The stream is dropped: the host's client sees its connection closed.
+        Err(e) => tracing::debug!(error = %e, socket, "connecting a channel stream"),
+    }
+}
+
+/// Opens the channel's device.
+fn open(device: &Device) -> Result<FdStream, String> {
+    match device {
+        Device::Port(name) => {
+            let path =
+                port_path(name).ok_or_else(|| format!("no virtio-serial port named {name}"))?;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(&path)
+                .map_err(|e| format!("opening {}: {e}", path.display()))?;
+            FdStream::new(file.into()).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        Device::Vsock(port) => {
+            let fd = vsock_connect(*port).map_err(|e| format!("vsock port {port}: {e}"))?;
+            FdStream::new(fd).map_err(|e| format!("vsock port {port}: {e}"))
+        }
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// The device node of the virtio-serial port called `name` (/sys/class/virtio-ports/vportNpM/name).
+fn port_path(name: &str) -> Option<std::path::PathBuf> {
+    let ports = std::fs::read_dir("/sys/class/virtio-ports").ok()?;
+    ports.flatten().find_map(|entry| {
+        let found = std::fs::read_to_string(entry.path().join("name")).ok()?;
+        (found.trim() == name).then(|| std::path::Path::new("/dev").join(entry.file_name()))
+    })
+}
+
+/// A stream socket to the host's (CID 2) vsock `port`, non-blocking once connected.
+fn vsock_connect(port: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: socket(2) with constant arguments; the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a descriptor we just created and own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_vm is plain data; all-zero is a valid start.
+    let mut address: libc::sockaddr_vm = unsafe { std::mem::zeroed() };
+    address.svm_family = libc::AF_VSOCK as libc::sa_family_t;
+    address.svm_cid = libc::VMADDR_CID_HOST;
+    address.svm_port = port;
+    // SAFETY: the address is a sockaddr_vm of the size passed, alive for the call.
+    let rc = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&address as *const libc::sockaddr_vm).cast(),
+            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    set_nonblocking(&fd)?;
+    Ok(fd)
+}
+
+/// Sets O_NONBLOCK on a descriptor we own.
+fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: fcntl(F_GETFL) on a descriptor `fd` keeps open.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fcntl(F_SETFL) on the same descriptor, adding O_NONBLOCK to its flags.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A non-blocking descriptor (a virtio-serial port, a vsock socket) as a tokio stream. Written
+/// by hand because tokio has types for sockets and pipes it knows, not for a character device.
+#[derive(Debug)]
+struct FdStream(AsyncFd<OwnedFd>);
+
+impl FdStream {
+    fn new(fd: OwnedFd) -> std::io::Result<FdStream> {
+        // SAFETY: an OwnedFd is a valid open descriptor that it keeps, unchanged, until dropped
+        // with the AsyncFd that owns it.
+        unsafe { AsyncFd::register(fd) }.map(FdStream).map_err(|e| e.into_parts().1)
+    }
+}
+
+impl AsyncRead for FdStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            let mut guard = std::task::ready!(self.0.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let result = guard.try_io(|fd| {
+                // SAFETY: reading into the unfilled part of `buf`, whose length is passed.
+                let n = unsafe {
+                    libc::read(fd.as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len())
+                };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match result {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for FdStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            let mut guard = std::task::ready!(self.0.poll_write_ready(cx))?;
+            let result = guard.try_io(|fd| {
+                // SAFETY: writing from `data`, whose length is passed.
+                let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match result {
+                Ok(result) => return Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_from_the_command_line() {
+        assert_eq!(
+            Device::parse("virtio-serial:cairn.channel"),
+            Some(Device::Port("cairn.channel".into()))
+        );
+        assert_eq!(Device::parse("vsock:1024"), Some(Device::Vsock(1024)));
+        assert_eq!(Device::parse("virtio-serial:"), None);
+        assert_eq!(Device::parse("vsock:lots"), None);
+        assert_eq!(Device::parse("tcp:1.2.3.4:5"), None);
+    }
+
+    #[tokio::test]
+    async fn an_fd_stream_carries_a_handshake() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        a.set_nonblocking(true).expect("nonblocking");
+        let mut guest_end = FdStream::new(OwnedFd::from(a)).expect("registers");
+        b.set_nonblocking(true).expect("nonblocking");
+        let mut host_end = tokio::net::UnixStream::from_std(b).expect("registers");
+        let host =
+            tokio::spawn(async move { handshake::host(&mut host_end).await.map(|()| host_end) });
+        handshake::guest(&mut guest_end).await.expect("guest side");
+        host.await.expect("joins").expect("host side");
+    }
+}
