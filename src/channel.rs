@@ -126,9 +126,13 @@ where
     current.send_replace(None);
 }
 
+/// How long a connection made while the guest's end is away waits for it (the control plane
+/// just adopted a VM, or the guest is rebooting) before it is closed.
+const WAIT_FOR_SESSION: Duration = Duration::from_secs(30);
+
 /// Serves a unix socket whose every connection becomes a stream of `service` to the guest
 /// (the docker socket: each client reaches dockerd's own socket in the guest). A connection
-/// made while there is no session is closed at once. Runs until aborted.
+/// made while there is no session waits for one a while. Runs until aborted.
 pub async fn serve_unix(
     listener: tokio::net::UnixListener,
     service: Service,
@@ -144,10 +148,21 @@ pub async fn serve_unix(
                 continue;
             }
         };
-        let session = sessions.borrow().clone();
-        let Some(session) = session else { continue };
         let service = service.clone();
+        let mut sessions = sessions.clone();
         tokio::spawn(async move {
+            let waited = tokio::time::timeout(WAIT_FOR_SESSION, async {
+                loop {
+                    if let Some(session) = sessions.borrow_and_update().clone() {
+                        if !session.is_closed() {
+                            return Some(session);
+                        }
+                    }
+                    sessions.changed().await.ok()?;
+                }
+            });
+            // No session in time: the client sees its connection closed.
+            let Ok(Some(session)) = waited.await else { return };
             match session.open(&service).await {
                 Ok(mut stream) => {
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut stream).await;

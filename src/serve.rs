@@ -41,16 +41,14 @@ pub fn run(db: Db, listeners: Listeners) -> Result<(), Error> {
                 .await
                 .map_err(|source| Error::Listen { address: address.to_string(), source })?;
             let bound = listener.local_addr().map_err(|source| Error::Listen { address: address.to_string(), source })?;
-            println!("tcp {bound}");
+            announce(&format!("tcp {bound}"));
             tasks.spawn(cairn_9p::transport::serve_tcp(fs.clone(), listener));
         }
         if let Some(path) = listeners.socket {
             let listener = cairn_9p::transport::bind_unix(&path)?;
-            println!("unix {}", path.display());
+            announce(&format!("unix {}", path.display()));
             tasks.spawn(cairn_9p::transport::serve_unix_listener(fs.clone(), listener));
         }
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(Error::Runtime)?;
         tokio::select! {
@@ -64,6 +62,14 @@ pub fn run(db: Db, listeners: Listeners) -> Result<(), Error> {
         }
         Ok(())
     })
+}
+
+/// Prints a listener's line for scripts. A reader that went away is no reason to stop
+/// serving (println! would panic on the closed pipe).
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// The 9P server for `cairn up`, on its own threads: the unix socket at `socket` for the

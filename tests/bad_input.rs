@@ -14,9 +14,15 @@ const CASES: &[(&str, &[&str])] = &[
         "port-forwarding",
         &["80", "x:80", "80:0", "80:99999", "80:80/sctp", "1.2.3:80:80", "80:80 80:81"],
     ),
-    ("dns", &["one.one.one.one", "1.1.1.256", "8.8.8.8;"]),
+    (
+        "dns",
+        &["one.one.one.one", "1.1.1.256", "8.8.8.8;", "0.0.0.0", "255.255.255.255", "224.0.0.1"],
+    ),
     ("mtu", &["575", "65536", "big", ""]),
-    ("proxy.http", &["proxy:3128", "ftp://proxy", "http://", "http://a b"]),
+    (
+        "proxy.http",
+        &["proxy:3128", "ftp://proxy", "http://", "http://a b", "http://[::1", "http://proxy:0"],
+    ),
     ("proxy.https", &["https//x", "http://host:port"]),
     ("proxy.exclude", &["a;b", "x|y"]),
     (
@@ -31,9 +37,23 @@ const CASES: &[(&str, &[&str])] = &[
             r#"{"max-concurrent-downloads":-3}"#,
             r#"{"log-level":"chatty"}"#,
             r#"{"debgu":true}"#,
+            r#"{"hosts":["tcp://0.0.0.0:2375"]}"#,
+            r#"{"debug":true,"debug":false}"#,
+            r#"{"default-address-pools":[{"base":"garbage","size":24}]}"#,
         ],
     ),
-    ("sysctl", &["swappiness", "vm.swappiness=", "=1", "vm.a=1\nvm.a=2"]),
+    (
+        "sysctl",
+        &[
+            "swappiness",
+            "vm.swappiness=",
+            "=1",
+            "vm.a=1\nvm.a=2",
+            "/etc/shadow = root::0:0:99999:7:::",
+            "../../../init = x",
+            ".etc.passwd = x",
+        ],
+    ),
     ("filesystem", &["virtiofs", "ext4", ""]),
 ];
 
@@ -113,4 +133,68 @@ fn force_accepts_unknown_daemon_keys_and_later_sets_still_work() {
     assert!(env.ok(&["get", "daemon"]).contains("experimental-thing"));
     // Wrong types of known keys stay refused even with --force.
     env.fails(&["set", "daemon", r#"{"debug": 1}"#, "--force"], 3);
+}
+
+#[test]
+fn a_key_twice_an_empty_message_and_blank_values_are_refused() {
+    let env = Env::new();
+    let head = env.head();
+    let err = env.fails(&["set", "memory=4096", "memory=8192"], 2);
+    assert!(err.contains("memory is given twice"), "{err}");
+    let err = env.fails(&["set", "memory", "4096", "-m", ""], 2);
+    assert!(err.contains("the message is empty"), "{err}");
+    let err = env.fails(&["set", "hostname", " "], 3);
+    assert!(err.starts_with("cairn: hostname: \" \" is not a host name"), "{err}");
+    let err = env.fails(&["set", "daemon", r#"{"mtu": 99999999999999999999999}"#], 3);
+    assert!(err.contains("\"99999999999999999999999\""), "the value as written: {err}");
+    let err = env.fails(&["set", "daemon", r#"{"max-concurrent-downloads": -1}"#], 3);
+    assert!(err.contains("is negative"), "{err}");
+    assert_eq!(env.head(), head);
+}
+
+#[test]
+fn apply_refuses_values_of_the_wrong_json_type() {
+    let env = Env::new();
+    let head = env.head();
+    for bad in [r#"{"hostname": null}"#, r#"{"memory": [4096]}"#, r#"{"dns": [1]}"#] {
+        let file = env.dir.path().join("bad.json");
+        std::fs::write(&file, bad).expect("write");
+        let err = env.fails(&["apply", &file.display().to_string()], 3);
+        assert!(err.contains("allowed:"), "{bad}: {err}");
+    }
+    assert_eq!(env.head(), head);
+}
+
+#[test]
+fn export_then_apply_round_trips_a_forced_daemon_json() {
+    let env = Env::new();
+    env.ok(&["set", "daemon", r#"{"foo": 1}"#, "--force"]);
+    let exported = env.ok(&["export"]);
+    assert!(exported.contains("forced-keys"), "{exported}");
+    let file = env.dir.path().join("saved.json");
+    std::fs::write(&file, &exported).expect("write");
+    env.ok(&["set", "daemon", "{}"]);
+    env.ok(&["apply", &file.display().to_string()]);
+    assert!(env.ok(&["get", "daemon"]).contains("foo"));
+}
+
+#[test]
+fn a_huge_value_written_around_cairn_is_never_read_whole() {
+    let env = Env::new();
+    let huge = "h".repeat(3 << 20);
+    let file = env.dir.path().join("huge");
+    std::fs::write(&file, format!("{huge}\n")).expect("write");
+    env.git_set("etc/hostname", &format!("@{}", file.display()));
+    let out = env.run(&["list"]);
+    assert!(out.status.success());
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains(&format!("hostname=({} bytes, not read)", huge.len() + 1)), "{list}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hostname"));
+    let err = env.fails(&["get", "hostname"], 1);
+    assert!(err.contains("was not read"), "{err}");
+    // A write of another key keeps it and says so; a write of the key replaces it.
+    let out = env.run(&["set", "memory", "1024"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kept as it is"));
+    env.ok(&["set", "hostname", "fixed"]);
+    assert_eq!(env.ok(&["get", "hostname"]), "fixed\n");
 }

@@ -32,9 +32,21 @@ fn plumbing_commits_gc_and_packed_refs() {
 fn an_invalid_outside_value_does_not_block_other_keys() {
     let env = Env::new();
     env.git_set("memory", "lots");
-    let list = env.ok(&["list"]);
+    let out = env.run(&["list"]);
+    let (list, warning) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(list.contains("memory=lots"), "{list}");
-    env.ok(&["set", "hostname", "still-works"]);
+    assert!(warning.contains("warning: memory: \"lots\" is not a size in MiB"), "{warning}");
+    let json: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--json"])).expect("json");
+    let memory =
+        json.as_array().and_then(|rows| rows.iter().find(|r| r["key"] == "memory")).cloned();
+    assert!(memory.is_some_and(|m| m["invalid"].as_str().is_some_and(|i| i.contains("lots"))));
+    assert!(env.ok(&["status"]).contains("invalid:     memory: \"lots\""));
+    // A write that keeps it says so.
+    let out = env.run(&["set", "hostname", "still-works"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("memory") && stderr.contains("kept as it is"), "{stderr}");
     env.ok(&["set", "memory", "1024"]);
     assert_eq!(env.git(&["show", "master:memory"]), "1024\n");
     env.fsck();
@@ -52,10 +64,53 @@ fn the_git_cli_and_cairn_share_the_ref_lock() {
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success());
     assert_eq!(env.ok(&["get", "memory"]), "4096\n");
-    // And git refuses while cairn's lock... is git's own: a stale one left by a dead process is
-    // broken by cairn after a short wait.
-    std::fs::write(&lock, "").expect("a stale lock");
-    env.ok(&["set", "memory", "3072"]);
-    assert!(!lock.exists());
+    // A lock nobody recorded is git's (or was left by a git that died): never broken.
+    std::fs::write(&lock, "").expect("a lock git left");
+    let stderr = env.fails(&["set", "memory", "3072"], 1);
+    assert!(stderr.contains("master.lock") && stderr.contains("never breaks"), "{stderr}");
+    assert!(lock.exists());
+    assert_eq!(env.ok(&["get", "memory"]), "4096\n", "nothing changed");
+    std::fs::remove_file(&lock).expect("the user removes it");
+    env.fsck();
+}
+
+/// A live git holding the ref's lock for seconds (a reference-transaction hook, a slow disk)
+/// is waited for, never broken: both commits land, and each command reports what happened.
+#[test]
+fn a_slow_git_commit_is_waited_for_and_both_changes_land() {
+    let env = Env::new();
+    let db = env.db();
+    let hook = db.join("hooks/reference-transaction");
+    std::fs::create_dir_all(hook.parent().expect("hooks dir")).expect("mkdir");
+    std::fs::write(&hook, "#!/bin/sh\n[ \"$1\" = prepared ] && sleep 3\nexit 0\n").expect("hook");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // git's commit: the tree of master with ncpu=1, committed with plumbing, moved by a slow
+    // update-ref.
+    let old = env.head();
+    let ours = env.git_commit_tree_with("ncpu", "1");
+    let git = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(&db)
+        .args(["update-ref", "refs/heads/master", &ours, &old])
+        .spawn()
+        .expect("git runs");
+    let lock = db.join("refs/heads/master.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !lock.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(lock.exists(), "git holds the lock");
+    env.ok(&["set", "memory", "4096"]);
+    let git = git.wait_with_output().expect("git ends");
+    assert!(
+        git.status.success(),
+        "git's update succeeded: {}",
+        String::from_utf8_lossy(&git.stderr)
+    );
+    assert_eq!(env.git(&["rev-parse", "master~1"]).trim(), ours, "cairn's commit is on git's");
+    assert_eq!(env.git(&["show", "master:ncpu"]), "1\n");
+    assert_eq!(env.git(&["show", "master:memory"]), "4096\n");
+    std::fs::remove_file(&hook).expect("no hook");
     env.fsck();
 }

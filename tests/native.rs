@@ -100,3 +100,52 @@ fn up_runs_the_vm_on_the_embedded_vmm_and_down_powers_it_off() {
     assert!(log.contains("the guest powered off"), "a clean poweroff, not a forced stop:\n{log}");
     assert!(read().contains("testguest: ctrl-alt-del\ntestguest: poweroff\n"), "{}", read());
 }
+
+/// Linux on the embedded VMM dies in early boot on this host's nested KVM (the probe knows,
+/// CAIRN_NATIVE=force skips it): `up` must still end with a working VM, on qemu, say why, and
+/// remember it for this host until the user asks for the embedded VMM again.
+#[test]
+fn a_native_boot_that_fails_falls_back_to_qemu_and_is_remembered() {
+    let _vm = crate::util::one_vm_at_a_time();
+    if !kvm_usable() {
+        eprintln!("skipped: /dev/kvm cannot be opened here");
+        return;
+    }
+    if cairn_vmm::machine::probe::can_run_linux().is_ok() {
+        eprintln!("skipped: this host's KVM runs Linux, so a native boot does not fail here");
+        return;
+    }
+    let env = Env::new();
+    let _down = crate::up::Down(&env);
+    env.ok(&["set", "hypervisor", "native"]);
+    let up = env
+        .command(&["up", "--detach", "--flavour", "base"])
+        .env("CAIRN_CACHE", crate::up::cache())
+        .env("CAIRN_NATIVE", "force")
+        .output()
+        .expect("runs");
+    assert!(up.status.success(), "cairn up: {}", String::from_utf8_lossy(&up.stderr));
+    let s = crate::up::applied(&env, "the VM on qemu after the native boot failed");
+    assert_eq!(s["backend"], "qemu", "{s:#}");
+    let reason = s["backend_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("failed to boot the guest here"), "{reason}");
+    let verdicts = std::fs::read_to_string(env.home().join("hypervisors.json")).expect("verdicts");
+    assert!(verdicts.contains("native_boot_failed"), "{verdicts}");
+    // The next `up` goes to qemu at once, and says why.
+    env.ok(&["down"]);
+    let up = env
+        .command(&["up", "--detach", "--flavour", "base"])
+        .env("CAIRN_CACHE", crate::up::cache())
+        .env("CAIRN_NATIVE", "force")
+        .output()
+        .expect("runs");
+    assert!(up.status.success());
+    let s = crate::up::applied(&env, "the VM on qemu at once");
+    assert_eq!((s["backend"].as_str(), s["restarts"].as_u64()), (Some("qemu"), Some(0)), "{s:#}");
+    assert!(s["backend_reason"].as_str().is_some_and(|r| r.contains("before")), "{s:#}");
+    // Asking for the embedded VMM again forgets it.
+    let out = env.run(&["set", "hypervisor", "native"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tries it again"));
+    let verdicts = std::fs::read_to_string(env.home().join("hypervisors.json")).expect("verdicts");
+    assert!(verdicts.contains("\"native_boot_failed\": null"), "{verdicts}");
+}

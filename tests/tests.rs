@@ -10,6 +10,7 @@ mod crash;
 mod diod_tools;
 mod docker;
 mod external_git;
+mod hostile;
 mod linux_guest;
 mod migration;
 mod native;

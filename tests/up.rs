@@ -94,6 +94,11 @@ fn up_applies_live_changes_reboots_for_memory_survives_a_crash_and_goes_down() {
     let boot = boot_id(&first);
     let up_pid = first["pid"].as_u64().expect("pid");
     assert!(first["backend_reason"].as_str().is_some_and(|r| r.contains("qemu")), "{first:#}");
+    // No other user reaches it: no TCP port, nothing under CAIRN_HOME (/Database goes to the
+    // guest through the channel, a socket in the private run directory).
+    let vm = first["vm_pid"].as_u64().expect("vm pid");
+    crate::hostile::closed_to_other_users(&env.home(), up_pid, vm);
+    assert_eq!(first["channel"], true, "{first:#}");
 
     // A live key: `plan` says so, `set --wait` returns once the guest applied it, no reboot.
     assert_eq!(env.ok(&["plan", "hostname", "web1"]).trim(), "guest-live: hostname (guest-live)");
@@ -220,4 +225,25 @@ fn up_applies_live_changes_reboots_for_memory_survives_a_crash_and_goes_down() {
     assert!(!pid_alive(vm), "down stops a VM left running");
     assert!(env.ok(&["logs", "--console"]).contains("cairn-agent: powering off"));
     env.fsck();
+}
+
+/// A configuration the guest cannot apply at its first boot: `up --detach` says so and ends
+/// (exit 1) as soon as the guest reports, instead of waiting for ever; the VM keeps running.
+#[test]
+fn up_detach_stops_waiting_when_the_guest_cannot_apply_the_configuration() {
+    let _vm = crate::util::one_vm_at_a_time();
+    let env = Env::new();
+    let _down = Down(&env);
+    env.ok(&["set", "sysctl", "vm.no_such_parameter = 1"]);
+    let up = env
+        .command(&["up", "--detach", "--flavour", "base"])
+        .env("CAIRN_CACHE", cache())
+        .output()
+        .expect("runs");
+    assert_eq!(up.status.code(), Some(1), "{}", String::from_utf8_lossy(&up.stderr));
+    let stderr = String::from_utf8_lossy(&up.stderr);
+    assert!(stderr.contains("could not apply") && stderr.contains("sysctl"), "{stderr}");
+    let s = status(&env);
+    assert_eq!(s["vm"], "running", "the VM stays up for logs and status: {s:#}");
+    assert_eq!(s["last_error"]["key"], "sysctl");
 }

@@ -123,6 +123,15 @@ impl Env {
 
     /// Commits PATH=VALUE with git plumbing, as an outside tool would.
     pub fn git_set(&self, path: &str, value: &str) -> String {
+        self.git_set_command(path, value, false)
+    }
+
+    /// A commit of master's tree with PATH=VALUE, made with plumbing; master does not move.
+    pub fn git_commit_tree_with(&self, path: &str, value: &str) -> String {
+        self.git_set_command(path, value, true)
+    }
+
+    fn git_set_command(&self, path: &str, value: &str, commit_only: bool) -> String {
         let out = Command::new("sh")
             .arg(fixture("git-set.sh"))
             .arg(self.db())
@@ -131,6 +140,7 @@ impl Env {
             .env("GIT_AUTHOR_EMAIL", "out@example.com")
             .env("GIT_COMMITTER_NAME", "Outsider")
             .env("GIT_COMMITTER_EMAIL", "out@example.com")
+            .env("GIT_SET_NO_UPDATE", if commit_only { "1" } else { "" })
             .output()
             .expect("sh runs");
         assert!(out.status.success(), "git-set.sh: {}", String::from_utf8_lossy(&out.stderr));

@@ -180,6 +180,10 @@ pub enum Command {
         /// Run in the background (logs in $CAIRN_HOME/run/cairn.log); `cairn down` stops it.
         #[arg(long)]
         detach: bool,
+        /// Probe the hypervisors again (KVM, the embedded VMM) instead of what was found on
+        /// this host before.
+        #[arg(long)]
+        reprobe: bool,
         /// Boot this kernel instead of the built image (with --initrd).
         #[arg(long, value_name = "FILE", requires = "initrd")]
         kernel: Option<PathBuf>,

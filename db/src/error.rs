@@ -38,6 +38,8 @@ pub enum Error {
     WriterBusy { lock: PathBuf, holder: String, seconds: f64 },
     #[error("{branch} kept moving under this commit ({attempts} attempts); is something rewriting it in a loop?")]
     Contended { branch: String, attempts: u32 },
+    #[error("{path}: the value is {size} bytes, more than the {limit} any setting can hold; it was not read (set or reset the key to replace it)")]
+    TooLarge { path: String, size: u64, limit: u64 },
     #[error("{path:?}: not a path git can store (no NUL, no empty component, no .git)")]
     BadPath { path: String },
     #[error("{path}: {value} is not a valid commit id")]

@@ -25,7 +25,7 @@ mod head_cache;
 pub mod history;
 mod history_index;
 pub mod objects;
-mod read;
+pub mod read;
 pub mod refs;
 pub mod transaction;
 pub mod watch;
@@ -39,6 +39,7 @@ use cairn_schema::{Host, Tree};
 pub use error::Error;
 pub use gix::ObjectId;
 pub use history::{CommitInfo, KeyChange, PathChange};
+pub use read::{BoundedSnapshot, MAX_VALUE};
 pub use transaction::{Committed, Transaction};
 pub use watch::HeadWatch;
 

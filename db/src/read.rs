@@ -35,6 +35,31 @@ impl Db {
         snapshot_of(&repo, commit)
     }
 
+    /// The whole tree at `rev`, reading no value larger than [`MAX_VALUE`]: those are left
+    /// empty in the tree and listed, with their sizes, in `too_large`. For commands that show
+    /// values (a 200 MB hand-made value must not take 200 MB to list).
+    pub fn snapshot_bounded(&self, rev: &str) -> Result<BoundedSnapshot, Error> {
+        let repo = self.repo();
+        let commit = resolve(&repo, rev)?;
+        let object = repo.find_commit(commit).map_err(|e| Error::git("reading a commit", e))?;
+        let time = object.time().map_err(|e| Error::git("reading a commit time", e))?.seconds;
+        let (tree, too_large) = read_tree_bounded(&repo, tree_of(&repo, commit)?, MAX_VALUE)?;
+        Ok(BoundedSnapshot { snapshot: Snapshot { commit, tree, time }, too_large })
+    }
+
+    /// The content of `path` at `rev` if it is at most [`MAX_VALUE`] bytes; a larger one is
+    /// [`Error::TooLarge`], and is not read.
+    pub fn read_bounded(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        let repo = self.repo();
+        let commit = resolve(&repo, rev)?;
+        let Some(id) = entry_id(&repo, commit, path)? else { return Ok(None) };
+        let size = blob_size(&repo, id)?;
+        if size > MAX_VALUE {
+            return Err(Error::TooLarge { path: path.to_owned(), size, limit: MAX_VALUE });
+        }
+        read_blob(&repo, id).map(Some)
+    }
+
     /// The content of `path` at `rev`, or `None` when the path is absent there.
     pub fn read(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, Error> {
         let repo = self.repo();
@@ -63,6 +88,42 @@ pub(crate) fn snapshot_of(repo: &gix::Repository, commit: ObjectId) -> Result<Sn
     let tree_id = object.tree_id().map_err(|e| Error::git("reading a commit's tree", e))?;
     let tree = read_tree(repo, tree_id.detach())?;
     Ok(Snapshot { commit, tree, time })
+}
+
+/// The largest value read for showing or checking: twice the schema's largest document, so
+/// that every value the schema could accept is read, and anything far beyond is not.
+pub const MAX_VALUE: u64 = 2 << 20;
+
+/// A snapshot whose oversized values were not read.
+#[derive(Debug, Clone)]
+pub struct BoundedSnapshot {
+    pub snapshot: Snapshot,
+    /// Paths whose values are larger than [`MAX_VALUE`] (empty in the tree), with their sizes.
+    pub too_large: BTreeMap<String, u64>,
+}
+
+fn blob_size(repo: &gix::Repository, id: ObjectId) -> Result<u64, Error> {
+    Ok(repo.find_header(id).map_err(|e| Error::git("reading an object's header", e))?.size())
+}
+
+/// [`read_tree`], leaving values larger than `limit` empty and listing them with their sizes.
+pub(crate) fn read_tree_bounded(
+    repo: &gix::Repository,
+    id: ObjectId,
+    limit: u64,
+) -> Result<(Tree, BTreeMap<String, u64>), Error> {
+    let mut tree = Tree::new();
+    let mut too_large = BTreeMap::new();
+    for (path, blob) in tree_entries(repo, id)? {
+        let size = blob_size(repo, blob)?;
+        if size > limit {
+            too_large.insert(path.clone(), size);
+            tree.insert(path, Vec::new());
+        } else {
+            tree.insert(path, read_blob(repo, blob)?);
+        }
+    }
+    Ok((tree, too_large))
 }
 
 /// Every file under the tree `id`, recursively, with its content.

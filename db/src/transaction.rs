@@ -12,7 +12,7 @@ use cairn_schema::{by_name, by_path, Key, Tree, Validation};
 use gix::ObjectId;
 
 use crate::error::short;
-use crate::read::{entry_id, entry_in_tree, read_tree, tree_of};
+use crate::read::{entry_id, entry_in_tree, read_tree, read_tree_bounded, tree_of};
 use crate::refs::{compare_and_swap, Swap, WriterLock};
 use crate::{Db, Error, CONFIG_BRANCH};
 
@@ -43,6 +43,9 @@ pub struct Committed {
     pub rebased: bool,
     /// A schema migration commit made first, if the head was at an older schema version.
     pub migration: Option<ObjectId>,
+    /// Values this commit did not touch that the schema refuses (written by hand with git,
+    /// or by an older cairn): kept as they are, and said so.
+    pub kept_invalid: Vec<String>,
 }
 
 impl<'db> Transaction<'db> {
@@ -209,7 +212,14 @@ impl<'db> Transaction<'db> {
                     return Err(Error::NoBranch { branch: self.branch.clone() });
                 };
                 if migration.is_none() {
-                    return Ok(Committed { id, parent: head, created: false, rebased, migration });
+                    return Ok(Committed {
+                        id,
+                        parent: head,
+                        created: false,
+                        rebased,
+                        migration,
+                        kept_invalid: Vec::new(),
+                    });
                 }
                 // Nothing but the migration: it becomes the head.
                 match compare_and_swap(&repo, &mut writer, &self.branch, head, id)? {
@@ -221,15 +231,22 @@ impl<'db> Transaction<'db> {
                             created: true,
                             rebased,
                             migration,
+                            kept_invalid: Vec::new(),
                         });
                     }
                     Swap::Moved(_) => continue,
                 }
             }
+            let mut kept_invalid = Vec::new();
             if validated {
-                let full = read_tree(&repo, tree)?;
+                let (full, too_large) = read_tree_bounded(&repo, tree, crate::MAX_VALUE)?;
                 let changed = |path: &str| self.changes.contains_key(path);
+                if let Some((path, size)) = too_large.iter().find(|(p, _)| changed(p)) {
+                    let key = by_path(path).map_or(path.as_str(), |k| k.name);
+                    return Err(cairn_schema::Error::refused_too_long(key, *size).into());
+                }
                 cairn_schema::validate_tree(&full, &changed, self.db.host(), self.validation)?;
+                kept_invalid = invalid_unchanged(&full, &too_large, &changed, self.db.host());
             }
             let message = match &self.message {
                 Some(message) => message.clone(),
@@ -252,6 +269,7 @@ impl<'db> Transaction<'db> {
                         created: true,
                         rebased,
                         migration,
+                        kept_invalid,
                     });
                 }
                 // The git CLI moved the branch between our read and our lock: start over on it.
@@ -313,6 +331,20 @@ impl<'db> Transaction<'db> {
         }
         Ok(())
     }
+}
+
+/// Why each value of `tree` that this commit did not change is invalid, if it is.
+fn invalid_unchanged(
+    tree: &cairn_schema::Tree,
+    too_large: &std::collections::BTreeMap<String, u64>,
+    changed: &dyn Fn(&str) -> bool,
+    host: &cairn_schema::Host,
+) -> Vec<String> {
+    cairn_schema::tree::invalid_values(tree, too_large, host)
+        .into_iter()
+        .filter(|(key, _)| !changed(key.path))
+        .map(|(_, error)| error.to_string())
+        .collect()
 }
 
 /// Writes `tree` as a commit on `branch` whose parent must be `expected`, as `init` and

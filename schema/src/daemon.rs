@@ -26,6 +26,8 @@ pub enum JsonType {
     AddressPools,
     /// `labels`: a list of "key=value" strings.
     Labels,
+    /// A key dockerd knows that cairn does not let through, with the reason.
+    Refused(&'static str),
 }
 
 /// A known daemon.json key.
@@ -97,7 +99,15 @@ pub static DAEMON_KEYS: &[DaemonKey] = &[
     k("storage-driver", JsonType::String, RESTART),
     k("storage-opts", JsonType::StringList, RESTART),
     k("exec-opts", JsonType::StringList, RESTART),
-    k("hosts", JsonType::StringList, RESTART),
+    k(
+        "hosts",
+        JsonType::Refused(
+            "is set by cairn: the agent gives dockerd its socket with --host, and dockerd refuses \
+             to start when daemon.json sets hosts too; the host reaches the engine through \
+             `cairn docker-env`",
+        ),
+        RESTART,
+    ),
     k("default-ulimits", JsonType::Object, RESTART),
     k("cgroup-parent", JsonType::String, RESTART),
     k("no-new-privileges", JsonType::Bool, RESTART),
@@ -116,23 +126,30 @@ pub fn key(name: &str) -> Option<&'static DaemonKey> {
 }
 
 /// Parses and checks a daemon.json document; returns it pretty-printed with a trailing newline.
+/// A key given twice is refused (JSON parsers keep one of them silently, and which one is not
+/// what the user meant); refused values are quoted as they were written.
 pub(crate) fn normalize(setting: &str, text: &str, v: Validation) -> Result<Vec<u8>, Error> {
     const ALLOWED: &str = "a JSON object with the keys of dockerd's daemon.json";
     let refuse = |value: &str, problem: String, allowed: &str| {
         Error::refused(setting, value, problem, allowed)
     };
-    let json: Json = serde_json::from_str(text)
-        .map_err(|e| refuse(text, format!("is not valid JSON ({e})"), ALLOWED))?;
-    let Json::Object(map) = &json else {
-        return Err(refuse(text, "is not a JSON object".into(), ALLOWED));
-    };
-    for (name, value) in map {
-        match key(name) {
+    let entries = crate::json::object_entries(text)
+        .map_err(|e| refuse(text, format!("is not valid JSON ({e})"), ALLOWED))?
+        .ok_or_else(|| refuse(text, "is not a JSON object".into(), ALLOWED))?;
+    let mut map = Map::new();
+    for (name, raw, value) in entries {
+        match key(name.as_str()) {
+            Some(DaemonKey { ty: JsonType::Refused(why), .. }) => {
+                return Err(refuse(
+                    &name,
+                    (*why).to_owned(),
+                    "the other keys of `cairn schema daemon`",
+                ));
+            }
             Some(known) => {
-                if !fits(known.ty, value) {
-                    let shown = value.to_string();
-                    let problem = format!("has the wrong type for {name}");
-                    return Err(refuse(&shown, problem, &describe(known.ty)));
+                if let Some(problem) = misfit(known.ty, &value) {
+                    let problem = format!("{problem} for {name}");
+                    return Err(refuse(raw.trim(), problem, &describe(known.ty)));
                 }
             }
             None if v.force => {}
@@ -140,13 +157,30 @@ pub(crate) fn normalize(setting: &str, text: &str, v: Validation) -> Result<Vec<
                 let problem = "is not a daemon.json key known to cairn".to_owned();
                 let allowed =
                     "the keys listed by `cairn schema daemon`, or --force to write it anyway";
-                return Err(refuse(name, problem, allowed));
+                return Err(refuse(&name, problem, allowed));
             }
         }
+        map.insert(name, value);
     }
-    let mut pretty = serde_json::to_vec_pretty(&json).expect("a parsed JSON value serialises");
+    let mut pretty =
+        serde_json::to_vec_pretty(&Json::Object(map)).expect("a parsed JSON value serialises");
     pretty.push(b'\n');
     Ok(pretty)
+}
+
+/// Why `value` does not fit `ty`, if it does not.
+fn misfit(ty: JsonType, value: &Json) -> Option<&'static str> {
+    if fits(ty, value) {
+        return None;
+    }
+    Some(match (ty, value) {
+        (JsonType::Count, Json::Number(n)) if n.as_i64().is_some_and(|n| n < 0) => "is negative",
+        (JsonType::Count, Json::Number(n)) if n.is_f64() => "is not a whole number (or too large)",
+        (JsonType::AddressPools, Json::Array(_)) => {
+            "has a pool that is not {\"base\": CIDR, \"size\": 0..32}"
+        }
+        _ => "has the wrong type",
+    })
 }
 
 fn fits(ty: JsonType, value: &Json) -> bool {
@@ -167,15 +201,27 @@ fn fits(ty: JsonType, value: &Json) -> bool {
         }
         JsonType::StringMap => value.as_object().is_some_and(|m| m.values().all(Json::is_string)),
         JsonType::Object => value.is_object(),
+        JsonType::Refused(_) => false,
         JsonType::AddressPools => value.as_array().is_some_and(|pools| {
             pools.iter().all(|p| {
                 p.as_object().is_some_and(|o| {
-                    o.get("base").is_some_and(Json::is_string)
+                    o.get("base").and_then(Json::as_str).is_some_and(is_cidr)
                         && o.get("size").is_some_and(|s| s.as_u64().is_some_and(|n| n <= 32))
                         && o.keys().all(|k| k == "base" || k == "size")
                 })
             })
         }),
+    }
+}
+
+/// `ADDRESS/PREFIX`, IPv4 or IPv6, the prefix within the address's bits.
+fn is_cidr(text: &str) -> bool {
+    let Some((address, prefix)) = text.split_once('/') else { return false };
+    let Ok(prefix) = prefix.parse::<u8>() else { return false };
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => prefix <= 32,
+        Ok(std::net::IpAddr::V6(_)) => prefix <= 128,
+        Err(_) => false,
     }
 }
 
@@ -194,6 +240,7 @@ pub fn describe(ty: JsonType) -> String {
         JsonType::StringMap => "an object of strings",
         JsonType::Object => "an object",
         JsonType::AddressPools => "a list of {\"base\": \"CIDR\", \"size\": 0..32}",
+        JsonType::Refused(why) => why,
     };
     text.to_owned()
 }
@@ -246,7 +293,27 @@ mod tests {
             norm(r#"{"default-address-pools":[{"base":"10.10.0.0/16","size":24}]}"#, false).is_ok()
         );
         assert!(norm(r#"{"default-address-pools":[{"base":"10.10.0.0/16"}]}"#, false).is_err());
-        assert!(norm(r#"{"max-concurrent-downloads":-1}"#, false).is_err());
+        let err = norm(r#"{"max-concurrent-downloads":-1}"#, false).unwrap_err();
+        assert_eq!(err, "daemon: \"-1\" is negative for max-concurrent-downloads (allowed: a non-negative integer)");
+        let err = norm(r#"{"mtu":99999999999999999999999}"#, false).unwrap_err();
+        assert!(
+            err.starts_with("daemon: \"99999999999999999999999\" is not a whole number"),
+            "{err}"
+        );
+        assert!(norm(r#"{"default-address-pools":[{"base":"garbage","size":24}]}"#, false).is_err());
+        assert!(
+            norm(r#"{"default-address-pools":[{"base":"10.0.0.0/33","size":24}]}"#, false).is_err()
+        );
+    }
+
+    #[test]
+    fn keys_given_twice_and_keys_cairn_sets_are_refused() {
+        let err = norm(r#"{"debug": true, "debug": false}"#, false).unwrap_err();
+        assert!(err.contains("debug") && err.contains("twice"), "{err}");
+        let err = norm(r#"{"log-opts": {"max-size": "1m", "max-size": "2m"}}"#, false).unwrap_err();
+        assert!(err.contains("max-size") && err.contains("twice"), "{err}");
+        let err = norm(r#"{"hosts": ["tcp://0.0.0.0:2375"]}"#, true).unwrap_err();
+        assert!(err.starts_with("daemon: \"hosts\" is set by cairn"), "{err}");
     }
 
     #[test]

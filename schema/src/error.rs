@@ -28,6 +28,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// A value too large to have been read (its size only is known).
+    pub fn refused_too_long(key: &str, size: u64) -> Self {
+        Error::Refused {
+            key: key.to_owned(),
+            value: format!("({size} bytes)"),
+            problem: "is too long".into(),
+            allowed: "a value of at most 1 MiB; `cairn reset` or `cairn set` replaces it".into(),
+        }
+    }
+
     /// Builds [`Error::Refused`], quoting the value the way a user would type it.
     pub(crate) fn refused(
         key: &str,

@@ -11,6 +11,7 @@
 //! - [`value`]: parsing and validation of each value type, and the typed (JSON) view of a value.
 //! - [`daemon`]: the typed subset of Docker's `daemon.json` and its per-key apply classes.
 //! - [`sysctl`]: sysctl.conf lines, parsed alike by the schema and by the guest agent.
+//! - [`json`]: JSON as users write it: no key twice, values' text kept for messages.
 //! - [`apply`]: the apply classes, ordered from least to most disruptive.
 //! - [`tree`]: validation of a whole configuration tree, as the database does before a commit.
 //! - [`mod@migrate`]: schema versions and the migrations between them.
@@ -22,6 +23,7 @@ pub mod apply;
 pub mod catalogue;
 pub mod daemon;
 mod error;
+pub mod json;
 pub mod migrate;
 pub mod sysctl;
 pub mod tree;

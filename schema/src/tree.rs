@@ -48,6 +48,25 @@ pub fn validate_tree(
     Ok(())
 }
 
+/// The keys of `tree` whose values the schema refuses (a value written by hand with git, or
+/// one larger than could be read: `too_large` lists those with their sizes), with why.
+/// Limits that depend on the host are checked against `host`.
+pub fn invalid_values(
+    tree: &Tree,
+    too_large: &BTreeMap<String, u64>,
+    host: &Host,
+) -> Vec<(&'static crate::Key, Error)> {
+    KEYS.iter()
+        .filter_map(|key| {
+            if let Some(size) = too_large.get(key.path) {
+                return Some((key, Error::refused_too_long(key.name, *size)));
+            }
+            let stored = tree.get(key.path)?;
+            crate::value::check_stored(key, stored, host).err().map(|e| (key, e))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,8 +81,10 @@ pub fn normalize(key: &Key, input: &[u8], host: &Host, v: Validation) -> Result<
         return Err(Error::refused(key.name, text, problem, allowed(key, host)));
     }
     let trimmed = text.trim();
-    // Messages quote the value without the newline a file write (`echo 4096 > memory`) adds.
-    let refuse = |problem: &str| Error::refused(key.name, trimmed, problem, allowed(key, host));
+    // Messages quote the value without the newline a file write (`echo 4096 > memory`) adds;
+    // a value of nothing but blanks is quoted as it is, or it would read as "".
+    let shown = if trimmed.is_empty() { text.strip_suffix('\n').unwrap_or(text) } else { trimmed };
+    let refuse = |problem: &str| Error::refused(key.name, shown, problem, allowed(key, host));
     let canonical = match key.kind {
         Kind::Hostname => line(hostname(trimmed).ok_or_else(|| refuse("is not a host name"))?),
         Kind::Int { min, max, unit } => {
@@ -103,9 +105,12 @@ pub fn normalize(key: &Key, input: &[u8], host: &Host, v: Validation) -> Result<
             let mut seen = BTreeSet::new();
             let mut out = Vec::new();
             for item in items(text) {
-                let ip: IpAddr = item.parse().map_err(|_| {
-                    Error::refused(key.name, item, "is not an IP address", allowed(key, host))
-                })?;
+                let refuse =
+                    |problem: &str| Error::refused(key.name, item, problem, allowed(key, host));
+                let ip: IpAddr = item.parse().map_err(|_| refuse("is not an IP address"))?;
+                if let Some(problem) = not_a_server(ip) {
+                    return Err(refuse(problem));
+                }
                 if seen.insert(ip) {
                     out.push(ip.to_string());
                 }
@@ -205,17 +210,40 @@ pub fn to_json(key: &Key, stored: &[u8]) -> Json {
     }
 }
 
-/// Turns a typed JSON value (from `export`) back into input text for [`normalize`].
-pub fn from_json(key: &Key, value: &Json) -> String {
+/// Turns a typed JSON value (from `export`) back into input text for [`normalize`]: the JSON
+/// type must be the one `export` writes for the key (a number for sizes and counts, a list of
+/// strings for lists, an object for daemon.json; a string for anything). `null`, or a list
+/// where one value belongs, is refused rather than stored as the text "null" or "[4096]".
+pub fn from_json(key: &Key, value: &Json) -> Result<String, Error> {
+    let list =
+        matches!(key.kind, Kind::PortForwards | Kind::IpList | Kind::HostList | Kind::Sysctl);
+    let refuse = |problem: &str| {
+        let wanted = match key.kind {
+            Kind::Int { .. } | Kind::SchemaVersion => "a number (or a string)",
+            Kind::DaemonJson => "a JSON object (or a string of one)",
+            _ if list => "a list of strings (or one string)",
+            _ => "a string",
+        };
+        Error::refused(key.name, &value.to_string(), problem, wanted)
+    };
     match (key.kind, value) {
-        (_, Json::String(s)) => s.clone(),
-        (Kind::DaemonJson, other) => other.to_string(),
-        (_, Json::Array(items)) => items
+        (_, Json::Null) => Err(refuse("is null")),
+        (_, Json::String(s)) => Ok(s.clone()),
+        (Kind::DaemonJson, Json::Object(_)) => Ok(value.to_string()),
+        (Kind::Int { .. } | Kind::SchemaVersion, Json::Number(n)) => Ok(n.to_string()),
+        (_, Json::Array(items)) if list => items
             .iter()
-            .map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string()))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        (_, other) => other.to_string(),
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| refuse("holds something other than strings"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|items| items.join("\n")),
+        (_, Json::Array(_)) => Err(refuse("is a list where one value belongs")),
+        (_, Json::Object(_)) => Err(refuse("is an object")),
+        (_, Json::Bool(_)) => Err(refuse("is true or false")),
+        (_, Json::Number(_)) => Err(refuse("is a number")),
     }
 }
 
@@ -321,24 +349,49 @@ fn port_forwards(key: &Key, text: &str, host: &Host) -> Result<Vec<String>, Erro
     Ok(out)
 }
 
+/// A proxy URL: `SCHEME://[USER[:PASS]@]HOST[:PORT][/...]`, HOST a name, an IPv4 address or
+/// a bracketed IPv6 address, PORT 1 to 65535.
 fn proxy_url(text: &str) -> Option<String> {
     let (scheme, rest) = text.split_once("://")?;
     if !matches!(scheme, "http" | "https" | "socks5" | "socks5h") {
         return None;
     }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
     let authority = rest.split('/').next()?;
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    let host = match host_port.rsplit_once(':') {
-        Some((h, port)) if !h.ends_with(']') || host_port.starts_with('[') => {
-            port.parse::<u16>().ok()?;
-            h
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(bracketed) => {
+            let (v6, after) = bracketed.split_once(']')?;
+            v6.parse::<std::net::Ipv6Addr>().ok()?;
+            match after {
+                "" => (v6, None),
+                _ => (v6, Some(after.strip_prefix(':')?)),
+            }
         }
-        _ => host_port,
+        None => match host_port.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        },
     };
-    let host_ok = !host.is_empty()
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.[]:_".contains(&b));
-    let rest_ok = !text.chars().any(|c| c.is_whitespace() || c.is_control());
-    (host_ok && rest_ok).then(|| text.to_owned())
+    if let Some(port) = port {
+        port.parse::<u16>().ok().filter(|p| *p != 0)?;
+    }
+    let name_ok = host_port.starts_with('[')
+        || (!host.is_empty()
+            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)));
+    name_ok.then(|| text.to_owned())
+}
+
+/// Why an address cannot be a name server's: nothing answers there.
+fn not_a_server(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        _ if ip.is_unspecified() => Some("is the unspecified address"),
+        _ if ip.is_multicast() => Some("is a multicast address"),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("is the broadcast address"),
+        _ => None,
+    }
 }
 
 fn is_host_pattern(item: &str) -> bool {
@@ -454,12 +507,29 @@ mod tests {
             "1.1.1.1\n2606:4700::1111\n"
         );
         assert!(norm("dns", "one.one.one.one").unwrap_err().contains("is not an IP address"));
+        for bad in ["0.0.0.0", "255.255.255.255", "224.0.0.1", "::", "ff02::1"] {
+            let err = norm("dns", bad).unwrap_err();
+            assert!(err.starts_with(&format!("dns: \"{bad}\" is ")), "{err}");
+        }
         assert_eq!(
             norm("proxy.http", "http://proxy.example:3128").unwrap(),
             "http://proxy.example:3128\n"
         );
         assert_eq!(norm("proxy.http", "").unwrap(), "");
-        for bad in ["proxy:3128", "ftp://x", "http://", "http://a b", "http://h:99999"] {
+        for good in ["http://[::1]:3128", "http://u:p@proxy.example:8080/", "socks5://10.0.0.1"] {
+            assert!(norm("proxy.http", good).is_ok(), "{good:?} refused");
+        }
+        for bad in [
+            "proxy:3128",
+            "ftp://x",
+            "http://",
+            "http://a b",
+            "http://h:99999",
+            "http://[::1",
+            "http://proxy:0",
+            "http://[nope]:1",
+            "http://a:b:c",
+        ] {
             assert!(norm("proxy.http", bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(
@@ -507,6 +577,21 @@ mod tests {
     }
 
     #[test]
+    fn json_of_the_wrong_type_is_refused() {
+        let hostname = by_name("hostname").expect("key");
+        let memory = by_name("memory").expect("key");
+        let dns = by_name("dns").expect("key");
+        let err = from_json(hostname, &serde_json::json!(null)).unwrap_err().to_string();
+        assert_eq!(err, "hostname: \"null\" is null (allowed: a string)");
+        assert!(from_json(memory, &serde_json::json!([4096])).is_err());
+        assert_eq!(from_json(memory, &serde_json::json!(4096)).ok().as_deref(), Some("4096"));
+        assert!(from_json(dns, &serde_json::json!(["1.1.1.1", 2])).is_err());
+        assert!(from_json(by_name("daemon").expect("key"), &serde_json::json!([])).is_err());
+        let blank = norm("hostname", " ").unwrap_err();
+        assert!(blank.starts_with("hostname: \" \" is not a host name"), "{blank}");
+    }
+
+    #[test]
     fn views() {
         let pf = by_name("port-forwarding").expect("key");
         let stored = b"127.0.0.1:8080:80/tcp\n0.0.0.0:53:53/udp\n";
@@ -519,7 +604,7 @@ mod tests {
         assert_eq!(to_json(memory, b"4096\n"), serde_json::json!(4096));
         let daemon = by_name("daemon").expect("key");
         assert_eq!(display(daemon, b"{\n  \"debug\": true\n}\n"), r#"{"debug":true}"#);
-        let back = from_json(pf, &to_json(pf, stored));
+        let back = from_json(pf, &to_json(pf, stored)).expect("export's own form");
         assert_eq!(
             normalize(pf, back.as_bytes(), &HOST, Validation::default()).ok(),
             Some(stored.to_vec())

@@ -42,10 +42,15 @@ pub struct Options {
     pub initrd: Option<PathBuf>,
     /// The image to build; None: docker, or base when the engine's packages cannot be had.
     pub flavour: Option<Flavour>,
+    /// Probe the hypervisors again instead of trusting what was found on this host before.
+    pub reprobe: bool,
 }
 
 /// Quiet time after a commit before it is planned: later commits in this window join it.
 const COALESCE: Duration = Duration::from_secs(1);
+/// A native boot of the built image whose agent has not reported by then has failed: the VM
+/// is started on qemu instead (a stock kernel reaches the agent in seconds under KVM).
+const NATIVE_REPORT_WITHIN: Duration = Duration::from_secs(90);
 const TICK: Duration = Duration::from_millis(50);
 
 /// The run directory of a data directory.
@@ -79,6 +84,7 @@ fn build_image(
         cache: cache.clone(),
         agent: agent.clone(),
         flavour,
+        resolve: cairn_vmm::image::Resolve::IfMissing,
     };
     if let Some(flavour) = options.flavour {
         return Ok(cairn_vmm::image::ensure(&inputs(flavour), progress)?);
@@ -149,6 +155,12 @@ struct Controller {
     docker_cli: Option<PathBuf>,
     /// When the network's counters were last copied into the status.
     network_seen: Instant,
+    /// What this host's hypervisors can do, remembered across runs.
+    verdicts: std::path::PathBuf,
+    /// The image is cairn's own (its agent reports), not a kernel of the user's.
+    built_image: bool,
+    /// When the current VM was started.
+    booted_at: Instant,
 }
 
 impl Controller {
@@ -176,6 +188,14 @@ impl Controller {
             let _ = std::fs::remove_file(run.vm_record());
         }
         let mut docker_cli = None;
+        let built_image = options.kernel.is_none();
+        let verdicts_path = crate::vm::verdicts::path(&options.home);
+        let mut verdicts = crate::vm::verdicts::Verdicts::load(&verdicts_path);
+        if options.reprobe {
+            verdicts.native = None;
+            verdicts.qemu_kvm = None;
+            verdicts.native_boot_failed = None;
+        }
         let (kernel, initrd) = match (options.kernel.clone(), options.initrd.clone()) {
             (Some(k), Some(i)) => (k, i),
             _ => {
@@ -193,7 +213,8 @@ impl Controller {
         let hypervisor = db
             .read(CONFIG_BRANCH, "hypervisor")?
             .map(|v| String::from_utf8_lossy(&v).trim().to_owned());
-        let usable = (hypervisor.as_deref() == Some("native")).then(native_usable);
+        let usable =
+            (hypervisor.as_deref() == Some("native")).then(|| native_usable(&mut verdicts));
         let native = matches!(usable, Some(Ok(_)));
         let orphan = match orphan {
             Some((vm, _, record)) if native => {
@@ -213,8 +234,9 @@ impl Controller {
                 (Accel::Kvm, "KVM (as the adopted VM runs)".to_owned())
             }
             Some(_) => (Accel::Tcg, "TCG (as the adopted VM runs)".to_owned()),
-            None => choose_accel(&kernel, &run.0),
+            None => choose_accel(&kernel, &run.0, &mut verdicts),
         };
+        verdicts.save(&verdicts_path);
         status.backend = if native { "native" } else { "qemu" }.into();
         status.accel = accel.as_str().into();
         status.backend_reason = match usable {
@@ -250,6 +272,9 @@ impl Controller {
             server,
             channel: None,
             docker_socket: None,
+            verdicts: verdicts_path,
+            built_image,
+            booted_at: Instant::now(),
             net_task: None,
             nat: None,
             network_seen: Instant::now(),
@@ -296,6 +321,7 @@ impl Controller {
             changed |= self.mind_the_vm(progress)?;
             changed |= self.refresh_network();
             changed |= self.watch_channel();
+            changed |= self.native_boot_overdue(progress)?;
             if changed {
                 self.save();
             }
@@ -402,6 +428,7 @@ impl Controller {
         self.status.vm = "booting".into();
         self.vm = Some(vm);
         self.booted = Some(commit);
+        self.booted_at = Instant::now();
         Ok(())
     }
 
@@ -567,6 +594,15 @@ impl Controller {
         }
         let Some(vm) = self.vm.as_mut() else { return Ok(false) };
         let Some(exit) = vm.exited() else { return Ok(false) };
+        if self.native && self.report.is_none() {
+            self.vm = None;
+            self.channel = None;
+            self.native_failed(
+                &format!("its boot ended before the guest agent reported ({exit})"),
+                progress,
+            )?;
+            return Ok(true);
+        }
         self.vm = None;
         self.channel = None;
         let _ = std::fs::remove_file(self.run.vm_record());
@@ -593,41 +629,109 @@ impl Controller {
 }
 
 impl Controller {
+    /// A native boot of the built image that has not reported in time has failed.
+    fn native_boot_overdue(&mut self, progress: &mut dyn FnMut(&str)) -> Result<bool, Error> {
+        let overdue = self.native
+            && self.built_image
+            && self.vm.is_some()
+            && self.report.is_none()
+            && self.booted_at.elapsed() > NATIVE_REPORT_WITHIN;
+        if !overdue {
+            return Ok(false);
+        }
+        if let Some(vm) = self.vm.take() {
+            vm.stop(Duration::ZERO);
+        }
+        self.channel = None;
+        let why = format!("the guest agent did not report within {NATIVE_REPORT_WITHIN:?}");
+        self.native_failed(&why, progress)?;
+        Ok(true)
+    }
+
+    /// The embedded VMM could not boot the guest here: remember it for this host, say why,
+    /// and boot the VM on qemu.
+    fn native_failed(&mut self, why: &str, progress: &mut dyn FnMut(&str)) -> Result<(), Error> {
+        let mut verdicts = crate::vm::verdicts::Verdicts::load(&self.verdicts);
+        verdicts.native_boot_failed = Some(why.to_owned());
+        let (accel, accel_reason) = choose_accel(&self.kernel, &self.run.0, &mut verdicts);
+        verdicts.save(&self.verdicts);
+        self.native = false;
+        self.accel = accel;
+        self.status.backend = "qemu".into();
+        self.status.accel = accel.as_str().into();
+        self.status.backend_reason = format!(
+            "hypervisor=native, but the embedded VMM failed to boot the guest here ({why}); qemu until `cairn set hypervisor native` asks again; {accel_reason}"
+        );
+        progress(&format!("backend: {}", self.status.backend_reason));
+        self.status.last_error = Some(LastError {
+            key: Some("hypervisor".into()),
+            message: self.status.backend_reason.clone(),
+            commit: None,
+        });
+        let head = self.target.or(self.head);
+        self.boot(head, progress)
+    }
+
     /// Copies whether the guest's channel is up into the status.
     fn watch_channel(&mut self) -> bool {
         let up = self.channel.as_ref().is_some_and(|c| c.session().is_some());
         let changed = up != self.status.channel;
         self.status.channel = up;
+        if changed {
+            self.show_docker_channel();
+        }
         changed
     }
 }
 
-/// Whether the embedded VMM can run the guest here, by its KVM probe: how it will, or why
-/// not. `CAIRN_NATIVE=force` skips the probe (for guests that need less than Linux does).
-fn native_usable() -> Result<String, String> {
+/// Whether the embedded VMM can run the guest here, by its KVM probe (remembered for this
+/// host), or by a native boot that failed here before: how it will, or why not.
+/// `CAIRN_NATIVE=force` skips the probe (for guests that need less than Linux does).
+fn native_usable(verdicts: &mut crate::vm::verdicts::Verdicts) -> Result<String, String> {
+    if let Some(why) = &verdicts.native_boot_failed {
+        return Err(format!(
+            "the embedded VMM failed to boot the guest here before ({why}; `cairn set hypervisor native` asks again)"
+        ));
+    }
     if std::env::var("CAIRN_NATIVE").as_deref() == Ok("force") {
         return Ok("the embedded VMM (KVM probe skipped: CAIRN_NATIVE=force)".into());
     }
-    match cairn_vmm::machine::probe::can_run_linux() {
-        Ok(()) => Ok("the embedded VMM (KVM)".into()),
-        Err(why) => Err(format!("the embedded VMM cannot run Linux on this host ({why})")),
-    }
+    let verdict =
+        verdicts.native.get_or_insert_with(|| match cairn_vmm::machine::probe::can_run_linux() {
+            Ok(()) => Ok("the embedded VMM (KVM)".into()),
+            Err(why) => Err(format!("the embedded VMM cannot run Linux on this host ({why})")),
+        });
+    verdict.clone()
 }
 
 fn short(id: &ObjectId) -> String {
     id.to_string()[..12].to_owned()
 }
 
-/// KVM when qemu's KVM boots the guest kernel here, else TCG; `CAIRN_ACCEL=kvm|tcg` decides
-/// instead of the probe.
-fn choose_accel(kernel: &std::path::Path, scratch: &std::path::Path) -> (Accel, String) {
+/// KVM when qemu's KVM boots the guest kernel here (remembered for this host and kernel),
+/// else TCG; `CAIRN_ACCEL=kvm|tcg` decides instead of the probe.
+fn choose_accel(
+    kernel: &std::path::Path,
+    scratch: &std::path::Path,
+    verdicts: &mut crate::vm::verdicts::Verdicts,
+) -> (Accel, String) {
     match std::env::var("CAIRN_ACCEL").as_deref() {
         Ok("tcg") => return (Accel::Tcg, "TCG (CAIRN_ACCEL=tcg)".into()),
         Ok("kvm") => return (Accel::Kvm, "KVM (CAIRN_ACCEL=kvm)".into()),
         _ => {}
     }
-    match qemu::probe_kvm(kernel, scratch) {
-        (true, why) => (Accel::Kvm, why),
-        (false, why) => (Accel::Tcg, format!("TCG: {why}")),
+    let sha = cairn_vmm::image::sha256_file(kernel).unwrap_or_default();
+    let (kvm, why) = match &verdicts.qemu_kvm {
+        Some((tried, kvm, why)) if *tried == sha => (*kvm, why.clone()),
+        _ => {
+            let (kvm, why) = qemu::probe_kvm(kernel, scratch);
+            verdicts.qemu_kvm = Some((sha, kvm, why.clone()));
+            (kvm, why)
+        }
+    };
+    if kvm {
+        (Accel::Kvm, why)
+    } else {
+        (Accel::Tcg, format!("TCG: {why}"))
     }
 }

@@ -17,6 +17,16 @@ const NOT_FORWARDED: &str = "not forwarded: network=hostnet (qemu's own network)
 /// How often the network's counters reach the status file.
 const NETWORK_REFRESH: Duration = Duration::from_secs(2);
 
+/// The docker socket's state, by whether the guest's channel is up: a connection made while
+/// it is not waits for it.
+fn docker_state(channel_up: bool) -> &'static str {
+    if channel_up {
+        "listening"
+    } else {
+        "listening, waiting for the guest's channel"
+    }
+}
+
 impl Controller {
     /// Whether `rev` asks for qemu's own network (the native VMM has only the NAT).
     pub(super) fn hostnet(&self, rev: &str) -> Result<bool, Error> {
@@ -77,7 +87,7 @@ impl Controller {
             return;
         }
         let forward = match (&self.docker_socket, &self.channel) {
-            (Some(_), _) => "listening".to_owned(),
+            (Some(_), _) => docker_state(self.status.channel).to_owned(),
             (None, None) => "no channel to the guest".to_owned(),
             (None, Some(channel)) => {
                 let sessions = channel.sessions();
@@ -89,7 +99,7 @@ impl Controller {
                             cairn_channel::Service::new(cairn_vmm::agent::DOCKER_SERVICE, &[]);
                         let task = crate::channel::serve_unix(listener, service, sessions);
                         self.docker_socket = Some(self.server.runtime.spawn(task));
-                        "listening".to_owned()
+                        docker_state(self.status.channel).to_owned()
                     }
                     Err(e) => format!("cannot listen: {e}"),
                 }
@@ -100,6 +110,13 @@ impl Controller {
             forward,
             cli: self.docker_cli.as_ref().map(|c| c.display().to_string()),
         });
+    }
+
+    /// Shows in the status whether the docker socket reaches the engine now.
+    pub(super) fn show_docker_channel(&mut self) {
+        if let (Some(docker), Some(_)) = (&mut self.status.docker, &self.docker_socket) {
+            docker.forward = docker_state(self.status.channel).to_owned();
+        }
     }
 
     /// Stops serving the docker socket and removes it.

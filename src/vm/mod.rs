@@ -5,6 +5,7 @@ pub mod native;
 pub mod qemu;
 pub mod qmp;
 pub mod record;
+pub mod verdicts;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

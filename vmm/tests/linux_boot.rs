@@ -20,6 +20,7 @@ fn image(dir: &std::path::Path) -> cairn_vmm::image::Image {
         cache: cache(),
         agent: "/bin/busybox".into(),
         flavour: cairn_vmm::image::Flavour::Base,
+        resolve: cairn_vmm::image::Resolve::IfMissing,
     };
     cairn_vmm::image::ensure(&inputs, &mut |_| {}).expect("the guest image builds")
 }

@@ -97,9 +97,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Edit { key, write, force } => edit::run(&ctx, &key, &write, force),
         Command::Schema { key } => schema::run(&ctx, key.as_deref()),
         Command::Serve { socket, tcp } => serve::run(&ctx, socket, tcp),
-        Command::Up { detach, kernel, initrd, flavour } => {
+        Command::Up { detach, reprobe, kernel, initrd, flavour } => {
             let image = up::Image { kernel, initrd, flavour: flavour.map(Into::into) };
-            up::run(&ctx, detach, image)
+            up::run(&ctx, detach, reprobe, image)
         }
         Command::DockerEnv => up::docker_env(),
         Command::Down => up::down(),
@@ -137,9 +137,27 @@ pub fn value_arg(arg: &str, stdin_used: &mut bool) -> anyhow::Result<Vec<u8>> {
     Ok(arg.as_bytes().to_vec())
 }
 
+/// Refuses a command that names a key twice (`set memory=4096 memory=8192`): which value
+/// was meant cannot be known, and keeping the last would hide the mistake.
+pub fn refuse_repeated_keys<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), Usage> {
+    let mut seen = std::collections::BTreeSet::new();
+    for name in names {
+        let canonical = cairn::schema::by_name(name).map_or(name, |k| k.name);
+        if !seen.insert(canonical) {
+            return Err(Usage(format!("{canonical} is given twice; give each key once")));
+        }
+    }
+    Ok(())
+}
+
 /// Applies `--message` and `--expect` to a transaction.
 pub fn prepare(db: &Db, tx: &mut Transaction<'_>, write: &WriteOpts) -> anyhow::Result<()> {
     if let Some(message) = &write.message {
+        if message.trim().is_empty() {
+            return Err(
+                Usage("-m: the message is empty; leave -m out for a generated one".into()).into()
+            );
+        }
         tx.message(message.clone());
     }
     if let Some(expected) = &write.expect {
@@ -164,7 +182,13 @@ pub fn report(ctx: &Ctx, db: &Db, done: &Committed, what: &str) -> anyhow::Resul
             "rebased": done.rebased,
             "migration": done.migration.map(|m| m.to_string()),
             "changes": changes,
+            "kept_invalid": done.kept_invalid,
         }));
+    }
+    for invalid in &done.kept_invalid {
+        eprintln!(
+            "cairn: warning: {invalid}; kept as it is (`cairn set` or `cairn reset` replaces it)"
+        );
     }
     println!("{}", done.id);
     if done.created {

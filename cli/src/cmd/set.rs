@@ -24,6 +24,7 @@ pub fn run(
     then: Then,
 ) -> anyhow::Result<()> {
     let pairs = parse(args)?;
+    super::refuse_repeated_keys(pairs.iter().map(|(name, _)| name.as_str()))?;
     let db = ctx.open()?;
     let mut tx = db.transaction(CONFIG_BRANCH)?;
     tx.force(force);
@@ -42,8 +43,19 @@ pub fn run(
         let plan = cairn::plan::of_changes(&db, &base, tx.changes())?;
         return super::wait::print_plan(ctx, &plan);
     }
+    let asks_native =
+        tx.changes().get("hypervisor").is_some_and(|v| v.as_deref() == Some(b"native\n"));
     let done = tx.commit()?;
     report(ctx, &db, &done, &format!("set {}", shown.join(" ")))?;
+    if asks_native {
+        // Asking for the embedded VMM again is how a native boot that failed here is retried.
+        let home = cairn::home::cairn_home()?;
+        if cairn::vm::verdicts::Verdicts::forget_native_failure(&cairn::vm::verdicts::path(&home)) {
+            crate::output::note(
+                "the embedded VMM's failed boot on this host is forgotten: the next boot tries it again (`cairn vm restart` boots now)",
+            );
+        }
+    }
     if then.wait {
         super::wait::until_applied(ctx, &done.id.to_string(), then.timeout)?;
     }

@@ -13,8 +13,26 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
         status.vm = "stopped".into();
         status.vm_pid = None;
     }
+    // Values in the database that the schema refuses (written around cairn): the VM cannot
+    // be running what they say, so status says so.
+    let invalid: Vec<String> = match ctx.open() {
+        Ok(db) => db
+            .snapshot_bounded(cairn::db::CONFIG_BRANCH)
+            .map(|bounded| {
+                super::list::invalid_values(&bounded, db.host())
+                    .into_iter()
+                    .map(|(_, why)| why)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
     if matches!(ctx.mode, Mode::Json) {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        let mut json = serde_json::to_value(&status)?;
+        if let Some(object) = json.as_object_mut() {
+            object.insert("invalid_values".into(), serde_json::json!(invalid));
+        }
+        println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
     let none = || "-".to_owned();
@@ -23,6 +41,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
         println!("backend:     {} ({})", status.backend, status.backend_reason);
     }
     println!("config head: {}", status.config_head.clone().unwrap_or_else(none));
+    for why in &invalid {
+        println!("invalid:     {why}");
+    }
     println!("applied:     {}", status.applied_commit.clone().unwrap_or_else(none));
     if let Some(attempted) = &status.attempted_commit {
         println!("applying:    {attempted}");

@@ -28,16 +28,17 @@ pub struct Image {
     pub flavour: Option<cairn::vmm::image::Flavour>,
 }
 
-pub fn run(ctx: &Ctx, detach: bool, image: Image) -> anyhow::Result<()> {
+pub fn run(ctx: &Ctx, detach: bool, reprobe: bool, image: Image) -> anyhow::Result<()> {
     let home = home()?;
     if detach {
-        return detach_up(ctx, &home, image);
+        return detach_up(ctx, &home, reprobe, image);
     }
     let Image { kernel, initrd, flavour } = image;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let options = cairn::up::Options { home, db: ctx.db_path.clone(), kernel, initrd, flavour };
+    let options =
+        cairn::up::Options { home, db: ctx.db_path.clone(), kernel, initrd, flavour, reprobe };
     let stop = Arc::new(AtomicBool::new(false));
     cairn::up::run(options, stop, &mut |line| eprintln!("cairn up: {line}"))?;
     Ok(())
@@ -45,7 +46,7 @@ pub fn run(ctx: &Ctx, detach: bool, image: Image) -> anyhow::Result<()> {
 
 /// Starts `cairn up` in the background, then follows its log until the guest has applied the
 /// configuration (or the process failed).
-fn detach_up(ctx: &Ctx, home: &std::path::Path, image: Image) -> anyhow::Result<()> {
+fn detach_up(ctx: &Ctx, home: &std::path::Path, reprobe: bool, image: Image) -> anyhow::Result<()> {
     let run = cairn::up::run_dir(home);
     std::fs::create_dir_all(&run.0)?;
     if let Some(pid) = running(home) {
@@ -56,6 +57,9 @@ fn detach_up(ctx: &Ctx, home: &std::path::Path, image: Image) -> anyhow::Result<
     let start = log.metadata().map_or(0, |m| m.len());
     let mut command = Command::new(std::env::current_exe()?);
     command.arg("--db").arg(&ctx.db_path).arg("up");
+    if reprobe {
+        command.arg("--reprobe");
+    }
     if let (Some(k), Some(i)) = (image.kernel, image.initrd) {
         command.arg("--kernel").arg(k).arg("--initrd").arg(i);
     }
@@ -92,6 +96,19 @@ fn detach_up(ctx: &Ctx, home: &std::path::Path, image: Image) -> anyhow::Result<
                     println!("DOCKER_HOST=unix://{}", docker.socket);
                 }
                 return Ok(());
+            }
+            // The guest said it cannot apply the configuration: waiting longer changes
+            // nothing. The VM stays up for `cairn logs` and `cairn status`.
+            if let Some(error) = &status.last_error {
+                if error.commit.is_some() && error.commit == status.config_head {
+                    let key = error.key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default();
+                    bail!(
+                        "the guest could not apply {}: {key}{}; cairn up keeps running (pid {}): see `cairn status` and `cairn logs`",
+                        status.config_head.unwrap_or_default(),
+                        error.message,
+                        status.pid
+                    );
+                }
             }
         }
         if let Some(exit) = child.try_wait()? {
@@ -140,8 +157,13 @@ pub fn build_image(flavour: cairn::vmm::image::Flavour) -> anyhow::Result<()> {
     let home = home()?;
     let cache = std::env::var_os("CAIRN_CACHE").map_or_else(|| home.join("cache"), PathBuf::from);
     let agent = std::env::current_exe()?;
-    let inputs =
-        cairn::vmm::image::Inputs { dir: home.join(flavour.dir_name()), cache, agent, flavour };
+    let inputs = cairn::vmm::image::Inputs {
+        dir: home.join(flavour.dir_name()),
+        cache,
+        agent,
+        flavour,
+        resolve: cairn::vmm::image::Resolve::Always,
+    };
     let image = cairn::vmm::image::ensure(&inputs, &mut |line| eprintln!("{line}"))?;
     println!("kernel {}", image.kernel.display());
     println!("initrd {}", image.initrd.display());

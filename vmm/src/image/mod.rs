@@ -94,6 +94,16 @@ pub struct Image {
     pub docker_cli: Option<PathBuf>,
 }
 
+/// Whether to ask apt for the newest versions of the image's packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolve {
+    /// Only when there is no image yet (`cairn up`): a built image whose agent is this cairn
+    /// is used as it is, without a single package look-up (they took seconds each).
+    IfMissing,
+    /// Always (`cairn guest build`): a newer package is a rebuild.
+    Always,
+}
+
 /// Where the image lives and what goes in it.
 #[derive(Debug, Clone)]
 pub struct Inputs {
@@ -104,32 +114,48 @@ pub struct Inputs {
     /// The agent binary (a static cairn).
     pub agent: PathBuf,
     pub flavour: Flavour,
+    pub resolve: Resolve,
 }
 
 const FORMAT: u32 = 2;
 
-fn sha256_file(path: &Path) -> Result<String, Error> {
+/// The sha256 of a file, in hex.
+pub fn sha256_file(path: &Path) -> Result<String, Error> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     Ok(hex(&Sha256::digest(&bytes)))
 }
 
 /// The image for `inputs`, built if missing or out of date. `progress` hears each stage.
 pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, Error> {
-    let kernel_package = debian::dependency("linux-image-amd64", "linux-image-")?;
-    let kernel_version = debian::version(&kernel_package)?;
-    let busybox_version = debian::version("busybox-static")?;
     let agent_sha256 = sha256_file(&inputs.agent)?;
-    let packages = match inputs.flavour {
-        Flavour::Base => BTreeMap::new(),
-        Flavour::Docker => docker::versions()?,
-    };
     let (kernel, initrd) = (inputs.dir.join("vmlinuz"), inputs.dir.join("initrd.img"));
     let cli = inputs.dir.join("docker");
     let docker_cli = (inputs.flavour == Flavour::Docker).then(|| cli.clone());
     let manifest_path = inputs.dir.join("manifest.json");
-    if let Some(old) =
-        std::fs::read(&manifest_path).ok().and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
-    {
+    let old = std::fs::read(&manifest_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok());
+    let intact = |old: &Manifest| {
+        sha256_file(&kernel).ok().as_ref() == Some(&old.kernel_sha256)
+            && sha256_file(&initrd).ok().as_ref() == Some(&old.initrd_sha256)
+            && docker_cli.as_ref().is_none_or(|cli| cli.exists())
+    };
+    if let Some(old) = &old {
+        let current = old.format == FORMAT
+            && old.flavour == inputs.flavour
+            && old.agent_sha256 == agent_sha256;
+        if inputs.resolve == Resolve::IfMissing && current && intact(old) {
+            return Ok(Image { kernel, initrd, manifest: old.clone(), docker_cli });
+        }
+    }
+    let kernel_package = debian::dependency("linux-image-amd64", "linux-image-")?;
+    let kernel_version = debian::version(&kernel_package)?;
+    let busybox_version = debian::version("busybox-static")?;
+    let packages = match inputs.flavour {
+        Flavour::Base => BTreeMap::new(),
+        Flavour::Docker => docker::versions()?,
+    };
+    if let Some(old) = old {
         let same_inputs = old.format == FORMAT
             && old.flavour == inputs.flavour
             && old.packages == packages
@@ -137,10 +163,7 @@ pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, 
             && old.kernel_version == kernel_version
             && old.busybox_version == busybox_version
             && old.agent_sha256 == agent_sha256;
-        let intact = sha256_file(&kernel).ok().as_ref() == Some(&old.kernel_sha256)
-            && sha256_file(&initrd).ok().as_ref() == Some(&old.initrd_sha256)
-            && docker_cli.as_ref().is_none_or(|cli| cli.exists());
-        if same_inputs && intact {
+        if same_inputs && intact(&old) {
             return Ok(Image { kernel, initrd, manifest: old, docker_cli });
         }
         progress("guest image: inputs changed, rebuilding");
