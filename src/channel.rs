@@ -7,7 +7,8 @@
 //! One session at a time: when it ends (the guest rebooted, qemu went away, or this process
 //! is new and adopted a running VM) the next one is made as soon as the other end is back.
 //! Streams the guest opens are served here (its /Database mount is one); streams to the guest
-//! are opened through [`HostChannel::session`], e.g. for each connection to the docker socket.
+//! are opened through the current session of [`Sessions`], which outlives the VMs: the docker
+//! socket, opened once, reaches the guest of whichever boot is current.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,23 +27,89 @@ pub const PORT_NAME: &str = "cairn.channel";
 /// Pause between attempts to reach the other end.
 const RETRY: Duration = Duration::from_millis(200);
 
-/// The host's end of the channel of one VM; dropping it ends the channel.
+/// The session with the guest agent of the current VM, if there is one, for the control
+/// plane's whole life: each VM's [`HostChannel`] publishes its sessions here, so that whoever
+/// follows it (the docker socket, the status) sees the next boot's session without being told
+/// of the new VM.
+#[derive(Debug, Clone)]
+pub struct Sessions(Arc<watch::Sender<Option<Session>>>);
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions(Arc::new(watch::channel(None).0))
+    }
+}
+
+impl Sessions {
+    /// Follows the session as it comes and goes.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Session>> {
+        self.0.subscribe()
+    }
+
+    /// The current session, if the guest's end is there.
+    pub fn current(&self) -> Option<Session> {
+        self.0.borrow().clone().filter(|s| !s.is_closed())
+    }
+}
+
+/// The host's end of the channel of one VM; dropping it ends the channel (and its session).
 #[derive(Debug)]
 pub struct HostChannel {
-    sessions: watch::Receiver<Option<Session>>,
+    publisher: Publisher,
     task: JoinHandle<()>,
 }
 
 impl Drop for HostChannel {
     fn drop(&mut self) {
         self.task.abort();
+        self.publisher.withdraw();
+    }
+}
+
+/// One channel's side of [`Sessions`]: what it withdraws is only what it published, so the
+/// channel of a VM that is gone never hides the session of the VM that followed it (the old
+/// channel is dropped after the new one starts when the control plane starts a VM again).
+#[derive(Debug, Clone)]
+struct Publisher {
+    sessions: Sessions,
+    mine: Arc<std::sync::Mutex<Option<Session>>>,
+}
+
+impl Publisher {
+    fn new(sessions: &Sessions) -> Self {
+        Publisher { sessions: sessions.clone(), mine: Arc::default() }
+    }
+
+    fn publish(&self, session: Session) {
+        *self.mine.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.clone());
+        self.sessions.0.send_replace(Some(session));
+    }
+
+    fn withdraw(&self) {
+        let Some(mine) = self.mine.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        self.sessions.0.send_if_modified(|current| {
+            let ours = current.as_ref().is_some_and(|c| c.same(&mine));
+            if ours {
+                *current = None;
+            }
+            ours
+        });
     }
 }
 
 impl HostChannel {
-    /// The channel through qemu's virtio-serial port, whose chardev listens at `path`.
-    pub fn qemu(path: PathBuf, fs: Arc<cairn_9p::Fs>, runtime: &tokio::runtime::Handle) -> Self {
-        let (tx, sessions) = watch::channel(None);
+    /// The channel through qemu's virtio-serial port, whose chardev listens at `path`; its
+    /// sessions are published in `sessions`.
+    pub fn qemu(
+        path: PathBuf,
+        fs: Arc<cairn_9p::Fs>,
+        runtime: &tokio::runtime::Handle,
+        sessions: &Sessions,
+    ) -> Self {
+        let publisher = Publisher::new(sessions);
+        let tx = publisher.clone();
         let task = runtime.spawn(async move {
             loop {
                 if let Ok(stream) = tokio::net::UnixStream::connect(&path).await {
@@ -51,7 +118,7 @@ impl HostChannel {
                 tokio::time::sleep(RETRY).await;
             }
         });
-        HostChannel { sessions, task }
+        HostChannel { publisher, task }
     }
 
     /// The channel through the native VMM's vsock: the guest's connections to
@@ -60,12 +127,14 @@ impl HostChannel {
         path: &Path,
         fs: Arc<cairn_9p::Fs>,
         runtime: &tokio::runtime::Handle,
+        sessions: &Sessions,
     ) -> Result<Self, crate::Error> {
         let listener = {
             let _entered = runtime.enter();
             cairn_9p::transport::bind_unix(path)?
         };
-        let (tx, sessions) = watch::channel(None);
+        let publisher = Publisher::new(sessions);
+        let tx = publisher.clone();
         let task = runtime.spawn(async move {
             loop {
                 match listener.accept().await {
@@ -79,22 +148,12 @@ impl HostChannel {
                 }
             }
         });
-        Ok(HostChannel { sessions, task })
-    }
-
-    /// The current session, if the guest's end is there.
-    pub fn session(&self) -> Option<Session> {
-        self.sessions.borrow().clone().filter(|s| !s.is_closed())
-    }
-
-    /// Follows the session as it comes and goes.
-    pub fn sessions(&self) -> watch::Receiver<Option<Session>> {
-        self.sessions.clone()
+        Ok(HostChannel { publisher, task })
     }
 }
 
 /// Handshakes on `io` and serves the session until it ends.
-async fn run_session<S>(mut io: S, fs: &Arc<cairn_9p::Fs>, current: &watch::Sender<Option<Session>>)
+async fn run_session<S>(mut io: S, fs: &Arc<cairn_9p::Fs>, current: &Publisher)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -103,7 +162,7 @@ where
         return;
     }
     let (session, mut inbound, driver) = Session::start(io, End::Host);
-    current.send_replace(Some(session));
+    current.publish(session);
     tracing::info!("channel: the guest agent is connected");
     let serve = async {
         while let Some((service, stream)) = inbound.next().await {
@@ -123,12 +182,12 @@ where
         ended = driver => tracing::info!(?ended, "channel: the session ended"),
         () = serve => {}
     }
-    current.send_replace(None);
+    current.withdraw();
 }
 
 /// How long a connection made while the guest's end is away waits for it (the control plane
 /// just adopted a VM, or the guest is rebooting) before it is closed.
-const WAIT_FOR_SESSION: Duration = Duration::from_secs(30);
+const WAIT_FOR_SESSION: Duration = Duration::from_secs(120);
 
 /// Serves a unix socket whose every connection becomes a stream of `service` to the guest
 /// (the docker socket: each client reaches dockerd's own socket in the guest). A connection

@@ -10,6 +10,7 @@
 //! - [`host`]: the machine's limits, which bound settings such as `memory` and `ncpu`.
 //! - [`serve`]: the 9P server on its own (`cairn serve`), and for `cairn up`.
 //! - [`net`]: the guest's network, a user-space NAT on smoltcp.
+//! - [`process`]: the process-level system calls of the command line (signals, setsid).
 //! - [`plan`]: what a change means for the VM (its apply classes).
 //! - [`vm`]: VM backends (qemu today).
 //! - [`up`]: the control loop of `cairn up`, and its status.
@@ -17,14 +18,18 @@
 pub mod channel;
 pub mod home;
 pub mod host;
+mod json_file;
 pub mod net;
 pub mod plan;
+pub mod process;
 pub mod serve;
 pub mod up;
 pub mod vm;
 
+pub use cairn_agent as agent;
 pub use cairn_channel as guest_channel;
 pub use cairn_db as db;
+pub use cairn_image as image;
 pub use cairn_schema as schema;
 pub use cairn_vmm as vmm;
 
@@ -54,7 +59,7 @@ pub enum Error {
     #[error(transparent)]
     Db(#[from] cairn_db::Error),
     #[error("building the guest image")]
-    Image(#[from] cairn_vmm::image::Error),
+    Image(#[from] cairn_image::Error),
     #[error(transparent)]
     Vm(#[from] vm::VmError),
     #[error("{path}")]

@@ -109,7 +109,8 @@ mod tests {
     #[test]
     fn the_most_disruptive_key_decides() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::init(&dir.path().join("db"), Host { ram_mib: 8192, cores: 4 }).expect("init");
+        let db = Db::init(&dir.path().join("db"), Host { ram_mib: 8192, cores: 4, disk_mib: 0 })
+            .expect("init");
         let init = db.head(CONFIG_BRANCH).expect("head").expect("exists").to_string();
         let live = commit(&db, &[("hostname", "web1")]);
         let plan = between(&db, &init, &live).expect("plan");
@@ -122,7 +123,7 @@ mod tests {
             between(&db, &reload, &restart).expect("plan").action,
             ApplyClass::DaemonRestart
         );
-        let reboot = commit(&db, &[("memory", "512"), ("hostname", "web2")]);
+        let reboot = commit(&db, &[("memory", "1536"), ("hostname", "web2")]);
         let plan = between(&db, &restart, &reboot).expect("plan");
         assert_eq!(plan.action, ApplyClass::Reboot);
         assert!(needs_reboot(plan.action) && !needs_reboot(ApplyClass::DaemonRestart));
@@ -146,7 +147,8 @@ mod tests {
     #[test]
     fn uncommitted_changes_to_the_same_value_are_no_steps() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::init(&dir.path().join("db"), Host { ram_mib: 8192, cores: 4 }).expect("init");
+        let db = Db::init(&dir.path().join("db"), Host { ram_mib: 8192, cores: 4, disk_mib: 0 })
+            .expect("init");
         let mut tx = db.transaction(CONFIG_BRANCH).expect("tx");
         tx.set_key("hostname", b"cairn").expect("valid");
         tx.set_key("ncpu", b"1").expect("valid");

@@ -75,11 +75,11 @@ fn announce(line: &str) {
 /// The 9P server for `cairn up`, on its own threads: the unix socket at `socket` for the
 /// host's own tools, and the filesystem that the guest reaches through the channel (qemu) or
 /// the native VMM's virtio-9p device. No network listener: any user of the host could reach
-/// one. SIGINT, SIGTERM and SIGHUP set `stop`. The thread ends with the process.
+/// one. SIGINT, SIGTERM and SIGHUP call `on_stop`. The thread ends with the process.
 pub fn spawn_for_vm(
     db: Arc<Db>,
     socket: &std::path::Path,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    on_stop: Box<dyn Fn() + Send>,
 ) -> Result<VmServer, Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -110,7 +110,7 @@ pub fn spawn_for_vm(
                     _ = terminate.recv() => {}
                     _ = hangup.recv() => {}
                 }
-                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                on_stop();
                 // Keep serving while the control loop stops the VM.
                 std::future::pending::<()>().await
             })

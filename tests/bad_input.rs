@@ -6,7 +6,7 @@ use crate::util::Env;
 /// Invalid values for every settable key: wrong type, out of range, malformed, empty.
 const CASES: &[(&str, &[&str])] = &[
     ("hostname", &["", "-lead", "trail-", "has space", "dot.ted", "über"]),
-    ("memory", &["lots", "", "255", "99999999", "-1", "4T", "1.5G"]),
+    ("memory", &["lots", "", "255", "512", "767", "99999999", "-1", "4T", "1.5G"]),
     ("ncpu", &["0", "many", "", "1024", "-2"]),
     ("hypervisor", &["virtualbox", "", "QEMU"]),
     ("network", &["bridge", "", "nat hostnet"]),
@@ -55,6 +55,7 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     ("filesystem", &["virtiofs", "ext4", ""]),
+    ("disk", &["lots", "1G", "-1", "99T", ""]),
 ];
 
 #[test]
@@ -88,11 +89,23 @@ fn every_settable_key_has_bad_cases() {
 fn messages_quote_the_value_and_the_range() {
     let env = Env::new();
     let err = env.fails(&["set", "memory", "lots"], 3);
-    let max = cairn::host::detect().expect("host").ram_mib;
+    let max = cairn::host::detect(std::path::Path::new("/nonexistent")).expect("host").ram_mib;
     assert_eq!(
         err.trim(),
-        format!("cairn: memory: \"lots\" is not a size in MiB (allowed: 256 to {max})")
+        format!("cairn: memory: \"lots\" is not a size in MiB (allowed: 768 to {max})")
     );
+    // Less memory than the engine's image boots in: refused with why (it used to be accepted,
+    // and `up` then waited for a guest that had filled its root file system).
+    let head = env.head();
+    let err = env.fails(&["set", "memory", "512"], 3);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "cairn: memory: \"512\" is less than the 768 MiB the Docker engine's image needs \
+             (allowed: 768 to {max})"
+        )
+    );
+    assert_eq!(env.head(), head, "nothing committed");
     let err = env.fails(&["set", "hypervisor", "vbox"], 3);
     assert_eq!(
         err.trim(),

@@ -9,7 +9,7 @@ use crate::util::Env;
 fn plan() -> Vec<(&'static str, Vec<String>)> {
     let n = 50;
     vec![
-        ("memory", (0..n).map(|i| (300 + i).to_string()).collect()),
+        ("memory", (0..n).map(|i| (1024 + i).to_string()).collect()),
         ("mtu", (0..n).map(|i| (1000 + i).to_string()).collect()),
         ("hostname", (0..n).map(|i| format!("host-{i}")).collect()),
         ("dns", (0..n).map(|i| format!("10.0.0.{}", i + 1)).collect()),

@@ -24,7 +24,7 @@ fn sigkill_during_sets_never_corrupts() {
     for round in 0..20 {
         let mut child = std::process::Command::new("sh")
             .arg("-c")
-            .arg("i=0; while :; do i=$((i+1)); \"$CAIRN\" set memory $((300 + i % 1000)) hostname=r$i >/dev/null || exit 1; done")
+            .arg("i=0; while :; do i=$((i+1)); \"$CAIRN\" set memory $((1024 + i % 1000)) hostname=r$i >/dev/null || exit 1; done")
             .env("CAIRN", crate::util::cairn_bin())
             .env("CAIRN_HOME", env.home())
             .process_group(0)

@@ -13,13 +13,13 @@ use crate::up::{boot_id, status, up_detached, wait_for, Down};
 use crate::util::Env;
 
 /// The host's Docker CLI against the VM's engine.
-struct Docker {
-    cli: PathBuf,
-    host: String,
+pub struct Docker {
+    pub cli: PathBuf,
+    pub host: String,
 }
 
 impl Docker {
-    fn run(&self, args: &[&str]) -> std::process::Output {
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
         Command::new(&self.cli)
             .args(args)
             .env("DOCKER_HOST", &self.host)
@@ -28,19 +28,12 @@ impl Docker {
             .expect("the docker CLI runs")
     }
 
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+    pub fn ok(&self, args: &[&str]) -> String {
+        crate::util::succeeded(self.run(args), &format!("docker {args:?}"))
     }
 
     /// One field of `docker info`, by Go template.
-    fn info(&self, template: &str) -> String {
+    pub fn info(&self, template: &str) -> String {
         self.ok(&["info", "--format", template]).trim().to_owned()
     }
 }
@@ -56,13 +49,26 @@ fn dockerd_pid(s: &Value) -> u64 {
     s["guest"]["dockerd_pid"].as_u64().unwrap_or_default()
 }
 
-/// A tar of a root filesystem with busybox-static as `sh` and `echo`, for `docker import`.
-fn busybox_tar(dir: &Path) -> PathBuf {
+/// A tar of a root filesystem with busybox-static as `sh`, `echo` and `cat`, for `docker
+/// import`, and `extra` bytes of random data in /payload (an image of a size that counts).
+pub fn busybox_tar(dir: &Path, extra: usize) -> PathBuf {
     let root = dir.join("rootfs");
     std::fs::create_dir_all(root.join("bin")).expect("mkdir");
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
-    for applet in ["sh", "echo"] {
+    for applet in ["sh", "echo", "cat"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
+    }
+    if extra > 0 {
+        let mut payload = vec![0u8; extra];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for chunk in payload.chunks_mut(8) {
+            // xorshift: incompressible, so that the layer takes its size on the disk.
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
+        }
+        std::fs::write(root.join("payload"), payload).expect("payload");
     }
     let tar = dir.join("busybox.tar");
     let packed = Command::new("tar")
@@ -95,7 +101,7 @@ fn dockerd_follows_daemon_json_by_reload_and_restart_and_survives_a_bad_file() {
     let cli = first["docker"]["cli"].as_str().expect("the CLI of the engine's package");
     let docker = Docker { cli: cli.into(), host };
     assert_eq!(docker.info("{{.Debug}}"), "false");
-    assert_eq!(docker.info("{{.Driver}}"), "vfs", "the guest's default storage driver");
+    assert_eq!(docker.info("{{.Driver}}"), "overlay2", "on the data disk");
 
     // Reloadable keys: SIGHUP, same dockerd.
     let reload = r#"{"debug": true, "labels": ["team=infra"], "insecure-registries": ["registry.test:5000"]}"#;
@@ -123,7 +129,7 @@ fn dockerd_follows_daemon_json_by_reload_and_restart_and_survives_a_bad_file() {
 
     // An image built here runs in the VM.
     let dir = tempfile::tempdir().expect("tempdir");
-    let tar = busybox_tar(dir.path());
+    let tar = busybox_tar(dir.path(), 0);
     docker.ok(&["import", &tar.display().to_string(), "cairn-test/busybox:1"]);
     assert_eq!(docker.ok(&["run", "--rm", "cairn-test/busybox:1", "echo", "hi"]).trim(), "hi");
 
@@ -149,7 +155,7 @@ fn dockerd_follows_daemon_json_by_reload_and_restart_and_survives_a_bad_file() {
     assert_eq!(s["applied_commit"], good.as_str());
     let dockerd = s["guest"]["dockerd"].as_str().unwrap_or_default();
     assert!(dockerd.starts_with("running on the previous daemon.json"), "{s:#}");
-    assert_eq!(docker.info("{{.Driver}}"), "vfs");
+    assert_eq!(docker.info("{{.Driver}}"), "overlay2");
     assert_eq!(docker.info("{{json .Labels}}"), r#"["team=infra"]"#);
     let text = env.ok(&["status"]);
     assert!(text.contains("last error:  daemon: dockerd did not start"), "{text}");

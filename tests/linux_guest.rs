@@ -58,7 +58,7 @@ fn the_linux_client_mounts_reads_commits_and_streams() {
     let init = env.dir.path().join("init");
     std::fs::write(&init, INIT.replace("@PORT@", &port.to_string())).expect("write init");
     let initrd = env.dir.path().join("initrd.img");
-    let cache = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-cache/linux");
+    let cache = crate::util::repo().join("target/test-cache/linux");
     let built = Command::new("sh")
         .arg(fixture("linux-guest.sh"))
         .args([cache.as_os_str(), init.as_os_str(), initrd.as_os_str()])

@@ -1,4 +1,4 @@
-//! Upgrading a schema v1 database: a commit of its own that adds and converts keys and never
+//! Upgrading a schema v1 database (to v3, in one step): a commit of its own that adds and converts keys and never
 //! touches a value the user changed.
 
 use std::process::Command;
@@ -28,11 +28,16 @@ fn first_write_migrates_v1_in_its_own_commit() {
     let old_head = env.head();
     env.ok(&["set", "hostname", "upgraded"]);
     let subjects = env.git(&["log", "--format=%s", "-2", "master"]);
-    assert_eq!(subjects, "set hostname=upgraded\nschema: migrate v1 to v2\n");
+    assert_eq!(subjects, "set hostname=upgraded\nschema: migrate v1 to v3\n");
     assert_eq!(env.git(&["rev-parse", "master~2"]).trim(), old_head);
     let body = env.git(&["log", "-1", "--format=%b", "master~1"]);
-    assert!(body.contains("mtu: added") && body.contains("memory: default 1024 -> 2048"), "{body}");
-    assert_eq!(env.git(&["show", "master:schema-version"]), "2\n");
+    assert!(
+        body.contains("mtu: added")
+            && body.contains("memory: default 1024 -> 2048")
+            && body.contains("disk: added"),
+        "{body}"
+    );
+    assert_eq!(env.git(&["show", "master:schema-version"]), "3\n");
     assert_eq!(env.git(&["show", "master:net/mtu"]), "1500\n");
     assert_eq!(
         env.git(&["show", "master:net/dns"]),
@@ -40,6 +45,7 @@ fn first_write_migrates_v1_in_its_own_commit() {
         "the user's servers, converted"
     );
     assert_eq!(env.git(&["show", "master:memory"]), "2048\n", "never changed: new default");
+    assert_eq!(env.git(&["show", "master:disk"]), "65536\n");
     env.fsck();
 }
 
@@ -47,7 +53,7 @@ fn first_write_migrates_v1_in_its_own_commit() {
 fn a_memory_value_the_user_set_survives_even_if_it_equals_the_old_default() {
     let env = v1_env(true);
     env.ok(&["init"]);
-    assert_eq!(env.git(&["log", "-1", "--format=%s", "master"]).trim(), "schema: migrate v1 to v2");
+    assert_eq!(env.git(&["log", "-1", "--format=%s", "master"]).trim(), "schema: migrate v1 to v3");
     assert_eq!(env.git(&["show", "master:memory"]), "1024\n");
     assert_eq!(env.git(&["show", "master:net/mtu"]), "1500\n");
     // A second init has nothing left to do.

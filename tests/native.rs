@@ -13,10 +13,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::Env;
 
-fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
-}
-
 /// Kills `cairn up` if the test ends before `cairn down` did.
 struct Up(std::process::Child);
 
@@ -28,12 +24,9 @@ impl Drop for Up {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: tests/run.sh runs it where one opens"]
 fn up_runs_the_vm_on_the_embedded_vmm_and_down_powers_it_off() {
     let _vm = crate::util::one_vm_at_a_time();
-    if !kvm_usable() {
-        eprintln!("skipped: /dev/kvm cannot be opened here");
-        return;
-    }
     let env = Env::new();
     env.ok(&["set", "hostname=native-guest", "hypervisor=native"]);
     let scratch = tempfile::tempdir().expect("tempdir");
@@ -105,16 +98,13 @@ fn up_runs_the_vm_on_the_embedded_vmm_and_down_powers_it_off() {
 /// CAIRN_NATIVE=force skips it): `up` must still end with a working VM, on qemu, say why, and
 /// remember it for this host until the user asks for the embedded VMM again.
 #[test]
+#[ignore = "needs a /dev/kvm that cannot run Linux (the probe fails): tests/run.sh runs it there"]
 fn a_native_boot_that_fails_falls_back_to_qemu_and_is_remembered() {
     let _vm = crate::util::one_vm_at_a_time();
-    if !kvm_usable() {
-        eprintln!("skipped: /dev/kvm cannot be opened here");
-        return;
-    }
-    if cairn_vmm::machine::probe::can_run_linux().is_ok() {
-        eprintln!("skipped: this host's KVM runs Linux, so a native boot does not fail here");
-        return;
-    }
+    assert!(
+        cairn_vmm::machine::probe::can_run_linux().is_err(),
+        "this host's KVM runs Linux: a native boot does not fail here"
+    );
     let env = Env::new();
     let _down = crate::up::Down(&env);
     env.ok(&["set", "hypervisor", "native"]);

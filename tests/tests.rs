@@ -1,5 +1,5 @@
-//! End-to-end tests: the real `cairn` binary in temporary data directories, checked against the
-//! git CLI. Run `cargo build --bins` first (the README's test command does).
+//! End-to-end tests: the real `cairn` binary (the one cargo builds for the cli package's tests)
+//! in temporary data directories, checked against the git CLI, real 9P clients and guests.
 
 mod util;
 
@@ -8,6 +8,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod diod_tools;
+mod disk;
 mod docker;
 mod external_git;
 mod hostile;

@@ -10,7 +10,7 @@ use crate::util::Env;
 
 /// Packages downloaded for the guest image, shared by test runs.
 pub fn cache() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-cache/debs")
+    crate::util::repo().join("target/test-cache/debs")
 }
 
 pub fn status(env: &Env) -> Value {
@@ -135,24 +135,24 @@ fn up_applies_live_changes_reboots_for_memory_survives_a_crash_and_goes_down() {
     env.ok(&["wait", "--timeout", "240"]);
     assert!(status(&env)["last_error"].is_null());
 
-    // A reboot key: one reboot, the guest sees about 512 MiB.
-    assert_eq!(env.ok(&["plan", "memory=512"]).trim(), "reboot: memory (reboot)");
-    env.ok(&["set", "memory", "512"]);
-    let s = applied(&env, "memory 512");
+    // A reboot key: one reboot, the guest sees about 1024 MiB.
+    assert_eq!(env.ok(&["plan", "memory=1024"]).trim(), "reboot: memory (reboot)");
+    env.ok(&["set", "memory", "1024"]);
+    let s = applied(&env, "memory 1024");
     let rebooted = boot_id(&s);
     assert_ne!(rebooted, boot, "memory needs a reboot");
     let memory = s["guest"]["memory_mib"].as_u64().expect("memory");
-    assert!((400..=512).contains(&memory), "the guest sees {memory} MiB");
+    assert!((900..=1024).contains(&memory), "the guest sees {memory} MiB");
     let reboots = s["reboots"].as_u64().expect("reboots");
 
     // Five quick memory changes: at most one reboot, ending at the last value.
-    for mib in ["600", "640", "680", "720", "768"] {
+    for mib in ["1100", "1150", "1200", "1250", "1280"] {
         env.ok(&["set", "memory", mib]);
     }
-    let s = applied(&env, "memory 768");
+    let s = applied(&env, "memory 1280");
     assert!(s["reboots"].as_u64().expect("reboots") <= reboots + 1, "{s:#}");
     let memory = s["guest"]["memory_mib"].as_u64().expect("memory");
-    assert!((650..=768).contains(&memory), "the guest sees {memory} MiB");
+    assert!((1150..=1280).contains(&memory), "the guest sees {memory} MiB");
 
     // The console and the control plane's log.
     let console = env.ok(&["logs", "--console"]);

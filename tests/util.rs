@@ -3,20 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// The `cairn` binary next to this test binary (target/<profile>/cairn), or `$CAIRN_BIN`.
+/// The `cairn` binary cargo built for these tests (they are the cli package's).
 pub fn cairn_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("CAIRN_BIN") {
-        return PathBuf::from(bin);
-    }
-    let exe = std::env::current_exe().expect("the test binary has a path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-    let bin = profile_dir.join("cairn");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --bins` before the tests",
-        bin.display()
-    );
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_cairn"))
+}
+
+/// The repository's top directory.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// Held by every test that boots a VM, for its whole length: two TCG guests on these 2-core
@@ -30,7 +24,7 @@ pub fn one_vm_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 
 /// A fixture script under tests/fixtures.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    repo().join("tests/fixtures").join(name)
 }
 
 /// A temporary data directory with an initialised database.
@@ -46,9 +40,18 @@ impl Env {
         env
     }
 
-    /// A fresh CAIRN_HOME without a database.
+    /// A fresh CAIRN_HOME without a database. With CAIRN_TEST_KEEP set in the environment it
+    /// is kept after the test, for its logs (the path is printed).
     pub fn empty() -> Env {
-        Env { dir: tempfile::tempdir().expect("a temporary directory") }
+        let keep = std::env::var_os("CAIRN_TEST_KEEP").is_some();
+        let dir = tempfile::Builder::new()
+            .disable_cleanup(keep)
+            .tempdir()
+            .expect("a temporary directory");
+        if keep {
+            eprintln!("CAIRN_HOME kept: {}", dir.path().join("home").display());
+        }
+        Env { dir }
     }
 
     pub fn home(&self) -> PathBuf {
@@ -80,14 +83,7 @@ impl Env {
 
     /// Runs cairn, expects success, returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "cairn {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("stdout is UTF-8")
+        succeeded(self.run(args), &format!("cairn {args:?}"))
     }
 
     /// Runs cairn, expects exit `code`, returns stderr.
@@ -146,6 +142,17 @@ impl Env {
         assert!(out.status.success(), "git-set.sh: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
+}
+
+/// The standard output of a command that must have succeeded (`what` names it in the panic).
+pub fn succeeded(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs git with `--git-dir DIR`, expects success, returns stdout.

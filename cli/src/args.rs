@@ -219,6 +219,11 @@ pub enum Command {
     },
     /// The VM and the control plane: state, backend, config head, applied commit, last error.
     Status,
+    /// The engine's data disk: its size, what it takes on the host, what the guest uses.
+    Disk {
+        #[command(subcommand)]
+        command: Option<DiskCommand>,
+    },
     /// The guest image.
     Guest {
         #[command(subcommand)]
@@ -240,6 +245,18 @@ pub enum VmAction {
     Restart,
 }
 
+/// What `cairn disk` does beyond showing the disk.
+#[derive(Debug, Subcommand)]
+pub enum DiskCommand {
+    /// Deletes everything the engine keeps (images, containers, volumes) and starts over with
+    /// an empty disk; asks first on a terminal.
+    Wipe {
+        /// Do not ask (for scripts).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum GuestCommand {
     /// Build (or check) the guest image from Debian packages and this cairn binary.
@@ -259,11 +276,11 @@ pub enum Flavour {
     Docker,
 }
 
-impl From<Flavour> for cairn::vmm::image::Flavour {
+impl From<Flavour> for cairn::image::Flavour {
     fn from(f: Flavour) -> Self {
         match f {
-            Flavour::Base => cairn::vmm::image::Flavour::Base,
-            Flavour::Docker => cairn::vmm::image::Flavour::Docker,
+            Flavour::Base => cairn::image::Flavour::Base,
+            Flavour::Docker => cairn::image::Flavour::Docker,
         }
     }
 }

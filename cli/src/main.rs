@@ -1,5 +1,6 @@
 //! The `cairn` command: parses arguments, runs a command from [`cmd`], prints, exits with a
 //! documented code. The work is done in the cairn crates.
+#![forbid(unsafe_code)]
 
 mod args;
 mod cmd;
@@ -11,7 +12,7 @@ use clap::Parser;
 fn main() {
     // In the guest image this binary is /init: as PID 1 it is the guest agent.
     if std::process::id() == 1 {
-        cairn::vmm::agent::run();
+        cairn::agent::run();
     }
     let args = args::Cli::parse();
     let code = match cmd::run(args) {

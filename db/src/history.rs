@@ -193,6 +193,7 @@ impl Db {
         }
         let head = tx.base().ok_or_else(|| Error::NoBranch { branch: CONFIG_BRANCH.into() })?;
         let current = read_tree(&repo, tree_of(&repo, head)?)?;
+        let kept = cairn_schema::tree::keep_growing_values(&current, &mut tree, self.host());
         for (path, content) in &tree {
             if current.get(path) != Some(content) {
                 tx.set_path(path, content.clone());
@@ -202,7 +203,11 @@ impl Db {
             tx.remove_path(path);
         }
         let summary = commit_info(&repo, target)?.summary().to_owned();
-        let default = format!("rollback to {} ({summary})", crate::error::short(&target));
+        let mut default = format!("rollback to {} ({summary})", crate::error::short(&target));
+        if !kept.is_empty() {
+            default.push_str("\n\n");
+            default.push_str(&kept.iter().map(|n| format!("- {n}\n")).collect::<String>());
+        }
         tx.message(message.unwrap_or(&default));
         tx.commit()
     }

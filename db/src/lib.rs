@@ -17,6 +17,11 @@
 //!   and rollback.
 //! - [`objects`]: trees, entries and blobs by id, for the 9P server.
 //! - [`watch`]: a subscription to a branch's head, for this process's writes and everyone else's.
+//! - `testing` (tests only): bare repositories made and inspected with the git CLI.
+//!
+//! The crate has no unsafe code: its one system call beyond std's, flock, goes through rustix.
+
+#![forbid(unsafe_code)]
 
 pub mod branch;
 mod durable;
@@ -27,6 +32,8 @@ mod history_index;
 pub mod objects;
 pub mod read;
 pub mod refs;
+#[cfg(test)]
+mod testing;
 pub mod transaction;
 pub mod watch;
 mod writer_lock;

@@ -9,7 +9,7 @@
 //! cairn writers additionally serialise on an advisory lock ([`WriterLock`]), which also tells
 //! a git lock left by a dead cairn writer (removed) from git's own (waited for, never broken).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -102,28 +102,176 @@ pub fn compare_and_swap(
 /// left was removed when `writer` was taken; what is left is git's, and is waited for (at most
 /// [`GIVE_UP`]), never broken: a git process may hold it for seconds (a hook, a slow disk).
 fn acquire_git_lock(path: &Path, writer: &mut WriterLock) -> Result<File, Error> {
-    use std::os::unix::fs::MetadataExt;
+    acquire_git_lock_within(path, writer, GIVE_UP)
+}
+
+/// [`acquire_git_lock`], giving up after `give_up`; tests wait less than [`GIVE_UP`].
+fn acquire_git_lock_within(
+    path: &Path,
+    writer: &mut WriterLock,
+    give_up: Duration,
+) -> Result<File, Error> {
+    let file = writer.stage(path)?;
     let started = Instant::now();
     let mut pause = Duration::from_micros(200);
-    loop {
-        match OpenOptions::new().write(true).create_new(true).open(path) {
-            Ok(file) => {
-                let ino = file.metadata().map_err(|source| Error::io(path, source))?.ino();
-                writer.record(path, ino);
-                return Ok(file);
-            }
+    let result = loop {
+        match std::fs::hard_link(writer.staged_path(), path) {
+            Ok(()) => break Ok(file),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(source) => return Err(Error::io(path, source)),
+            Err(source) => break Err(Error::io(path, source)),
         }
-        if started.elapsed() > GIVE_UP {
-            return Err(Error::Locked { lock: path.to_owned(), seconds: GIVE_UP.as_secs() });
+        if started.elapsed() > give_up {
+            break Err(Error::Locked { lock: path.to_owned(), seconds: give_up.as_secs() });
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
+    };
+    writer.unstage();
+    if result.is_err() {
+        writer.clear();
     }
+    result
 }
 
 /// Flushes a directory so that a rename in it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|source| Error::io(dir, source))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+    use crate::testing::{bare_repo, commit, git, rev_parse};
+
+    /// No `.lock` is left next to the ref, and the writer's record of git locks is clear.
+    fn assert_unlocked(git_dir: &Path, branch: &str) {
+        let lock = crate::writer_lock::lock_path(&git_dir.join(full_name(branch)));
+        assert!(!lock.exists(), "{} is left behind", lock.display());
+        let record = std::fs::read_to_string(git_dir.join("cairn-writer.lock")).expect("read");
+        assert!(record.is_empty(), "the writer still records a git lock: {record:?}");
+    }
+
+    #[test]
+    fn swaps_a_ref_at_the_expected_value() {
+        let (_dir, repo) = bare_repo();
+        let git_dir = repo.git_dir().to_owned();
+        let (old, new) = (commit(&git_dir, "old"), commit(&git_dir, "new"));
+        git(&git_dir, &["update-ref", "refs/heads/master", &old.to_string()]);
+        let mut writer = WriterLock::acquire(&git_dir).expect("free");
+        let swap = compare_and_swap(&repo, &mut writer, "master", Some(old), new).expect("swap");
+        assert_eq!(swap, Swap::Done);
+        assert_eq!(rev_parse(&git_dir, "refs/heads/master"), Some(new));
+        assert_unlocked(&git_dir, "master");
+    }
+
+    #[test]
+    fn a_ref_elsewhere_is_left_and_reported() {
+        let (_dir, repo) = bare_repo();
+        let git_dir = repo.git_dir().to_owned();
+        let [at, expected, new] = ["at", "expected", "new"].map(|m| commit(&git_dir, m));
+        git(&git_dir, &["update-ref", "refs/heads/master", &at.to_string()]);
+        let mut writer = WriterLock::acquire(&git_dir).expect("free");
+        let swap = compare_and_swap(&repo, &mut writer, "master", Some(expected), new);
+        assert_eq!(swap.expect("no error"), Swap::Moved(Some(at)));
+        // Expecting it absent is also expecting it elsewhere.
+        let swap = compare_and_swap(&repo, &mut writer, "master", None, new);
+        assert_eq!(swap.expect("no error"), Swap::Moved(Some(at)));
+        assert_eq!(rev_parse(&git_dir, "refs/heads/master"), Some(at));
+        assert_unlocked(&git_dir, "master");
+    }
+
+    #[test]
+    fn a_missing_ref_is_created_when_none_is_expected_and_only_then() {
+        let (_dir, repo) = bare_repo();
+        let git_dir = repo.git_dir().to_owned();
+        let new = commit(&git_dir, "new");
+        let mut writer = WriterLock::acquire(&git_dir).expect("free");
+        let swap = compare_and_swap(&repo, &mut writer, "topic", Some(new), new);
+        assert_eq!(swap.expect("no error"), Swap::Moved(None));
+        assert_eq!(rev_parse(&git_dir, "refs/heads/topic"), None);
+        assert_unlocked(&git_dir, "topic");
+        // The second name's directories do not exist yet.
+        for branch in ["topic", "feature/deep/x"] {
+            let swap = compare_and_swap(&repo, &mut writer, branch, None, new).expect("swap");
+            assert_eq!(swap, Swap::Done);
+            assert_eq!(rev_parse(&git_dir, &full_name(branch)), Some(new));
+            assert_unlocked(&git_dir, branch);
+        }
+    }
+
+    #[test]
+    fn the_ref_file_is_one_git_reads() {
+        let (_dir, repo) = bare_repo();
+        let git_dir = repo.git_dir().to_owned();
+        let new = commit(&git_dir, "new");
+        let mut writer = WriterLock::acquire(&git_dir).expect("free");
+        compare_and_swap(&repo, &mut writer, "master", None, new).expect("swap");
+        let file = std::fs::read_to_string(git_dir.join("refs/heads/master")).expect("loose ref");
+        assert_eq!(file, format!("{new}\n"), "git's loose ref format");
+        assert_eq!(git(&git_dir, &["rev-parse", "master"]), new.to_string());
+        assert_eq!(
+            git(&git_dir, &["for-each-ref", "--format=%(refname) %(objectname)"]),
+            format!("refs/heads/master {new}")
+        );
+        git(&git_dir, &["fsck", "--no-progress"]);
+    }
+
+    #[test]
+    fn a_packed_ref_is_swapped_and_compared() {
+        let (_dir, repo) = bare_repo();
+        let git_dir = repo.git_dir().to_owned();
+        let [old, other, new] = ["old", "other", "new"].map(|m| commit(&git_dir, m));
+        git(&git_dir, &["update-ref", "refs/heads/master", &old.to_string()]);
+        git(&git_dir, &["pack-refs", "--all"]);
+        assert!(!git_dir.join("refs/heads/master").exists(), "only packed");
+        let mut writer = WriterLock::acquire(&git_dir).expect("free");
+        let swap = compare_and_swap(&repo, &mut writer, "master", Some(other), new);
+        assert_eq!(swap.expect("no error"), Swap::Moved(Some(old)), "the packed value is read");
+        assert_unlocked(&git_dir, "master");
+        let swap = compare_and_swap(&repo, &mut writer, "master", Some(old), new).expect("swap");
+        assert_eq!(swap, Swap::Done);
+        // The loose ref now shadows the stale packed one, for git and for gix.
+        assert_eq!(rev_parse(&git_dir, "refs/heads/master"), Some(new));
+        assert_eq!(read(&repo, "master").expect("read"), Some(new));
+        assert_unlocked(&git_dir, "master");
+    }
+
+    #[test]
+    fn a_git_lock_is_waited_for_until_it_goes() {
+        let (_dir, repo) = bare_repo();
+        let lock = repo.git_dir().join("refs/heads/master.lock");
+        std::fs::write(&lock, "").expect("git holds the lock");
+        let mut writer = WriterLock::acquire(repo.git_dir()).expect("free");
+        let started = Instant::now();
+        let git = std::thread::spawn({
+            let lock = lock.clone();
+            move || {
+                std::thread::sleep(Duration::from_millis(200));
+                std::fs::remove_file(&lock).expect("git lets go");
+            }
+        });
+        let file = acquire_git_lock(&lock, &mut writer).expect("acquired once git let go");
+        git.join().expect("the git thread finishes");
+        assert!(started.elapsed() >= Duration::from_millis(200), "it waited");
+        let ino = file.metadata().expect("metadata").ino();
+        assert_eq!(std::fs::metadata(&lock).expect("ours now").ino(), ino);
+        let record = std::fs::read_to_string(repo.git_dir().join("cairn-writer.lock"));
+        assert_eq!(record.expect("read"), format!("lock {} {ino}\n", lock.display()));
+    }
+
+    #[test]
+    fn a_git_lock_that_stays_is_never_broken() {
+        let (_dir, repo) = bare_repo();
+        let lock = repo.git_dir().join("refs/heads/master.lock");
+        std::fs::write(&lock, "git").expect("git holds the lock");
+        let mut writer = WriterLock::acquire(repo.git_dir()).expect("free");
+        let started = Instant::now();
+        let give_up = Duration::from_millis(300);
+        let err = acquire_git_lock_within(&lock, &mut writer, give_up).expect_err("held");
+        assert!(started.elapsed() >= give_up, "it waited the whole bound");
+        assert!(matches!(err, Error::Locked { lock: ref l, .. } if *l == lock), "{err}");
+        assert_eq!(std::fs::read_to_string(&lock).expect("still there"), "git");
+    }
 }

@@ -246,6 +246,11 @@ impl<'db> Transaction<'db> {
                     return Err(cairn_schema::Error::refused_too_long(key, *size).into());
                 }
                 cairn_schema::validate_tree(&full, &changed, self.db.host(), self.validation)?;
+                if self.changes.keys().any(|p| cairn_schema::tree::GROWS_ONLY.contains(&p.as_str()))
+                {
+                    let (before, _) = read_tree_bounded(&repo, parent_tree, crate::MAX_VALUE)?;
+                    cairn_schema::tree::check_change(&before, &full, self.db.host())?;
+                }
                 kept_invalid = invalid_unchanged(&full, &too_large, &changed, self.db.host());
             }
             let message = match &self.message {

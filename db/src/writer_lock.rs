@@ -14,10 +14,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use rustix::fs::{flock, FlockOperation};
 
 use crate::Error;
 
@@ -28,10 +29,12 @@ const WAIT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct WriterLock {
     file: File,
+    /// Where a git lock file is made before it is linked into place (see [`Self::stage`]).
+    staged: PathBuf,
 }
 
 impl WriterLock {
-    /// Waits (at most [`WAIT`]) until this process is the only cairn writer of the repository
+    /// Waits (at most ten seconds) until this process is the only cairn writer of the repository
     /// at `git_dir`, then removes any git lock file a dead cairn writer left behind.
     pub fn acquire(git_dir: &Path) -> Result<WriterLock, Error> {
         Self::acquire_within(git_dir, WAIT)
@@ -49,12 +52,10 @@ impl WriterLock {
         let started = Instant::now();
         let mut pause = Duration::from_micros(200);
         loop {
-            // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                break;
-            }
-            let err = std::io::Error::last_os_error();
+            let err = match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(errno) => std::io::Error::from(errno),
+            };
             match err.kind() {
                 ErrorKind::WouldBlock | ErrorKind::Interrupted => {}
                 _ => return Err(Error::io(&path, err)),
@@ -67,7 +68,7 @@ impl WriterLock {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(20));
         }
-        let mut lock = WriterLock { file };
+        let mut lock = WriterLock { file, staged: git_dir.join("cairn-writer.staged") };
         lock.recover();
         Ok(lock)
     }
@@ -92,7 +93,36 @@ impl WriterLock {
                 let _ = std::fs::remove_file(path);
             }
         }
+        // Only now: while the staged file exists its inode cannot be reused by git's lock.
+        let _ = std::fs::remove_file(&self.staged);
         self.clear();
+    }
+
+    /// Makes the file that is to become the git lock `lock`, and records it, before the lock
+    /// exists. The caller links it into place ([`std::fs::hard_link`], exclusive as git's own
+    /// `O_EXCL` create) and then calls [`Self::unstage`]. Recording first is what makes a
+    /// writer killed at any moment recognisable: a lock file created first and recorded after
+    /// would, killed in between, be a lock nobody can tell from git's.
+    pub(crate) fn stage(&mut self, lock: &Path) -> Result<File, Error> {
+        let _ = std::fs::remove_file(&self.staged);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&self.staged)
+            .map_err(|source| Error::io(&self.staged, source))?;
+        let ino = file.metadata().map_err(|source| Error::io(&self.staged, source))?.ino();
+        self.record(lock, ino);
+        Ok(file)
+    }
+
+    /// The staged file's own name goes (the lock, linked or not, keeps or drops its inode).
+    pub(crate) fn unstage(&mut self) {
+        let _ = std::fs::remove_file(&self.staged);
+    }
+
+    /// The staged file's path, for linking it into place.
+    pub(crate) fn staged_path(&self) -> &Path {
+        &self.staged
     }
 
     /// Notes that this writer created the git lock file `lock` (inode `ino`).
@@ -157,6 +187,33 @@ mod tests {
         let _next = WriterLock::acquire(git_dir).expect("free again");
         assert!(!ours.exists(), "the dead writer's lock is removed");
         assert!(gits.exists(), "a lock nobody recorded is git's and stays");
+    }
+
+    #[test]
+    fn a_writer_killed_at_any_step_of_taking_a_git_lock_is_recognised() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock = dir.path().join("master.lock");
+        // Killed after staging, before the link: the lock that appears next is git's.
+        {
+            let mut writer = WriterLock::acquire(dir.path()).expect("free");
+            writer.stage(&lock).expect("staged");
+        }
+        std::fs::write(&lock, "git").expect("git takes the lock");
+        {
+            let _next = WriterLock::acquire(dir.path()).expect("free");
+            assert_eq!(std::fs::read_to_string(&lock).expect("kept"), "git", "never broken");
+            assert!(!dir.path().join("cairn-writer.staged").exists(), "the staged file goes");
+        }
+        std::fs::remove_file(&lock).expect("git lets go");
+        // Killed after the link, before the staged name went: the lock is ours.
+        {
+            let mut writer = WriterLock::acquire(dir.path()).expect("free");
+            writer.stage(&lock).expect("staged");
+            std::fs::hard_link(writer.staged_path(), &lock).expect("linked");
+        }
+        let _next = WriterLock::acquire(dir.path()).expect("free");
+        assert!(!lock.exists(), "the dead writer's lock is removed");
+        assert!(!dir.path().join("cairn-writer.staged").exists());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use cairn_db::{Db, Error, CONFIG_BRANCH};
 use cairn_schema::Host;
 
-const HOST: Host = Host { ram_mib: 8192, cores: 4 };
+const HOST: Host = Host { ram_mib: 8192, cores: 4, disk_mib: 0 };
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git").arg("--git-dir").arg(dir).args(args).output().expect("git runs");

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::codec::{Dialect, DirEntry, Fcall, Frame, NOFID, NOTAG};
+use crate::errno::Errno;
 use crate::wire::Qid;
 
 /// What went wrong on the client side.
@@ -19,14 +20,14 @@ pub enum Error {
     Decode(#[from] crate::wire::DecodeError),
     /// The server answered with an error number.
     #[error("the server answered errno {0}")]
-    Errno(u32),
+    Errno(Errno),
     #[error("unexpected reply {0}")]
     Unexpected(&'static str),
 }
 
 impl Error {
     /// The errno, if the server sent one.
-    pub fn errno(&self) -> Option<u32> {
+    pub fn errno(&self) -> Option<Errno> {
         match self {
             Error::Errno(e) => Some(*e),
             _ => None,
@@ -104,7 +105,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             },
         };
         match fcall {
-            Fcall::Rlerror { ecode } => Err(Error::Errno(ecode)),
+            Fcall::Rlerror { ecode } => Err(Error::Errno(Errno::from_wire(ecode))),
             other => Ok(other),
         }
     }

@@ -12,23 +12,22 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Waker};
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::codec::{Dialect, Fcall, Frame, HEADER};
-use crate::errno::{describe, errno_of};
 use crate::fs::Fs;
-use crate::handlers::{handle, FidCell};
+use crate::handlers::handle;
+use crate::state::{lock, State};
 use crate::wire::DecodeError;
+
+pub use crate::state::MAX_FIDS;
 
 /// Largest msize we agree to: Linux's TCP and fd transports allow up to 1 MiB.
 pub const MAX_MSIZE: u32 = 1 << 20;
-/// Fids one connection may hold: enough for the kernel's dentries of a large tree walked with
-/// `ls -R`, few enough that a client cannot fill the server's memory with them.
-pub const MAX_FIDS: usize = 65_536;
 /// Requests one connection may have in flight, counting replies not yet delivered; beyond
 /// that the transport stops reading.
 pub const MAX_IN_FLIGHT: usize = 256;
@@ -42,18 +41,6 @@ impl Credits {
     pub fn delivered(&self) {
         self.0.add_permits(1);
     }
-}
-
-/// What a request's handler sees of its connection.
-#[derive(Debug)]
-pub struct State {
-    pub dialect: Dialect,
-    pub msize: u32,
-    pub fids: HashMap<u32, Arc<FidCell>>,
-    /// Tversion has been answered: until then nothing else is.
-    pub versioned: bool,
-    /// This connection's id (transactions belong to it).
-    pub conn: u64,
 }
 
 /// Ids of connections.
@@ -73,11 +60,6 @@ pub struct Session {
     inflight: Arc<Mutex<(u64, HashMap<u16, InFlight>)>>,
     replies: mpsc::UnboundedSender<Vec<u8>>,
     permits: Arc<Semaphore>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Each critical section is a single map update: a poisoned lock is still consistent.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Session {
@@ -206,10 +188,10 @@ impl Session {
             let dialect = lock(&session.state).dialect;
             let reply = match reply {
                 Ok(fcall) => fcall,
-                Err(code) if dialect == Dialect::L => Fcall::Rlerror { ecode: errno_of(code) },
-                Err(code) => Fcall::Rerror {
-                    ename: describe(code).as_bytes().to_vec(),
-                    errno: errno_of(code),
+                Err(errno) if dialect == Dialect::L => Fcall::Rlerror { ecode: errno.wire() },
+                Err(errno) => Fcall::Rerror {
+                    ename: errno.describe().as_bytes().to_vec(),
+                    errno: errno.wire(),
                 },
             };
             let mut inflight = lock(&session.inflight);

@@ -3,7 +3,7 @@
 //! Decoding never trusts a length it read: every count is checked against the bytes left in the
 //! frame before anything is allocated, so a hostile frame costs at most its own size.
 
-use crate::codec::Dialect;
+use crate::dialect::Dialect;
 
 /// Why a frame could not be decoded. The connection that sent it is closed; others carry on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,7 +13,7 @@ use common::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-fn errno<T: std::fmt::Debug>(r: Result<T, cairn_9p::client::Error>) -> u32 {
+fn errno<T: std::fmt::Debug>(r: Result<T, cairn_9p::client::Error>) -> Errno {
     r.expect_err("an error").errno().expect("an errno")
 }
 
@@ -179,7 +179,7 @@ async fn nothing_is_answered_before_tversion() {
     bytes[..4].copy_from_slice(&prefix);
     stream.read_exact(&mut bytes[4..]).await.expect("a reply");
     let reply = Frame::decode(&bytes, Dialect::L).expect("decodes");
-    assert_eq!(reply.fcall, Fcall::Rlerror { ecode: EPROTO });
+    assert_eq!(reply.fcall, Fcall::Rlerror { ecode: EPROTO.wire() });
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ fn change(client: usize, round: usize) -> (&'static str, String) {
     let id = client * 10_000 + round;
     match client % 8 {
         0 => ("etc/hostname", format!("c{client}-{round}")),
-        1 => ("memory", format!("{}", 256 + id % 7000)),
+        1 => ("memory", format!("{}", 1024 + id % 7000)),
         2 => ("proxy/http", format!("http://p{id}.example:3128")),
         3 => ("proxy/https", format!("http://p{id}.example:3129")),
         4 => ("proxy/exclude", format!("e{id}.example")),

@@ -12,7 +12,7 @@ use cairn_db::CONFIG_BRANCH;
 use common::Server;
 use tokio::net::UnixStream;
 
-fn errno<T: std::fmt::Debug>(r: Result<T, cairn_9p::client::Error>) -> u32 {
+fn errno<T: std::fmt::Debug>(r: Result<T, cairn_9p::client::Error>) -> Errno {
     r.expect_err("an error").errno().expect("an errno")
 }
 
@@ -33,6 +33,7 @@ async fn layout_and_reads() {
     assert_eq!(
         c.ls("branch/master/ro").await.expect("ls ro"),
         [
+            "disk",
             "etc",
             "filesystem",
             "hypervisor",

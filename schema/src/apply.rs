@@ -19,6 +19,9 @@ pub enum ApplyClass {
     DaemonRestart,
     /// The guest network must be reconfigured (new lease or interface).
     Network,
+    /// The data disk grows: live on qemu (the disk is resized under the running guest, which
+    /// grows its filesystem), at the next boot on the embedded VMM.
+    DiskGrow,
     /// The VM must be rebooted.
     Reboot,
 }
@@ -33,6 +36,7 @@ impl ApplyClass {
             ApplyClass::DaemonReload => "daemon-reload",
             ApplyClass::DaemonRestart => "daemon-restart",
             ApplyClass::Network => "network",
+            ApplyClass::DiskGrow => "disk-grow",
             ApplyClass::Reboot => "reboot",
         }
     }
@@ -50,12 +54,29 @@ mod tests {
 
     #[test]
     fn order_is_least_to_most_disruptive() {
-        let mut classes =
-            vec![Reboot, GuestLive, Network, DaemonReload, None, DaemonRestart, NetworkLive];
+        let mut classes = vec![
+            Reboot,
+            GuestLive,
+            Network,
+            DiskGrow,
+            DaemonReload,
+            None,
+            DaemonRestart,
+            NetworkLive,
+        ];
         classes.sort();
         assert_eq!(
             classes,
-            vec![None, GuestLive, NetworkLive, DaemonReload, DaemonRestart, Network, Reboot]
+            vec![
+                None,
+                GuestLive,
+                NetworkLive,
+                DaemonReload,
+                DaemonRestart,
+                Network,
+                DiskGrow,
+                Reboot
+            ]
         );
     }
 }

@@ -49,7 +49,7 @@ impl Key {
             Default::Text(text) => text.to_owned(),
             Default::MemoryMib(mib) => mib.min(host.ram_mib).to_string(),
             Default::Cpus(n) => n.min(host.cores).max(1).to_string(),
-            Default::SchemaVersion => crate::CURRENT_VERSION.to_string(),
+            Default::SchemaVersion => crate::version::CURRENT_VERSION.to_string(),
         }
     }
 
@@ -58,6 +58,14 @@ impl Key {
         crate::value::normalize_default(self, &self.default_input(host), host)
     }
 }
+
+/// The least memory, in MiB, that the Docker engine's image boots in and runs a container with.
+/// The guest's initramfs is unpacked into a RAM file system limited to half the guest's memory,
+/// so below this the unpack runs out of space (mke2fs and the engine go missing) and the agent
+/// cannot even write daemon.json. Measured 2026-12-03 on the image of the time (qemu, docker
+/// flavour: `cairn up`, `docker import`, `docker run`): 512 and 640 failed so, 704 worked; 768
+/// leaves room for the image to grow a little. Re-measure when the image changes.
+pub const MEMORY_MIN_MIB: u64 = 768;
 
 /// Every setting of the current schema, in the order `list` shows them.
 pub static KEYS: &[Key] = &[
@@ -77,11 +85,16 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "memory",
         path: "memory",
-        kind: Kind::Int { min: 256, max: Limit::HostRam, unit: "a size in MiB" },
+        kind: Kind::Int {
+            min: Limit::ImageNeeds(MEMORY_MIN_MIB),
+            max: Limit::HostRam,
+            unit: "a size in MiB",
+        },
         default: Default::MemoryMib(2048),
         summary: "Memory of the VM in MiB.",
         description: "The memory given to the VM, in MiB (suffixes M, MiB, G and GiB are accepted \
-            and stored as MiB). At least 256 and at most the host's RAM. Changing it reboots the VM.",
+            and stored as MiB). At least 768 (the Docker engine's image needs it: its initramfs is unpacked into \
+            memory) and at most the host's RAM. Changing it reboots the VM.",
         options: &[],
         apply: ApplyClass::Reboot,
         internal: false,
@@ -89,7 +102,7 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "ncpu",
         path: "ncpu",
-        kind: Kind::Int { min: 1, max: Limit::HostCores, unit: "a number of CPUs" },
+        kind: Kind::Int { min: Limit::Fixed(1), max: Limit::HostCores, unit: "a number of CPUs" },
         default: Default::Cpus(2),
         summary: "Virtual CPUs of the VM.",
         description: "The number of virtual CPUs, from 1 to the host's logical CPUs. Changing it \
@@ -157,7 +170,7 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "mtu",
         path: "net/mtu",
-        kind: Kind::Int { min: 576, max: Limit::Fixed(65535), unit: "an MTU in bytes" },
+        kind: Kind::Int { min: Limit::Fixed(576), max: Limit::Fixed(65535), unit: "an MTU in bytes" },
         default: Default::Text("1500"),
         summary: "MTU of the VM's network interface.",
         description: "The MTU of the guest's network interface, from 576 to 65535 bytes. Changing \
@@ -245,6 +258,22 @@ pub static KEYS: &[Key] = &[
         internal: false,
     },
     Key {
+        name: "disk",
+        path: "disk",
+        kind: Kind::Int { min: Limit::AtLeastDataDisk(4096), max: Limit::Fixed(16 << 20), unit: "a size in MiB" },
+        default: Default::Text("64G"),
+        summary: "Size of the engine's data disk in MiB.",
+        description: "The size of the persistent data disk that holds the Docker engine's \
+            images, containers and volumes (a sparse file, $CAIRN_HOME/data.img: it takes on \
+            the host only what the guest keeps). In MiB; suffixes M, G and T are accepted. At \
+            least 4G. It only grows: a value smaller than the disk as it is on the host is \
+            refused (`cairn disk wipe` starts over). Growing is applied live on qemu, at the next boot on the \
+            embedded VMM.",
+        options: &[],
+        apply: ApplyClass::DiskGrow,
+        internal: false,
+    },
+    Key {
         name: "schema-version",
         path: "schema-version",
         kind: Kind::SchemaVersion,
@@ -307,7 +336,11 @@ mod tests {
 
     #[test]
     fn every_default_is_valid_on_small_and_large_hosts() {
-        for host in [Host { ram_mib: 512, cores: 1 }, Host { ram_mib: 65536, cores: 64 }] {
+        // 1 GiB: the smallest host whose RAM holds the VM the engine's image needs.
+        for host in [
+            Host { ram_mib: 1024, cores: 1, disk_mib: 0 },
+            Host { ram_mib: 65536, cores: 64, disk_mib: 0 },
+        ] {
             for key in KEYS {
                 let stored = key.default_bytes(&host);
                 crate::value::check_stored(key, &stored, &host).unwrap_or_else(|e| {

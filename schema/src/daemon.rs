@@ -28,7 +28,12 @@ pub enum JsonType {
     Labels,
     /// A key dockerd knows that cairn does not let through, with the reason.
     Refused(&'static str),
+    /// `data-root`: an absolute path on the data disk (`/var/lib/docker` or below).
+    DataRoot,
 }
+
+/// Where the engine's state lives: the data disk's mount in the guest.
+pub const DATA_ROOT: &str = "/var/lib/docker";
 
 /// A known daemon.json key.
 #[derive(Debug, Clone, Copy)]
@@ -95,7 +100,7 @@ pub static DAEMON_KEYS: &[DaemonKey] = &[
     k("ip", JsonType::String, RESTART),
     k("userland-proxy", JsonType::Bool, RESTART),
     k("experimental", JsonType::Bool, RESTART),
-    k("data-root", JsonType::String, RESTART),
+    k("data-root", JsonType::DataRoot, RESTART),
     k("storage-driver", JsonType::String, RESTART),
     k("storage-opts", JsonType::StringList, RESTART),
     k("exec-opts", JsonType::StringList, RESTART),
@@ -202,6 +207,7 @@ fn fits(ty: JsonType, value: &Json) -> bool {
         JsonType::StringMap => value.as_object().is_some_and(|m| m.values().all(Json::is_string)),
         JsonType::Object => value.is_object(),
         JsonType::Refused(_) => false,
+        JsonType::DataRoot => value.as_str().is_some_and(on_the_data_disk),
         JsonType::AddressPools => value.as_array().is_some_and(|pools| {
             pools.iter().all(|p| {
                 p.as_object().is_some_and(|o| {
@@ -212,6 +218,15 @@ fn fits(ty: JsonType, value: &Json) -> bool {
             })
         }),
     }
+}
+
+/// Whether `path` is the engine's directory on the data disk or under it (no `..`): anywhere
+/// else in the guest is its memory, and the engine's images and volumes would vanish with
+/// the next reboot.
+fn on_the_data_disk(path: &str) -> bool {
+    let under =
+        path == DATA_ROOT || path.strip_prefix(DATA_ROOT).is_some_and(|rest| rest.starts_with('/'));
+    under && !path.split('/').any(|c| c == ".." || c == ".")
 }
 
 /// `ADDRESS/PREFIX`, IPv4 or IPv6, the prefix within the address's bits.
@@ -241,6 +256,7 @@ pub fn describe(ty: JsonType) -> String {
         JsonType::Object => "an object",
         JsonType::AddressPools => "a list of {\"base\": \"CIDR\", \"size\": 0..32}",
         JsonType::Refused(why) => why,
+        JsonType::DataRoot => "/var/lib/docker or a directory under it, on the data disk",
     };
     text.to_owned()
 }
@@ -304,6 +320,19 @@ mod tests {
         assert!(
             norm(r#"{"default-address-pools":[{"base":"10.0.0.0/33","size":24}]}"#, false).is_err()
         );
+    }
+
+    #[test]
+    fn data_root_stays_on_the_data_disk() {
+        assert!(norm(r#"{"data-root":"/var/lib/docker"}"#, false).is_ok());
+        assert!(norm(r#"{"data-root":"/var/lib/docker/engine"}"#, false).is_ok());
+        for bad in ["/tmp/docker", "/var/lib/dockerx", "/var/lib/docker/../x", "docker"] {
+            let err = norm(&format!(r#"{{"data-root":"{bad}"}}"#), false).unwrap_err();
+            assert!(
+                err.contains("off the data disk") || err.contains("wrong type"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -15,9 +15,13 @@
 //! - [`apply`]: the apply classes, ordered from least to most disruptive.
 //! - [`tree`]: validation of a whole configuration tree, as the database does before a commit.
 //! - [`mod@migrate`]: schema versions and the migrations between them.
+//! - `version`: the [`Tree`] type and the schema version a tree declares, below both `tree` and
+//!   `migrate` (which uses `tree`), so that their dependencies go one way.
 //!
 //! The crate is pure: no I/O. What depends on the machine (its RAM and cores) comes in as a
 //! [`Host`].
+
+#![forbid(unsafe_code)]
 
 pub mod apply;
 pub mod catalogue;
@@ -28,13 +32,15 @@ pub mod migrate;
 pub mod sysctl;
 pub mod tree;
 pub mod value;
+mod version;
 
 pub use apply::ApplyClass;
 pub use catalogue::{by_name, by_path, Key, KEYS};
 pub use error::Error;
-pub use migrate::{migrate, CURRENT_VERSION};
-pub use tree::{validate_tree, Tree};
+pub use migrate::migrate;
+pub use tree::validate_tree;
 pub use value::{Kind, Validation};
+pub use version::{Tree, CURRENT_VERSION};
 
 /// The machine a configuration is validated for: limits such as `memory` and `ncpu` depend on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,10 +49,13 @@ pub struct Host {
     pub ram_mib: u64,
     /// Logical CPUs.
     pub cores: u64,
+    /// The size of the engine's data disk as it is on this host, in MiB, or 0 when there is
+    /// none yet: the `disk` key may not go below it (a smaller disk would cut off the data).
+    pub disk_mib: u64,
 }
 
 impl Host {
     /// A host that accepts any value the types allow; for tools that inspect a database copied
     /// from elsewhere.
-    pub const UNLIMITED: Host = Host { ram_mib: u64::MAX / 2, cores: 1024 };
+    pub const UNLIMITED: Host = Host { ram_mib: u64::MAX / 2, cores: 1024, disk_mib: 0 };
 }

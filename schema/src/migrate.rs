@@ -8,29 +8,13 @@
 //! - v1: the first layout. `net/dns` held the servers on one comma-separated line, there was no
 //!   `net/mtu`, and `memory` defaulted to 1024 MiB.
 //! - v2: `net/mtu` (1500), `net/dns` one server per line, `memory` defaults to 2048 MiB.
+//! - v3: `disk`, the size of the engine's data disk (64 GiB).
 
-use crate::tree::{defaults, Tree};
-use crate::{by_name, Error, Host};
-
-/// The schema version this cairn writes.
-pub const CURRENT_VERSION: u32 = 2;
-
-/// The version a tree declares; a tree without `schema-version` predates it and is v1.
-pub fn version_of(tree: &Tree) -> Result<u32, Error> {
-    let Some(bytes) = tree.get("schema-version") else {
-        return Ok(1);
-    };
-    let text = String::from_utf8_lossy(bytes);
-    match text.trim().parse::<u32>() {
-        Ok(n) if n > CURRENT_VERSION => Err(Error::TooNew { found: n, supported: CURRENT_VERSION }),
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(Error::Migration {
-            to: CURRENT_VERSION,
-            key: "schema-version".into(),
-            reason: format!("{} is not a schema version", crate::error::quote(&text)),
-        }),
-    }
-}
+use crate::catalogue::by_name;
+use crate::tree::defaults;
+use crate::version::Tree;
+pub use crate::version::{version_of, CURRENT_VERSION};
+use crate::{Error, Host};
 
 /// Brings `tree` to [`CURRENT_VERSION`]. `user_changed(path)` says whether the user ever changed
 /// the value at `path` (the database answers it from history); such values are never touched.
@@ -45,6 +29,7 @@ pub fn migrate(
     while version < CURRENT_VERSION {
         match version {
             1 => v1_to_v2(tree, user_changed, host, &mut notes)?,
+            2 => v2_to_v3(tree, host, &mut notes),
             other => unreachable!("no migration from v{other}; version_of bounds it"),
         }
         version += 1;
@@ -58,6 +43,10 @@ pub fn migrate(
 /// build upgrade fixtures.
 pub fn initial_tree(version: u32, host: &Host) -> Tree {
     let mut tree = defaults(host);
+    if version <= 2 {
+        tree.remove("disk");
+        tree.insert("schema-version".into(), format!("{version}\n").into_bytes());
+    }
     if version == 1 {
         tree.remove("net/mtu");
         tree.insert("memory".into(), V1_MEMORY_DEFAULT.min(host.ram_mib).to_string().into_bytes());
@@ -68,6 +57,15 @@ pub fn initial_tree(version: u32, host: &Host) -> Tree {
 }
 
 const V1_MEMORY_DEFAULT: u64 = 1024;
+
+/// v3 adds the data disk's size at its default, and touches nothing else.
+fn v2_to_v3(tree: &mut Tree, host: &Host, notes: &mut Vec<String>) {
+    if !tree.contains_key("disk") {
+        let disk = by_name("disk").expect("disk is in the catalogue");
+        tree.insert(disk.path.into(), disk.default_bytes(host));
+        notes.push("disk: added with its default 64G (65536 MiB)".into());
+    }
+}
 
 fn v1_to_v2(
     tree: &mut Tree,
@@ -111,9 +109,10 @@ fn v1_to_v2(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{validate_tree, Validation};
+    use crate::tree::validate_tree;
+    use crate::Validation;
 
-    const HOST: Host = Host { ram_mib: 8192, cores: 4 };
+    const HOST: Host = Host { ram_mib: 8192, cores: 4, disk_mib: 0 };
 
     #[test]
     fn v1_defaults_become_v2_defaults() {
@@ -135,7 +134,20 @@ mod tests {
         assert_eq!(tree["etc/hostname"], b"mine\n");
         assert_eq!(tree["net/dns"], b"1.1.1.1\n8.8.8.8\n");
         assert_eq!(tree["net/mtu"], b"1500\n");
-        assert_eq!(tree["schema-version"], b"2\n");
+        assert_eq!(tree["schema-version"], b"3\n");
+        assert_eq!(tree["disk"], b"65536\n");
+    }
+
+    #[test]
+    fn v2_gets_the_disk_and_nothing_else_changes() {
+        let mut tree = initial_tree(2, &HOST);
+        tree.insert("etc/hostname".into(), b"mine\n".to_vec());
+        let before = tree.clone();
+        let notes = migrate(&mut tree, &|_| false, &HOST).expect("migrates");
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        let changed: Vec<&String> =
+            tree.keys().filter(|k| before.get(*k) != tree.get(*k)).collect();
+        assert_eq!(changed, ["disk", "schema-version"]);
     }
 
     #[test]

@@ -2,12 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::catalogue::{known_paths, KEYS};
+use crate::catalogue::{by_path, known_paths, KEYS};
 use crate::value::{normalize, Validation};
-use crate::{by_path, Error, Host, CURRENT_VERSION};
-
-/// A configuration tree: file path (relative, `/`-separated) to content. Directories are implied.
-pub type Tree = BTreeMap<String, Vec<u8>>;
+pub use crate::version::Tree;
+use crate::version::{version_of, CURRENT_VERSION};
+use crate::{Error, Host};
 
 /// The tree `init` writes: every key at its default.
 pub fn defaults(host: &Host) -> Tree {
@@ -37,7 +36,7 @@ pub fn validate_tree(
             Some(_) => {}
         }
     }
-    let version = crate::migrate::version_of(tree)?;
+    let version = version_of(tree)?;
     if version != CURRENT_VERSION {
         return Err(Error::Migration {
             to: CURRENT_VERSION,
@@ -46,6 +45,55 @@ pub fn validate_tree(
         });
     }
     Ok(())
+}
+
+/// The paths whose values may only grow ([`check_change`]).
+pub const GROWS_ONLY: &[&str] = &["disk"];
+
+/// Refuses a change from `old` (the previous commit's tree) to `new` that neither value alone
+/// shows: `disk` going down once the data disk exists. (Below the disk as it is, the value
+/// itself is refused; this also refuses taking back a growth the VM has not applied yet, so
+/// that the history of `disk` only goes up.) Before the first `up` there is no disk to cut
+/// off, and any size goes.
+pub fn check_change(old: &Tree, new: &Tree, host: &Host) -> Result<(), Error> {
+    if host.disk_mib == 0 {
+        return Ok(());
+    }
+    if let (Some(was), Some(now)) = (disk_mib(old), disk_mib(new)) {
+        if now < was {
+            return Err(Error::Refused {
+                key: "disk".into(),
+                value: crate::error::quote(&now.to_string()),
+                problem: format!("is smaller than the disk's current size, {was} MiB"),
+                allowed: format!(
+                    "{was} MiB or more: the disk only grows (`cairn disk wipe` starts over with an empty one)"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn disk_mib(tree: &Tree) -> Option<u64> {
+    tree.get("disk").and_then(|v| crate::value::parse_mib(String::from_utf8_lossy(v).trim()))
+}
+
+/// Puts back into `target` (a tree rolled back to) the `disk` of `current` (or the disk's
+/// size on `host`, if larger) where `target`'s is smaller, once the disk exists: a rollback of
+/// the configuration never shrinks the data disk. Returns one note per value kept.
+pub fn keep_growing_values(current: &Tree, target: &mut Tree, host: &Host) -> Vec<String> {
+    let floor = disk_mib(current).unwrap_or(0).max(host.disk_mib);
+    match disk_mib(target) {
+        Some(wanted) if host.disk_mib > 0 && wanted < floor => {
+            let kept = floor;
+            target.insert("disk".into(), format!("{kept}\n").into_bytes());
+            vec![format!(
+                "disk: kept at {kept} MiB, not {wanted} (the data disk is {} MiB and only grows)",
+                host.disk_mib
+            )]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// The keys of `tree` whose values the schema refuses (a value written by hand with git, or
@@ -71,7 +119,7 @@ pub fn invalid_values(
 mod tests {
     use super::*;
 
-    const HOST: Host = Host { ram_mib: 4096, cores: 4 };
+    const HOST: Host = Host { ram_mib: 4096, cores: 4, disk_mib: 0 };
 
     #[test]
     fn defaults_validate() {
@@ -107,5 +155,28 @@ mod tests {
         assert!(validate_tree(&tree, &|_| true, &HOST, strict).is_err());
         assert!(validate_tree(&tree, &|_| true, &HOST, Validation { force: true }).is_ok());
         assert!(validate_tree(&tree, &|p| p == "memory", &HOST, strict).is_ok());
+    }
+
+    #[test]
+    fn a_rollback_keeps_the_disk_as_large_as_it_is() {
+        let host = Host { disk_mib: 81920, ..HOST };
+        let mut current = defaults(&host);
+        current.insert("disk".into(), b"102400\n".to_vec());
+        let mut old = defaults(&host);
+        let notes = keep_growing_values(&current, &mut old, &host);
+        assert_eq!(old["disk"], b"102400\n", "the current, larger value");
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        current.insert("disk".into(), b"4096\n".to_vec());
+        let mut old = defaults(&host);
+        keep_growing_values(&current, &mut old, &host);
+        assert_eq!(old["disk"], b"81920\n", "never below the disk");
+        let (small, large) = (defaults(&HOST), defaults(&host));
+        assert!(check_change(&large, &small, &HOST).is_ok(), "no disk yet: any change");
+        let mut grown = defaults(&host);
+        grown.insert("disk".into(), b"102400\n".to_vec());
+        let err = check_change(&grown, &large, &host).unwrap_err().to_string();
+        assert!(err.contains("current size, 102400 MiB"), "{err}");
+        let mut larger = defaults(&HOST);
+        assert!(keep_growing_values(&current, &mut larger, &HOST).is_empty(), "no disk yet");
     }
 }

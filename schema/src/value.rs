@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use serde_json::Value as Json;
 
 use crate::error::quote;
+use crate::version::CURRENT_VERSION;
 use crate::{Error, Host, Key};
 
 /// The type of a setting.
@@ -19,7 +20,7 @@ pub enum Kind {
     /// An RFC 1123 host name label.
     Hostname,
     /// An integer in `min..=max`; `unit` completes "is not ..." in messages.
-    Int { min: u64, max: Limit, unit: &'static str },
+    Int { min: Limit, max: Limit, unit: &'static str },
     /// One of a fixed set of words.
     Choice(&'static [&'static str]),
     /// A list of `[ADDRESS:]HOSTPORT:GUESTPORT[/PROTO]`.
@@ -38,12 +39,17 @@ pub enum Kind {
     SchemaVersion,
 }
 
-/// An upper bound that may depend on the host.
+/// A bound that may depend on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
     Fixed(u64),
     HostRam,
     HostCores,
+    /// The larger of this and the data disk's size on the host: a disk only grows.
+    AtLeastDataDisk(u64),
+    /// The least memory the Docker engine's image runs in (boots the engine and runs a
+    /// container): less boots a guest that cannot apply its configuration.
+    ImageNeeds(u64),
 }
 
 impl Limit {
@@ -52,6 +58,8 @@ impl Limit {
             Limit::Fixed(n) => n,
             Limit::HostRam => host.ram_mib,
             Limit::HostCores => host.cores,
+            Limit::AtLeastDataDisk(n) => n.max(host.disk_mib),
+            Limit::ImageNeeds(n) => n,
         }
     }
 }
@@ -89,9 +97,23 @@ pub fn normalize(key: &Key, input: &[u8], host: &Host, v: Validation) -> Result<
         Kind::Hostname => line(hostname(trimmed).ok_or_else(|| refuse("is not a host name"))?),
         Kind::Int { min, max, unit } => {
             let n = if unit == "a size in MiB" { parse_mib(trimmed) } else { trimmed.parse().ok() };
-            let max = max.resolve(host);
+            let (floor, max) = (min.resolve(host), max.resolve(host));
             match n {
-                Some(n) if (min..=max).contains(&n) => line(n.to_string()),
+                Some(n) if (floor..=max).contains(&n) => line(n.to_string()),
+                Some(n) if n < floor && matches!(min, Limit::AtLeastDataDisk(least) if n >= least) => {
+                    return Err(Error::Refused {
+                        key: key.name.into(),
+                        value: crate::error::quote(shown),
+                        problem: format!("is smaller than the data disk as it is, {floor} MiB"),
+                        allowed: format!(
+                            "{floor} to {max}: the disk only grows (`cairn disk wipe` starts over with an empty one)"
+                        ),
+                    })
+                }
+                Some(n) if n < floor && matches!(min, Limit::ImageNeeds(_)) => {
+                    let problem = format!("is less than the {floor} MiB the Docker engine's image needs");
+                    return Err(refuse(&problem));
+                }
                 Some(_) => return Err(refuse("is out of range")),
                 None => return Err(refuse(&format!("is not {unit}"))),
             }
@@ -137,9 +159,9 @@ pub fn normalize(key: &Key, input: &[u8], host: &Host, v: Validation) -> Result<
         Kind::DaemonJson => crate::daemon::normalize(key.name, text, v)?,
         Kind::Sysctl => lines(sysctl(key, text, host)?),
         Kind::SchemaVersion => match trimmed.parse::<u32>() {
-            Ok(n) if (1..=crate::CURRENT_VERSION).contains(&n) => line(n.to_string()),
-            Ok(n) if n > crate::CURRENT_VERSION => {
-                return Err(Error::TooNew { found: n, supported: crate::CURRENT_VERSION })
+            Ok(n) if (1..=CURRENT_VERSION).contains(&n) => line(n.to_string()),
+            Ok(n) if n > CURRENT_VERSION => {
+                return Err(Error::TooNew { found: n, supported: CURRENT_VERSION })
             }
             _ => return Err(refuse("is not a schema version")),
         },
@@ -162,7 +184,7 @@ pub(crate) fn normalize_default(key: &Key, input: &str, host: &Host) -> Vec<u8> 
 pub fn allowed(key: &Key, host: &Host) -> String {
     match key.kind {
         Kind::Hostname => "letters, digits and hyphens, 1 to 63 characters, no hyphen at either end".into(),
-        Kind::Int { min, max, .. } => format!("{min} to {}", max.resolve(host)),
+        Kind::Int { min, max, .. } => format!("{} to {}", min.resolve(host), max.resolve(host)),
         Kind::Choice(words) => words.join(", "),
         Kind::PortForwards => {
             "[ADDRESS:]HOSTPORT:GUESTPORT[/tcp|/udp], ports 1 to 65535, separated by commas or spaces".into()
@@ -172,7 +194,7 @@ pub fn allowed(key: &Key, host: &Host) -> String {
         Kind::HostList => "host names, .domains, addresses or CIDR ranges separated by commas or spaces".into(),
         Kind::DaemonJson => "a JSON object with the keys of dockerd's daemon.json".into(),
         Kind::Sysctl => "lines NAME = VALUE, such as vm.max_map_count = 262144; # comments".into(),
-        Kind::SchemaVersion => format!("1 to {}", crate::CURRENT_VERSION),
+        Kind::SchemaVersion => format!("1 to {}", CURRENT_VERSION),
     }
 }
 
@@ -213,7 +235,7 @@ pub fn to_json(key: &Key, stored: &[u8]) -> Json {
 /// Turns a typed JSON value (from `export`) back into input text for [`normalize`]: the JSON
 /// type must be the one `export` writes for the key (a number for sizes and counts, a list of
 /// strings for lists, an object for daemon.json; a string for anything). `null`, or a list
-/// where one value belongs, is refused rather than stored as the text "null" or "[4096]".
+/// where one value belongs, is refused rather than stored as the text "null" or "\[4096\]".
 pub fn from_json(key: &Key, value: &Json) -> Result<String, Error> {
     let list =
         matches!(key.kind, Kind::PortForwards | Kind::IpList | Kind::HostList | Kind::Sysctl);
@@ -300,14 +322,15 @@ fn hostname(text: &str) -> Option<String> {
     ok.then(|| text.to_ascii_lowercase())
 }
 
-/// A size in MiB: a bare number, or a number with M, MiB, G or GiB.
-fn parse_mib(text: &str) -> Option<u64> {
+/// A size in MiB: a bare number, or a number with M, MiB, G, GiB, T or TiB.
+pub(crate) fn parse_mib(text: &str) -> Option<u64> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let n: u64 = digits.parse().ok()?;
     match unit.trim() {
         "" | "M" | "MiB" | "m" => Some(n),
         "G" | "GiB" | "g" => n.checked_mul(1024),
+        "T" | "TiB" | "t" => n.checked_mul(1024 * 1024),
         _ => None,
     }
 }
@@ -436,7 +459,7 @@ mod tests {
     use super::*;
     use crate::by_name;
 
-    const HOST: Host = Host { ram_mib: 23552, cores: 2 };
+    const HOST: Host = Host { ram_mib: 23552, cores: 2, disk_mib: 0 };
 
     fn norm(name: &str, input: &str) -> Result<String, String> {
         let key = by_name(name).map_err(|e| e.to_string())?;
@@ -446,15 +469,38 @@ mod tests {
     }
 
     #[test]
+    fn the_disk_never_goes_below_the_disk_as_it_is() {
+        let key = by_name("disk").expect("disk");
+        let with_disk = Host { disk_mib: 81920, ..HOST };
+        let disk = |input: &str, host: &Host| {
+            normalize(key, input.as_bytes(), host, Validation::default()).map_err(|e| e.to_string())
+        };
+        assert_eq!(disk("4G", &HOST).expect("no disk yet: any size"), b"4096\n");
+        assert_eq!(
+            disk("64G", &with_disk).unwrap_err(),
+            "disk: \"64G\" is smaller than the data disk as it is, 81920 MiB (allowed: 81920 to \
+             16777216: the disk only grows (`cairn disk wipe` starts over with an empty one))"
+        );
+        assert!(disk("80G", &with_disk).is_ok() && disk("1T", &with_disk).is_ok());
+        assert!(disk("1G", &with_disk).unwrap_err().contains("out of range"), "below 4G");
+    }
+
+    #[test]
     fn memory_message_names_key_value_and_range() {
         assert_eq!(
             norm("memory", "lots").unwrap_err(),
-            r#"memory: "lots" is not a size in MiB (allowed: 256 to 23552)"#
+            r#"memory: "lots" is not a size in MiB (allowed: 768 to 23552)"#
         );
         assert_eq!(
             norm("memory", "99999").unwrap_err(),
-            r#"memory: "99999" is out of range (allowed: 256 to 23552)"#
+            r#"memory: "99999" is out of range (allowed: 768 to 23552)"#
         );
+        assert_eq!(
+            norm("memory", "512").unwrap_err(),
+            "memory: \"512\" is less than the 768 MiB the Docker engine's image needs \
+             (allowed: 768 to 23552)"
+        );
+        assert_eq!(norm("memory", "768").unwrap(), "768\n");
         assert_eq!(norm("memory", " 4G\n").unwrap(), "4096\n");
         assert_eq!(norm("memory", "4096MiB").unwrap(), "4096\n");
         assert!(norm("memory", "").is_err());

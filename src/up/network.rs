@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use cairn_agent::report::Report;
 use cairn_db::ObjectId;
-use cairn_vmm::report::Report;
 
 use super::{status, Controller};
 use crate::net::{self, port::NatPort};
@@ -15,7 +15,7 @@ use crate::Error;
 const NOT_FORWARDED: &str = "not forwarded: network=hostnet (qemu's own network) has no forwards";
 
 /// How often the network's counters reach the status file.
-const NETWORK_REFRESH: Duration = Duration::from_secs(2);
+pub(super) const REFRESH: Duration = Duration::from_secs(2);
 
 /// The docker socket's state, by whether the guest's channel is up: a connection made while
 /// it is not waits for it.
@@ -86,17 +86,15 @@ impl Controller {
             self.status.docker = None;
             return;
         }
-        let forward = match (&self.docker_socket, &self.channel) {
-            (Some(_), _) => docker_state(self.status.channel).to_owned(),
-            (None, None) => "no channel to the guest".to_owned(),
-            (None, Some(channel)) => {
-                let sessions = channel.sessions();
+        let forward = match &self.docker_socket {
+            Some(_) => docker_state(self.status.channel).to_owned(),
+            None => {
+                let sessions = self.sessions.subscribe();
                 let _entered = self.server.runtime.enter();
                 let _ = std::fs::remove_file(&socket);
                 match cairn_9p::transport::bind_unix(&socket) {
                     Ok(listener) => {
-                        let service =
-                            cairn_channel::Service::new(cairn_vmm::agent::DOCKER_SERVICE, &[]);
+                        let service = cairn_channel::Service::new(cairn_agent::DOCKER_SERVICE, &[]);
                         let task = crate::channel::serve_unix(listener, service, sessions);
                         self.docker_socket = Some(self.server.runtime.spawn(task));
                         docker_state(self.status.channel).to_owned()
@@ -161,7 +159,7 @@ impl Controller {
     /// Copies the NAT's counters and the forwards' states into the status now and then, and
     /// tries again the forwards whose ports were taken.
     pub(super) fn refresh_network(&mut self) -> bool {
-        if self.network_seen.elapsed() < NETWORK_REFRESH {
+        if self.network_seen.elapsed() < REFRESH {
             return false;
         }
         self.copy_network_status()

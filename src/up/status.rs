@@ -25,9 +25,9 @@ impl RunDir {
     pub fn log(&self) -> PathBuf {
         self.0.join("cairn.log")
     }
-    /// Where `cairn vm start|stop|restart` leaves a request for the control loop.
-    pub fn request(&self) -> PathBuf {
-        self.0.join("vm-request")
+    /// Where `cairn vm start|stop|restart` asks the control loop ([`super::control`]).
+    pub fn control(&self) -> PathBuf {
+        self.0.join("control.sock")
     }
     /// The running VM, for a control plane that restarts (see [`crate::vm::record`]).
     pub fn vm_record(&self) -> PathBuf {
@@ -58,6 +58,66 @@ impl RunDir {
     }
 }
 
+/// What the VM is doing, as `cairn status` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VmState {
+    /// `cairn up` is starting: serving, probing.
+    #[default]
+    Starting,
+    /// The guest image is being built.
+    Building,
+    /// The VM was started; the guest has not reported yet.
+    Booting,
+    /// The guest reported from this boot.
+    Running,
+    /// Started again for a configuration change.
+    Rebooting,
+    /// It stopped on its own and is started again after a pause.
+    Restarting,
+    Stopped,
+}
+
+impl VmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Starting => "starting",
+            VmState::Building => "building",
+            VmState::Booting => "booting",
+            VmState::Running => "running",
+            VmState::Rebooting => "rebooting",
+            VmState::Restarting => "restarting",
+            VmState::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which hypervisor runs the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The embedded VMM, in the control plane's process.
+    Native,
+    /// qemu-system-x86_64 as a child process.
+    #[default]
+    Qemu,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Native => "native",
+            Backend::Qemu => "qemu",
+        }
+    }
+}
+
 /// The last error, with the key at fault when there is one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastError {
@@ -76,9 +136,17 @@ pub struct Guest {
     pub daemon_json_sha256: String,
     /// dockerd's state in the guest, and its pid (0: not running).
     #[serde(default)]
-    pub dockerd: String,
+    pub dockerd: cairn_agent::report::Dockerd,
     #[serde(default)]
     pub dockerd_pid: u32,
+    /// The data disk as the guest sees it: mounted (and where), or not used and why.
+    #[serde(default)]
+    pub disk: String,
+    /// Its filesystem's size and what is used of it.
+    #[serde(default)]
+    pub disk_size_bytes: u64,
+    #[serde(default)]
+    pub disk_used_bytes: u64,
 }
 
 /// The guest's Docker engine as the host reaches it.
@@ -109,12 +177,12 @@ pub struct Network {
 pub struct Status {
     /// The `cairn up` process.
     pub pid: u32,
-    /// starting, building, booting, running, rebooting, restarting, stopped.
-    pub vm: String,
-    pub backend: String,
+    pub vm: VmState,
+    /// None until it is chosen.
+    pub backend: Option<Backend>,
     /// Why this backend (and accelerator).
     pub backend_reason: String,
-    pub accel: String,
+    pub accel: Option<crate::vm::Accel>,
     pub vm_pid: Option<u32>,
     /// master's head as the control plane last saw it.
     pub config_head: Option<String>,
@@ -146,15 +214,12 @@ pub struct Status {
 impl Status {
     /// Writes the status atomically (readers never see half a file).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, path)
+        crate::json_file::save(path, self)
     }
 
     /// The status in `path`, if `cairn up` ever wrote one.
     pub fn load(path: &Path) -> Option<Status> {
-        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+        crate::json_file::load(path)
     }
 }
 

@@ -1,6 +1,7 @@
 //! VM backends: qemu as a child process, and the embedded VMM (vmm/) where the host's KVM can
 //! run Linux (`up` says why it uses qemu otherwise).
 
+pub mod disk;
 pub mod native;
 pub mod qemu;
 pub mod qmp;
@@ -59,6 +60,8 @@ pub struct VmSpec {
     pub ncpu: u32,
     /// Where qemu's chardev for the channel's virtio-serial port listens.
     pub channel: PathBuf,
+    /// The engine's persistent data disk (a sparse raw file), the guest's first virtio disk.
+    pub data_disk: PathBuf,
     /// The serial console's log file.
     pub console: PathBuf,
     /// qemu's QMP socket, through which the guest is asked to power off.
@@ -68,7 +71,7 @@ pub struct VmSpec {
 }
 
 /// How qemu runs the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,
@@ -87,8 +90,10 @@ impl Accel {
 /// Why a VM could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
-    #[error("starting the VM: {0}")]
-    Start(String),
+    #[error("starting qemu-system-x86_64 (install qemu-system-x86)")]
+    SpawnQemu(#[source] std::io::Error),
+    #[error("starting the VM on the embedded VMM")]
+    Native(#[from] cairn_vmm::machine::Error),
     #[error("{path}")]
     Io {
         path: PathBuf,

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use cairn_vmm::machine::{Config, Exit, Machine};
 use cairn_vmm::virtio::net::NetDevice;
-use cairn_vmm::virtio::{ninep::NinePDevice, rng::Rng, vsock::VsockDevice, VirtioDevice};
+use cairn_vmm::virtio::{
+    blk::BlkDevice, ninep::NinePDevice, rng::Rng, vsock::VsockDevice, VirtioDevice,
+};
 
 use crate::net::port::NatPort;
 
@@ -54,8 +56,11 @@ impl Native {
         net: Option<NatPort>,
     ) -> Result<Native, VmError> {
         let vsock = VsockDevice::new(GUEST_CID, vsock).map_err(|e| VmError::io(vsock, e))?;
+        let disk = BlkDevice::new(&spec.data_disk, super::qemu::DATA_SERIAL)
+            .map_err(|e| VmError::io(&spec.data_disk, e))?;
         let mut devices: Vec<Box<dyn VirtioDevice>> = vec![
             Box::new(NinePDevice::new("db", fs, runtime)),
+            Box::new(disk),
             Box::new(Rng::default()),
             Box::new(vsock),
         ];
@@ -75,8 +80,13 @@ impl Native {
             devices,
             devices_on_cmdline: false,
         };
-        let machine = Machine::start(config).map_err(|e| VmError::Start(e.to_string()))?;
+        let machine = Machine::start(config)?;
         Ok(Native { machine })
+    }
+
+    /// What says when the VM ends.
+    pub fn end_signal(&self) -> cairn_vmm::machine::EndSignal {
+        self.machine.end_signal()
     }
 
     /// How the VM ended, if it has.

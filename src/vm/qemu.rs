@@ -26,6 +26,11 @@ enum Process {
     Adopted { pid: u32, start_time: u64 },
 }
 
+/// qemu's name for the data disk's drive (QMP's `block_resize` takes it).
+pub const DATA_DRIVE: &str = "data";
+/// The serial number the guest finds the data disk by (/sys/block/vdX/serial).
+pub const DATA_SERIAL: &str = "cairn-data";
+
 /// The command line for `spec`.
 pub fn command(spec: &VmSpec, accel: Accel) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
@@ -54,6 +59,14 @@ pub fn command(spec: &VmSpec, accel: Accel) -> Command {
             None => "user,id=n0".into(),
         })
         .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
+        // The data disk: the guest's discards punch holes in the file (discard=unmap), and
+        // its flushes reach the host's disk (the default cache mode honours them).
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=none,id={DATA_DRIVE},format=raw,discard=unmap,detect-zeroes=unmap",
+            spec.data_disk.display()
+        ))
+        .args(["-device", &format!("virtio-blk-pci,drive={DATA_DRIVE},serial={}", DATA_SERIAL)])
         // The channel: qemu listens, the control plane connects (again, after a restart).
         .args(["-device", "virtio-serial-pci,id=serial0"])
         .arg("-chardev")
@@ -80,9 +93,7 @@ impl Qemu {
         // Ctrl-C in the terminal of a foreground `cairn up` reaches the control plane only,
         // which then powers the guest off cleanly.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let child = command.spawn().map_err(|e| {
-            VmError::Start(format!("qemu-system-x86_64: {e} (install qemu-system-x86)"))
-        })?;
+        let child = command.spawn().map_err(VmError::SpawnQemu)?;
         Ok(Qemu { process: Process::Child(child), qmp: spec.qmp.clone() })
     }
 
@@ -103,14 +114,15 @@ impl Qemu {
     }
 
     /// The record that lets a later control plane adopt this VM.
-    pub fn record(&self, spec: &VmSpec, accel: Accel, booted: String) -> VmRecord {
+    pub fn record(&self, spec: &VmSpec, accel: Accel, booted: cairn_db::ObjectId) -> VmRecord {
+        let booted = booted.to_string();
         let pid = self.pid();
         VmRecord {
             pid,
             start_time: process_start_time(pid).unwrap_or_default(),
             qmp: self.qmp.clone(),
             booted,
-            accel: accel.as_str().into(),
+            accel,
             memory_mib: spec.memory_mib,
             ncpu: spec.ncpu,
         }

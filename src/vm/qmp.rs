@@ -43,3 +43,9 @@ pub fn ctrl_alt_del(socket: &Path) -> std::io::Result<()> {
     let keys = json!([key("ctrl"), key("alt"), key("delete")]);
     execute(socket, json!({"execute": "send-key", "arguments": {"keys": keys}})).map(drop)
 }
+
+/// Grows the data disk as the guest sees it to `bytes` (the file has been grown already).
+pub fn block_resize(socket: &Path, drive: &str, bytes: u64) -> std::io::Result<()> {
+    let arguments = json!({"device": drive, "size": bytes});
+    execute(socket, json!({"execute": "block_resize", "arguments": arguments})).map(drop)
+}

@@ -17,21 +17,19 @@ pub struct VmRecord {
     pub qmp: PathBuf,
     /// The commit whose reboot-class values the VM was started with.
     pub booted: String,
-    pub accel: String,
+    pub accel: super::Accel,
     pub memory_mib: u64,
     pub ncpu: u32,
 }
 
 impl VmRecord {
     pub fn load(path: &Path) -> Option<VmRecord> {
-        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+        crate::json_file::load(path)
     }
 
-    /// Written whole or not at all (a temporary file renamed over the old one).
+    /// Written whole or not at all.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-        std::fs::rename(&tmp, path)
+        crate::json_file::save(path, self)
     }
 
     /// Whether the recorded process still runs (and is still the same process).
@@ -83,7 +81,7 @@ mod tests {
             start_time: process_start_time(pid).expect("we run"),
             qmp: dir.path().join("qmp.sock"),
             booted: "0".repeat(40),
-            accel: "tcg".into(),
+            accel: crate::vm::Accel::Tcg,
             memory_mib: 512,
             ncpu: 1,
         };

@@ -59,9 +59,7 @@ impl Verdicts {
     /// The verdicts in `path` if they were made on this host by this cairn, else none.
     pub fn load(path: &Path) -> Verdicts {
         let host = HostId::current();
-        let stored =
-            std::fs::read(path).ok().and_then(|b| serde_json::from_slice::<Verdicts>(&b).ok());
-        match stored {
+        match crate::json_file::load::<Verdicts>(path) {
             Some(v) if v.host == host => v,
             _ => Verdicts { host, native: None, qemu_kvm: None, native_boot_failed: None },
         }
@@ -69,12 +67,7 @@ impl Verdicts {
 
     /// Writes them whole or not at all.
     pub fn save(&self, path: &Path) {
-        let tmp = path.with_extension("json.tmp");
-        let written = serde_json::to_vec_pretty(self)
-            .map_err(std::io::Error::other)
-            .and_then(|json| std::fs::write(&tmp, json))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = written {
+        if let Err(e) = crate::json_file::save(path, self) {
             tracing::warn!(error = %e, path = %path.display(), "saving the hypervisor verdicts");
         }
     }

@@ -12,17 +12,12 @@ runs=${RUNS:-5}
 baseline=${1:-}
 homes=("$work/new")
 bins=("$cairn")
-if [ -n "$baseline" ] && [ -n "${BASELINE_BIN:-}" ]; then
-  bins+=("$BASELINE_BIN")   # a build of $baseline made beforehand
+if [ -n "$baseline" ]; then
+  baseline_build "$baseline"
+  bins+=("$baseline_cairn")
   homes+=("$work/old")
-elif [ -n "$baseline" ]; then
-  git -C "$root" worktree add --detach "$work/baseline-src" "$baseline" >/dev/null 2>&1
-  CARGO_TARGET_DIR="$work/baseline-target" cargo build --release --bins --quiet \
-    --manifest-path "$work/baseline-src/Cargo.toml"
-  bins+=("$(find "$work/baseline-target" -path '*release/cairn' -type f | head -1)")
-  homes+=("$work/old")
-  trap 'for h in "${homes[@]}"; do CAIRN_HOME=$h "$cairn" down >/dev/null 2>&1 || true; done; git -C "$root" worktree remove --force "$work/baseline-src" >/dev/null 2>&1; rm -rf "$work"' EXIT
 fi
+trap 'cleanup_homes "${homes[@]}"' EXIT
 for i in "${!bins[@]}"; do
   CAIRN_HOME=${homes[$i]} "${bins[$i]}" init >/dev/null
   CAIRN_HOME=${homes[$i]} "${bins[$i]}" guest build --flavour docker >/dev/null 2>&1

@@ -37,7 +37,7 @@ def value(key, i):
             "net/port-forwarding": f"127.0.0.1:{8000 + i % 1000}:80/tcp",
             "proxy/http": f"http://proxy-{i}.example:3128", "proxy/exclude": f"host-{i}.example",
             "etc/docker/daemon.json": '{\n  "debug": %s\n}' % ("true" if i % 2 else "false"),
-            "memory": str(300 + i % 20000)}[key] + "\n"
+            "memory": str(1024 + i % 20000)}[key] + "\n"
 out = sys.stdout
 out.write("reset refs/heads/master\nfrom refs/heads/master^0\n\n")
 for i in range(1, 10000):
@@ -67,10 +67,10 @@ bench() { # name, number of runs, then hyperfine arguments
   hyperfine --style none --warmup 3 --runs "$n" --export-json "$work/$name.json" "$@" >/dev/null
 }
 bench get "$runs" -N "$cairn --db $small get memory" "git --git-dir $small show master:memory"
-bench set "$runs" --shell bash "$cairn --db $small set memory \$((300 + RANDOM % 20000))" \
-  "bash $work/git-set.sh $small \$((300 + RANDOM % 20000))"
-bench set-deep "$runs" --shell bash "$cairn --db $big set memory \$((300 + RANDOM % 20000))" \
-  "$cairn --db $small set memory \$((300 + RANDOM % 20000))"
+bench set "$runs" --shell bash "$cairn --db $small set memory \$((1024 + RANDOM % 20000))" \
+  "bash $work/git-set.sh $small \$((1024 + RANDOM % 20000))"
+bench set-deep "$runs" --shell bash "$cairn --db $big set memory \$((1024 + RANDOM % 20000))" \
+  "$cairn --db $small set memory \$((1024 + RANDOM % 20000))"
 bench log-key "$runs" -N "$cairn --db $big log memory" "git --git-dir $big log --format=%H master -- memory"
 # The first `log KEY` builds cairn's history index (see db/src/history_index.rs); shown for honesty.
 bench log-key-cold 10 --prepare "rm -rf $big/cairn" "$cairn --db $big log memory" \

@@ -105,7 +105,7 @@ fn main() -> Result<()> {
     let (rounds, runs): (u32, usize) = (rounds.parse()?, runs.parse()?);
     let dir = tempfile::tempdir()?;
     let guest = testguest::build(dir.path());
-    let host = cairn_schema::Host { ram_mib: 8192, cores: 4 };
+    let host = cairn_schema::Host { ram_mib: 8192, cores: 4, disk_mib: 0 };
     let db = Arc::new(cairn_db::Db::init(&dir.path().join("db"), host)?);
     let mut tx = db.transaction(cairn_db::CONFIG_BRANCH)?;
     tx.set_key("hostname", b"bench")?;

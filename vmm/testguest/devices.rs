@@ -5,6 +5,7 @@ use crate::println;
 use crate::virtio::{alloc, Buffer, Device};
 
 const NET: u32 = 1;
+const BLK: u32 = 2;
 const RNG: u32 = 4;
 const NINEP: u32 = 9;
 const VSOCK: u32 = 19;
@@ -25,6 +26,7 @@ pub struct Options {
 pub struct Found {
     rng: Option<Device>,
     net: Option<Device>,
+    blk: Option<Device>,
     ninep: Option<Device>,
     vsock: Option<Device>,
 }
@@ -34,6 +36,7 @@ impl Found {
         match device.id() {
             RNG => self.rng = Some(device),
             NET => self.net = Some(device),
+            BLK => self.blk = Some(device),
             NINEP => self.ninep = Some(device),
             VSOCK => self.vsock = Some(device),
             other => println!("testguest: no driver for device type {other}"),
@@ -52,6 +55,9 @@ impl Found {
         }
         if let Some(device) = &self.net {
             report("net", arp(device));
+        }
+        if let Some(device) = &self.blk {
+            report("blk", crate::blk::write_flush_read(device));
         }
         if let Some(device) = &self.ninep {
             report("9p", ninep::read_hostname(device, options.ninep_reads));

@@ -13,6 +13,7 @@
 #![no_std]
 #![no_main]
 
+mod blk;
 mod devices;
 mod keyboard;
 mod ninep;

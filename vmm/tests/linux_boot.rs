@@ -13,16 +13,16 @@ fn cache() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-cache/debs")
 }
 
-fn image(dir: &std::path::Path) -> cairn_vmm::image::Image {
+fn image(dir: &std::path::Path) -> cairn_image::Image {
     // Any static binary does as the agent here: busybox.
-    let inputs = cairn_vmm::image::Inputs {
+    let inputs = cairn_image::Inputs {
         dir: dir.join("guest"),
         cache: cache(),
         agent: "/bin/busybox".into(),
-        flavour: cairn_vmm::image::Flavour::Base,
-        resolve: cairn_vmm::image::Resolve::IfMissing,
+        flavour: cairn_image::Flavour::Base,
+        resolve: cairn_image::Resolve::IfMissing,
     };
-    cairn_vmm::image::ensure(&inputs, &mut |_| {}).expect("the guest image builds")
+    cairn_image::ensure(&inputs, &mut |_| {}).expect("the guest image builds")
 }
 
 const CMDLINE: &str = "console=ttyS0 panic=-1 reboot=k";
@@ -60,15 +60,9 @@ fn debian_bzimage_is_loaded_by_the_linux_boot_protocol() {
 }
 
 #[test]
+#[ignore = "needs a KVM that runs Linux (cairn-vmm's probe passes): tests/run.sh runs it there"]
 fn debian_kernel_boots_where_kvm_can_run_linux() {
-    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
-        eprintln!("skipped: /dev/kvm cannot be opened here");
-        return;
-    }
-    if let Err(why) = probe::can_run_linux() {
-        eprintln!("skipped: this host's KVM cannot run Linux: {why}");
-        return;
-    }
+    probe::can_run_linux().expect("this host's KVM runs Linux");
     let dir = tempfile::tempdir().expect("tempdir");
     let image = image(dir.path());
     let console = dir.path().join("console.log");

@@ -89,13 +89,14 @@ fn parse(text: &str) -> anyhow::Result<Parsed> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{parse, CURRENT_VERSION};
 
     #[test]
     fn json_and_lines() {
-        let parsed =
-            parse(r#"{"memory": 4096, "dns": ["1.1.1.1", "8.8.8.8"], "schema-version": 2}"#)
-                .expect("json");
+        let json = format!(
+            r#"{{"memory": 4096, "dns": ["1.1.1.1", "8.8.8.8"], "schema-version": {CURRENT_VERSION}}}"#
+        );
+        let parsed = parse(&json).expect("json");
         assert_eq!(
             parsed.pairs,
             vec![("memory".into(), "4096".into()), ("dns".into(), "1.1.1.1\n8.8.8.8".into())]

@@ -6,7 +6,7 @@ use super::Ctx;
 use crate::output;
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
-    let host = cairn::host::detect()?;
+    let host = ctx.host()?;
     let path = &ctx.db_path;
     match Db::init(path, host) {
         Ok(db) => {

@@ -2,6 +2,7 @@
 
 mod apply;
 mod diff;
+mod disk;
 mod edit;
 mod export;
 mod get;
@@ -37,7 +38,12 @@ pub struct Ctx {
 impl Ctx {
     /// Opens the database, with the host's limits for validation.
     pub fn open(&self) -> anyhow::Result<Db> {
-        self.open_with(cairn::host::detect()?)
+        self.open_with(self.host()?)
+    }
+
+    /// This machine's limits, and the data disk of `$CAIRN_HOME` as it is.
+    pub fn host(&self) -> anyhow::Result<cairn::schema::Host> {
+        Ok(cairn::host::detect(&cairn::home::cairn_home()?)?)
     }
 
     /// Opens the database for commands that only read stored values: they check no limits, so
@@ -67,10 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if !matches!(cli.command, Command::Serve { .. } | Command::Up { .. }) {
         // A command whose reader goes away (`cairn list | head`) ends quietly, as Unix tools
         // do. The servers keep SIGPIPE ignored: a client hanging up must not kill them.
-        // SAFETY: restoring a signal's default disposition before any thread is started.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+        cairn::process::default_sigpipe();
     }
     match cli.command {
         Command::Init => init::run(&ctx),
@@ -106,6 +109,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Vm { action } => up::vm(action),
         Command::Logs { follow, console, control } => up::logs(follow, console, control),
         Command::Status => status::run(&ctx),
+        Command::Disk { command: None } => disk::show(&ctx),
+        Command::Disk { command: Some(crate::args::DiskCommand::Wipe { yes }) } => {
+            disk::wipe(&ctx, yes)
+        }
         Command::Guest { command: crate::args::GuestCommand::Build { flavour } } => {
             up::build_image(flavour.into())
         }

@@ -8,7 +8,7 @@ use super::Ctx;
 use crate::output::{self, Mode};
 
 pub fn run(ctx: &Ctx, key: Option<&str>) -> anyhow::Result<()> {
-    let host = cairn::host::detect()?;
+    let host = ctx.host()?;
     match key {
         Some("daemon.json") | Some("daemon-keys") => daemon_keys(ctx),
         Some(name) if by_name(name).is_ok_and(|k| k.name == "daemon") && ctx.mode != Mode::Json => {

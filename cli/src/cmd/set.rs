@@ -51,8 +51,8 @@ pub fn run(
         // Asking for the embedded VMM again is how a native boot that failed here is retried.
         let home = cairn::home::cairn_home()?;
         if cairn::vm::verdicts::Verdicts::forget_native_failure(&cairn::vm::verdicts::path(&home)) {
-            crate::output::note(
-                "the embedded VMM's failed boot on this host is forgotten: the next boot tries it again (`cairn vm restart` boots now)",
+            eprintln!(
+                "cairn: the embedded VMM's failed boot on this host is forgotten: the next boot tries it again (`cairn vm restart` boots now)"
             );
         }
     }

@@ -10,7 +10,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let run = cairn::up::run_dir(&home);
     let mut status = Status::load(&run.status()).unwrap_or_default();
     if !alive(status.pid) {
-        status.vm = "stopped".into();
+        status.vm = cairn::up::status::VmState::Stopped;
         status.vm_pid = None;
     }
     // Values in the database that the schema refuses (written around cairn): the VM cannot
@@ -37,8 +37,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
     }
     let none = || "-".to_owned();
     println!("vm:          {}", status.vm);
-    if !status.backend.is_empty() {
-        println!("backend:     {} ({})", status.backend, status.backend_reason);
+    if let Some(backend) = status.backend {
+        println!("backend:     {} ({})", backend.as_str(), status.backend_reason);
     }
     println!("config head: {}", status.config_head.clone().unwrap_or_else(none));
     for why in &invalid {
@@ -58,6 +58,18 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             "guest:       {} MiB, {} cpus, hostname {}, boot {}",
             guest.memory_mib, guest.ncpu, guest.hostname, guest.boot_id
         );
+    }
+    if let Some(guest) = status.guest.as_ref().filter(|g| !g.disk.is_empty()) {
+        let mib = |b: u64| b >> 20;
+        match guest.disk_size_bytes {
+            0 => println!("disk:        {}", guest.disk),
+            size => println!(
+                "disk:        {} MiB of {} MiB used, {}",
+                mib(guest.disk_used_bytes),
+                mib(size),
+                guest.disk
+            ),
+        }
     }
     if let Some(net) = &status.network {
         print_network(net);

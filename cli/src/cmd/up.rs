@@ -1,15 +1,12 @@
 //! `cairn up`, `cairn down` and `cairn guest build`.
 
 use std::io::{BufRead, Seek};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use cairn::up::status::{alive, Status};
+use cairn::up::status::{alive, Status, VmState};
 
 use super::Ctx;
 
@@ -25,7 +22,7 @@ const DETACH_WAIT: Duration = Duration::from_secs(600);
 pub struct Image {
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
-    pub flavour: Option<cairn::vmm::image::Flavour>,
+    pub flavour: Option<cairn::image::Flavour>,
 }
 
 pub fn run(ctx: &Ctx, detach: bool, reprobe: bool, image: Image) -> anyhow::Result<()> {
@@ -39,8 +36,7 @@ pub fn run(ctx: &Ctx, detach: bool, reprobe: bool, image: Image) -> anyhow::Resu
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let options =
         cairn::up::Options { home, db: ctx.db_path.clone(), kernel, initrd, flavour, reprobe };
-    let stop = Arc::new(AtomicBool::new(false));
-    cairn::up::run(options, stop, &mut |line| eprintln!("cairn up: {line}"))?;
+    cairn::up::run(options, &mut |line| eprintln!("cairn up: {line}"))?;
     Ok(())
 }
 
@@ -67,14 +63,8 @@ fn detach_up(ctx: &Ctx, home: &std::path::Path, reprobe: bool, image: Image) -> 
         command.arg("--flavour").arg(flavour.name());
     }
     command.env("CAIRN_HOME", home).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-    // SAFETY: setsid is async-signal-safe; the child leaves our session so that it outlives
-    // this terminal.
-    unsafe {
-        command.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    // The child leaves our session, so that it outlives this terminal.
+    cairn::process::detach(&mut command);
     let mut child = command.spawn().context("starting cairn up in the background")?;
     let mut reader = std::io::BufReader::new(std::fs::File::open(run.log())?);
     reader.seek(std::io::SeekFrom::Start(start))?;
@@ -138,10 +128,7 @@ pub fn down() -> anyhow::Result<()> {
         }
         return Ok(());
     };
-    // SAFETY: kill(2) with a pid read from our own pid file.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGTERM);
-    }
+    cairn::process::terminate(pid).with_context(|| format!("stopping cairn up (pid {pid})"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while alive(pid) {
         if Instant::now() > deadline {
@@ -153,18 +140,18 @@ pub fn down() -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn build_image(flavour: cairn::vmm::image::Flavour) -> anyhow::Result<()> {
+pub fn build_image(flavour: cairn::image::Flavour) -> anyhow::Result<()> {
     let home = home()?;
     let cache = std::env::var_os("CAIRN_CACHE").map_or_else(|| home.join("cache"), PathBuf::from);
     let agent = std::env::current_exe()?;
-    let inputs = cairn::vmm::image::Inputs {
+    let inputs = cairn::image::Inputs {
         dir: home.join(flavour.dir_name()),
         cache,
         agent,
         flavour,
-        resolve: cairn::vmm::image::Resolve::Always,
+        resolve: cairn::image::Resolve::Always,
     };
-    let image = cairn::vmm::image::ensure(&inputs, &mut |line| eprintln!("{line}"))?;
+    let image = cairn::image::ensure(&inputs, &mut |line| eprintln!("{line}"))?;
     println!("kernel {}", image.kernel.display());
     println!("initrd {}", image.initrd.display());
     if let Some(cli) = image.docker_cli {
@@ -200,19 +187,23 @@ pub fn vm(action: crate::args::VmAction) -> anyhow::Result<()> {
         bail!("cairn up is not running; start it with `cairn up --detach`");
     }
     let before = Status::load(&run.status()).unwrap_or_default();
-    let word = match action {
-        VmAction::Start => "start",
-        VmAction::Stop => "stop",
-        VmAction::Restart => "restart",
+    use cairn::up::control::Request;
+    let (word, request) = match action {
+        VmAction::Start => ("start", Request::VmStart),
+        VmAction::Stop => ("stop", Request::VmStop),
+        VmAction::Restart => ("restart", Request::VmRestart),
     };
-    std::fs::write(run.request(), word)?;
+    let answer = cairn::up::control::ask(&run.control(), request)?;
+    if answer != "ok" {
+        bail!("cairn vm {word}: {}", answer.trim_start_matches("error: "));
+    }
     let boot_of = |s: &Status| s.guest.as_ref().map(|g| g.boot_id.clone());
     let deadline = Instant::now() + DETACH_WAIT;
     loop {
         let now = Status::load(&run.status()).unwrap_or_default();
         let done = match action {
-            VmAction::Stop => now.vm == "stopped",
-            _ => now.vm == "running" && boot_of(&now) != boot_of(&before),
+            VmAction::Stop => now.vm == VmState::Stopped,
+            _ => now.vm == VmState::Running && boot_of(&now) != boot_of(&before),
         };
         if done {
             eprintln!("cairn vm {word}: done");

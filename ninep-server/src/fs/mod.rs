@@ -72,7 +72,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Maps database errors to errnos: refusals and conflicts are the client's to fix.
-pub fn errno_of(err: &cairn_db::Error) -> u32 {
+pub fn errno_of(err: &cairn_db::Error) -> Errno {
     use cairn_db::Error as E;
     match err {
         E::Refused(_) | E::BadBranchName { .. } | E::NotFastForward { .. } | E::BadPath { .. } => {
@@ -111,12 +111,12 @@ impl Fs {
     }
 
     /// The head of `branch`, `None` when it has no commit (or does not exist).
-    pub fn head(&self, branch: &str) -> Result<Option<ObjectId>, u32> {
+    pub fn head(&self, branch: &str) -> Result<Option<ObjectId>, Errno> {
         self.db.head_cached(branch).map_err(|e| errno_of(&e))
     }
 
     /// A receiver that sees every new head of `branch`, shared with other readers.
-    pub fn subscribe(&self, branch: &str) -> Result<watch::Receiver<Option<ObjectId>>, u32> {
+    pub fn subscribe(&self, branch: &str) -> Result<watch::Receiver<Option<ObjectId>>, Errno> {
         let mut hubs = lock(&self.hubs);
         if let Some(rx) = hubs.get(branch) {
             return Ok(rx.clone());
@@ -139,7 +139,7 @@ impl Fs {
     }
 
     /// Resolves a path (components from the root) to a node, or ENOENT.
-    pub fn classify(&self, comps: &[String]) -> Result<Node, u32> {
+    pub fn classify(&self, comps: &[String]) -> Result<Node, Errno> {
         let c: Vec<&str> = comps.iter().map(String::as_str).collect();
         let node = match c.as_slice() {
             [] => Node::Dir(Dir::Root),
@@ -175,7 +175,12 @@ impl Fs {
         Ok(node)
     }
 
-    fn classify_branch(&self, b: &str, head: Option<ObjectId>, rest: &[&str]) -> Result<Node, u32> {
+    fn classify_branch(
+        &self,
+        b: &str,
+        head: Option<ObjectId>,
+        rest: &[&str],
+    ) -> Result<Node, Errno> {
         let b = b.to_owned();
         Ok(match rest {
             [] => Node::Dir(Dir::Branch(b)),
@@ -235,14 +240,14 @@ impl Fs {
     }
 
     /// A full 40-digit commit id naming an existing commit.
-    fn commit_id(&self, hex: &str) -> Result<ObjectId, u32> {
+    fn commit_id(&self, hex: &str) -> Result<ObjectId, Errno> {
         let id = ObjectId::from_hex(hex.as_bytes()).map_err(|_| ENOENT)?;
         self.db.commit_tree(id).map_err(|_| ENOENT)?;
         Ok(id)
     }
 
     /// The tree (or blob) a git view shows.
-    pub fn git_root(&self, root: &GitRoot) -> Result<ObjectId, u32> {
+    pub fn git_root(&self, root: &GitRoot) -> Result<ObjectId, Errno> {
         match root {
             GitRoot::Branch(b) => {
                 let head = self.head(b)?.ok_or(ENOENT)?;
@@ -253,13 +258,13 @@ impl Fs {
         }
     }
 
-    fn git_node(&self, root: GitRoot, path: &[&str]) -> Result<Node, u32> {
+    fn git_node(&self, root: GitRoot, path: &[&str]) -> Result<Node, Errno> {
         let top = self.git_root(&root)?;
         self.git_node_at(root, top, path)
     }
 
     /// The node at `path` under `top`, the tree (or blob) that `root` shows.
-    fn git_node_at(&self, root: GitRoot, top: ObjectId, path: &[&str]) -> Result<Node, u32> {
+    fn git_node_at(&self, root: GitRoot, top: ObjectId, path: &[&str]) -> Result<Node, Errno> {
         let path = node::join(path);
         if path.is_empty() {
             let kind = match root {
@@ -277,7 +282,7 @@ impl Fs {
 }
 
 /// `a.node/b.node` -> `a/b`; anything else under `watch/` does not exist.
-fn watched_path(dirs: &[&str]) -> Result<String, u32> {
+fn watched_path(dirs: &[&str]) -> Result<String, Errno> {
     let names: Option<Vec<&str>> = dirs.iter().map(|d| d.strip_suffix(".node")).collect();
     match names {
         Some(names) if names.iter().all(|n| !n.is_empty()) => Ok(names.join("/")),

@@ -50,7 +50,7 @@ impl Fs {
         Qid { kind, version, path: path_id(comps) }
     }
 
-    pub fn attr(&self, comps: &[String], node: &Node) -> Result<Attr, u32> {
+    pub fn attr(&self, comps: &[String], node: &Node) -> Result<Attr, Errno> {
         let qid = self.qid(comps, node);
         let mtime = self.mtime(node);
         let (mode, size) = match node {
@@ -104,7 +104,7 @@ impl Fs {
     }
 
     /// The children of a directory node, sorted by name.
-    pub fn list(&self, comps: &[String], node: &Node) -> Result<Vec<Child>, u32> {
+    pub fn list(&self, comps: &[String], node: &Node) -> Result<Vec<Child>, Errno> {
         if let Node::Git { kind: EntryKind::Dir, id, .. } = node {
             return self.git_children(comps, *id);
         }
@@ -178,7 +178,7 @@ impl Fs {
 
     /// A git tree's children, with qids made from its entries: the same qids `qid` gives each
     /// child, without resolving every child again from the root.
-    fn git_children(&self, comps: &[String], tree: ObjectId) -> Result<Vec<Child>, u32> {
+    fn git_children(&self, comps: &[String], tree: ObjectId) -> Result<Vec<Child>, Errno> {
         let mut entries = self.db.list_tree(tree).map_err(|e| errno_of(&e))?;
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         let mut child = comps.to_vec();
@@ -197,9 +197,9 @@ impl Fs {
     }
 
     /// The whole content of a readable, non-stream file.
-    pub fn read_file(&self, node: &Node) -> Result<Vec<u8>, u32> {
+    pub fn read_file(&self, node: &Node) -> Result<Vec<u8>, Errno> {
         let txn_field =
-            |b: &String, t: &String, f: &dyn Fn(&Txn) -> Vec<u8>| -> Result<Vec<u8>, u32> {
+            |b: &String, t: &String, f: &dyn Fn(&Txn) -> Vec<u8>| -> Result<Vec<u8>, Errno> {
                 let txns = lock(&self.txns);
                 txns.get(&(b.clone(), t.clone())).map(f).ok_or(ENOENT)
             };
@@ -257,14 +257,14 @@ impl Fs {
 
     /// The current value of a tree.live stream: the hash at the path and a newline, or a bare
     /// newline while the path does not exist.
-    pub fn tree_live_value(&self, branch: &str, path: &str) -> Result<Vec<u8>, u32> {
+    pub fn tree_live_value(&self, branch: &str, path: &str) -> Result<Vec<u8>, Errno> {
         let Some(head) = self.head(branch)? else { return Ok(b"\n".to_vec()) };
         let id = self.db.path_id(head, path).map_err(|e| errno_of(&e))?;
         Ok(id.map_or_else(|| b"\n".to_vec(), |id| format!("{id}\n").into_bytes()))
     }
 
     /// `diff/C`: what the working tree changes relative to commit C, one path a line.
-    fn txn_diff(&self, b: &str, t: &str, c: ObjectId) -> Result<Vec<u8>, u32> {
+    fn txn_diff(&self, b: &str, t: &str, c: ObjectId) -> Result<Vec<u8>, Errno> {
         let snapshot = self.db.snapshot(&c.to_string()).map_err(|e| errno_of(&e))?;
         let txns = lock(&self.txns);
         let txn = txns.get(&(b.to_owned(), t.to_owned())).ok_or(ENOENT)?;
@@ -282,7 +282,7 @@ impl Fs {
         Ok(out.into_bytes())
     }
 
-    pub fn readlink(&self, node: &Node) -> Result<Vec<u8>, u32> {
+    pub fn readlink(&self, node: &Node) -> Result<Vec<u8>, Errno> {
         if !node.is_symlink() {
             return Err(EINVAL);
         }
@@ -290,7 +290,7 @@ impl Fs {
     }
 
     /// Writes `data` at `offset`; control files act on what is written.
-    pub fn write(&self, node: &Node, offset: u64, data: &[u8]) -> Result<u32, u32> {
+    pub fn write(&self, node: &Node, offset: u64, data: &[u8]) -> Result<u32, Errno> {
         let count = data.len() as u32;
         match node {
             Node::Work { branch, txn, path, kind: WorkKind::File } => {
@@ -362,7 +362,7 @@ impl Fs {
     }
 
     /// Truncates a file (setattr size, O_TRUNC).
-    pub fn truncate(&self, node: &Node, size: u64) -> Result<(), u32> {
+    pub fn truncate(&self, node: &Node, size: u64) -> Result<(), Errno> {
         match node {
             Node::Work { branch, txn, path, kind: WorkKind::File } => {
                 self.with_txn(branch, txn, |t| t.truncate(path, size))
@@ -383,7 +383,7 @@ impl Fs {
 
     /// Creates a regular file `name` in the directory `dir`; over an existing file it
     /// empties it (DataKit's semantics) unless `exclusive`.
-    pub fn create(&self, dir: &Node, name: &str, exclusive: bool) -> Result<(), u32> {
+    pub fn create(&self, dir: &Node, name: &str, exclusive: bool) -> Result<(), Errno> {
         match dir {
             Node::Work { branch, txn, path, kind: WorkKind::Dir } => {
                 self.with_txn(branch, txn, |t| t.create(&child_path(path, name), exclusive))
@@ -393,7 +393,7 @@ impl Fs {
         }
     }
 
-    pub fn symlink(&self, dir: &Node, name: &str, target: &[u8]) -> Result<(), u32> {
+    pub fn symlink(&self, dir: &Node, name: &str, target: &[u8]) -> Result<(), Errno> {
         match dir {
             Node::Work { branch, txn, path, kind: WorkKind::Dir } => {
                 self.with_txn(branch, txn, |t| t.symlink(&child_path(path, name), target.to_vec()))
@@ -405,7 +405,7 @@ impl Fs {
 
     /// mkdir: a branch under `/branch`, a transaction under `transactions/` (belonging to
     /// connection `owner`), a directory in `rw/`.
-    pub fn mkdir(&self, dir: &Node, name: &str, owner: u64) -> Result<(), u32> {
+    pub fn mkdir(&self, dir: &Node, name: &str, owner: u64) -> Result<(), Errno> {
         match dir {
             Node::Dir(Dir::Branches) => {
                 // git's own rules: a name it refuses would break fsck and gc for good.
@@ -427,7 +427,7 @@ impl Fs {
     }
 
     /// Removes `name` from `dir` (unlinkat / remove). `dir_expected`: Some(true) for rmdir.
-    pub fn remove(&self, dir: &Node, name: &str, dir_expected: Option<bool>) -> Result<(), u32> {
+    pub fn remove(&self, dir: &Node, name: &str, dir_expected: Option<bool>) -> Result<(), Errno> {
         match dir {
             Node::Dir(Dir::Branches) => {
                 if lock(&self.pending).remove(name) {
@@ -449,7 +449,13 @@ impl Fs {
     }
 
     /// Renames within one transaction's working tree.
-    pub fn rename(&self, from_dir: &Node, from: &str, to_dir: &Node, to: &str) -> Result<(), u32> {
+    pub fn rename(
+        &self,
+        from_dir: &Node,
+        from: &str,
+        to_dir: &Node,
+        to: &str,
+    ) -> Result<(), Errno> {
         match (from_dir, to_dir) {
             (
                 Node::Work { branch, txn, path: a, kind: WorkKind::Dir },
@@ -475,7 +481,7 @@ fn child_path(dir: &str, name: &str) -> String {
 }
 
 /// Commit ids, one per line (or separated by spaces).
-fn parse_ids(data: &[u8]) -> Result<Vec<ObjectId>, u32> {
+fn parse_ids(data: &[u8]) -> Result<Vec<ObjectId>, Errno> {
     let text = std::str::from_utf8(data).map_err(|_| EINVAL)?;
     text.split_whitespace().map(|h| ObjectId::from_hex(h.as_bytes()).map_err(|_| EINVAL)).collect()
 }

@@ -119,8 +119,8 @@ impl Txn {
         &mut self,
         path: &str,
         new_len: usize,
-        f: impl FnOnce(&mut Txn) -> Result<(), u32>,
-    ) -> Result<(), u32> {
+        f: impl FnOnce(&mut Txn) -> Result<(), Errno>,
+    ) -> Result<(), Errno> {
         let before = self.cost(path);
         let after = self.own_bytes - before + new_len;
         if new_len > MAX_FILE || after > MAX_OWN_BYTES {
@@ -136,7 +136,7 @@ impl Txn {
 
     /// Refuses a name git cannot store (a NUL) or that would smuggle a repository in (`.git`),
     /// and a tree past [`MAX_PATHS`].
-    fn check_new(&self, path: &str) -> Result<(), u32> {
+    fn check_new(&self, path: &str) -> Result<(), Errno> {
         if path.contains('\0') || path.split('/').any(|c| c.eq_ignore_ascii_case(".git")) {
             return Err(EINVAL);
         }
@@ -179,7 +179,7 @@ impl Txn {
         names.into_iter().collect()
     }
 
-    fn need_parent_dir(&self, path: &str) -> Result<(), u32> {
+    fn need_parent_dir(&self, path: &str) -> Result<(), Errno> {
         match self.kind(parent_of(path)) {
             Some(WorkKind::Dir) => Ok(()),
             Some(_) => Err(ENOTDIR),
@@ -190,7 +190,7 @@ impl Txn {
     /// Creates an empty file. Over an existing file it truncates it and makes it a regular
     /// file, as DataKit's server does (its clients write a key by creating it), unless
     /// `exclusive` (O_EXCL) asks for EEXIST.
-    pub fn create(&mut self, path: &str, exclusive: bool) -> Result<(), u32> {
+    pub fn create(&mut self, path: &str, exclusive: bool) -> Result<(), Errno> {
         self.need_parent_dir(path)?;
         match self.kind(path) {
             None => self.check_new(path)?,
@@ -207,7 +207,7 @@ impl Txn {
         Ok(())
     }
 
-    pub fn symlink(&mut self, path: &str, target: Vec<u8>) -> Result<(), u32> {
+    pub fn symlink(&mut self, path: &str, target: Vec<u8>) -> Result<(), Errno> {
         self.create(path, true)?;
         self.change(path, target.len(), |t| {
             t.files.insert(path.to_owned(), Arc::new(target));
@@ -216,7 +216,7 @@ impl Txn {
         })
     }
 
-    pub fn mkdir(&mut self, path: &str) -> Result<(), u32> {
+    pub fn mkdir(&mut self, path: &str) -> Result<(), Errno> {
         self.need_parent_dir(path)?;
         if self.kind(path).is_some() {
             return Err(EEXIST);
@@ -226,7 +226,7 @@ impl Txn {
         Ok(())
     }
 
-    pub fn write(&mut self, path: &str, offset: u64, data: &[u8]) -> Result<u32, u32> {
+    pub fn write(&mut self, path: &str, offset: u64, data: &[u8]) -> Result<u32, Errno> {
         let len = self.files.get(path).ok_or(ENOENT)?.len();
         let offset = usize::try_from(offset).map_err(|_| EFBIG)?;
         let end = offset.checked_add(data.len()).ok_or(EFBIG)?;
@@ -242,7 +242,7 @@ impl Txn {
         Ok(data.len() as u32)
     }
 
-    pub fn truncate(&mut self, path: &str, size: u64) -> Result<(), u32> {
+    pub fn truncate(&mut self, path: &str, size: u64) -> Result<(), Errno> {
         self.files.get(path).ok_or(ENOENT)?;
         let size = usize::try_from(size).map_err(|_| EFBIG)?;
         self.change(path, size, |t| {
@@ -255,7 +255,7 @@ impl Txn {
     }
 
     /// Removes a file, or a directory that must be empty unless `recursive`.
-    pub fn remove(&mut self, path: &str, dir_expected: Option<bool>) -> Result<(), u32> {
+    pub fn remove(&mut self, path: &str, dir_expected: Option<bool>) -> Result<(), Errno> {
         match (self.kind(path), dir_expected) {
             (None, _) => Err(ENOENT),
             (Some(WorkKind::Dir), _) if path.is_empty() => Err(EBUSY),
@@ -279,7 +279,7 @@ impl Txn {
     }
 
     /// Moves a file or a directory (with everything under it).
-    pub fn rename(&mut self, from: &str, to: &str) -> Result<(), u32> {
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<(), Errno> {
         let kind = self.kind(from).ok_or(ENOENT)?;
         if from.is_empty() || to.starts_with(&format!("{from}/")) {
             return Err(EINVAL);

@@ -30,7 +30,7 @@ pub const MAX_TXN_BYTES: usize = 128 << 20;
 impl Fs {
     /// `mkdir transactions/T` by connection `owner`: a snapshot of the branch head. Checking
     /// the name and inserting happen under one lock, so of two racing mkdirs one gets EEXIST.
-    pub(super) fn create_txn(&self, branch: &str, name: &str, owner: u64) -> Result<(), u32> {
+    pub(super) fn create_txn(&self, branch: &str, name: &str, owner: u64) -> Result<(), Errno> {
         if name.contains('\0') {
             return Err(EINVAL);
         }
@@ -58,8 +58,8 @@ impl Fs {
         &self,
         b: &str,
         t: &str,
-        f: impl FnOnce(&mut Txn) -> Result<R, u32>,
-    ) -> Result<R, u32> {
+        f: impl FnOnce(&mut Txn) -> Result<R, Errno>,
+    ) -> Result<R, Errno> {
         let mut txns = lock(&self.txns);
         let key = (b.to_owned(), t.to_owned());
         let others: usize =
@@ -86,12 +86,12 @@ impl Fs {
     }
 
     /// The files and symlinks of a commit, with content.
-    fn files_at(&self, commit: ObjectId) -> Result<Files, u32> {
+    fn files_at(&self, commit: ObjectId) -> Result<Files, Errno> {
         let tree = self.db.commit_tree(commit).map_err(|e| errno_of(&e))?;
         self.files_of_tree(tree)
     }
 
-    pub(super) fn files_of_tree(&self, tree: ObjectId) -> Result<Files, u32> {
+    pub(super) fn files_of_tree(&self, tree: ObjectId) -> Result<Files, Errno> {
         let mut files = BTreeMap::new();
         let mut links = BTreeSet::new();
         let mut stack = vec![(String::new(), tree)];
@@ -116,7 +116,7 @@ impl Fs {
     }
 
     /// A blob's content, shared with every transaction that holds it already.
-    fn shared_blob(&self, id: ObjectId) -> Result<Content, u32> {
+    fn shared_blob(&self, id: ObjectId) -> Result<Content, Errno> {
         let mut blobs = lock(&self.blobs);
         if let Some(content) = blobs.get(&id).and_then(Weak::upgrade) {
             return Ok(content);
@@ -132,7 +132,7 @@ impl Fs {
     /// `echo commit > ctl`: one commit with what the working tree changed, by the same
     /// compare-and-swap as the CLI; schema-checked on master. The reason of a failure is left
     /// in `ctl`.
-    pub(super) fn commit_txn(&self, b: &str, t: &str) -> Result<(), u32> {
+    pub(super) fn commit_txn(&self, b: &str, t: &str) -> Result<(), Errno> {
         let key = (b.to_owned(), t.to_owned());
         let txn = lock(&self.txns).get(&key).cloned().ok_or(ENOENT)?;
         if let Some(merge) = &txn.merge {
@@ -193,7 +193,7 @@ impl Fs {
     }
 
     /// `echo C > merge`: three-way merge of commit C into the working tree.
-    pub(super) fn merge_txn(&self, b: &str, t: &str, theirs: ObjectId) -> Result<(), u32> {
+    pub(super) fn merge_txn(&self, b: &str, t: &str, theirs: ObjectId) -> Result<(), Errno> {
         let theirs_tree = self.db.commit_tree(theirs).map_err(|_| EINVAL)?;
         let (theirs_files, _) = self.files_of_tree(theirs_tree)?;
         let base_commit = {

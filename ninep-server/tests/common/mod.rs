@@ -10,7 +10,7 @@ use cairn_db::{Db, CONFIG_BRANCH};
 use cairn_schema::Host;
 use tokio::net::UnixStream;
 
-const HOST: Host = Host { ram_mib: 8192, cores: 4 };
+const HOST: Host = Host { ram_mib: 8192, cores: 4, disk_mib: 0 };
 
 /// A served database in a temporary directory; the socket is `dir/9p.sock`.
 pub struct Server {

@@ -92,6 +92,11 @@ impl Session {
     pub fn is_closed(&self) -> bool {
         self.opens.is_closed()
     }
+
+    /// Whether `other` is a handle of this same session.
+    pub fn same(&self, other: &Session) -> bool {
+        self.opens.same_channel(&other.opens)
+    }
 }
 
 async fn drive<T>(

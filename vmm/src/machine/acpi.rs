@@ -90,9 +90,9 @@ pub fn write(mem: &GuestMemoryMmap, ncpu: u8, devices: &[MmioDevice]) -> Result<
     let mut place = |table: Vec<u8>| -> Result<u64, Error> {
         let addr = at;
         if addr + table.len() as u64 > layout::ACPI_TABLES_END {
-            return Err(Error::Setup("the ACPI tables do not fit below 1 MiB".into()));
+            return Err(Error::AcpiTooLarge);
         }
-        mem.write_slice(&table, GuestAddress(addr)).map_err(|e| Error::Memory(e.to_string()))?;
+        mem.write_slice(&table, GuestAddress(addr)).map_err(Error::memory("the ACPI tables"))?;
         at = (addr + table.len() as u64 + 15) & !15;
         Ok(addr)
     };
@@ -104,7 +104,7 @@ pub fn write(mem: &GuestMemoryMmap, ncpu: u8, devices: &[MmioDevice]) -> Result<
     xsdt.add_entry(madt);
     let xsdt = place(bytes(&xsdt))?;
     mem.write_slice(&bytes(&Rsdp::new(OEM_ID, xsdt)), GuestAddress(layout::RSDP))
-        .map_err(|e| Error::Memory(e.to_string()))
+        .map_err(Error::memory("the RSDP"))
 }
 
 #[cfg(test)]

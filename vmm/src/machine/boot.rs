@@ -45,11 +45,10 @@ fn is_bzimage(path: &Path) -> Result<bool, Error> {
 }
 
 fn command_line(mem: &GuestMemoryMmap, text: &str) -> Result<(), Error> {
-    let mut cmdline = Cmdline::new(layout::CMDLINE_MAX)
-        .map_err(|e| Error::Kernel(format!("command line: {e}")))?;
-    cmdline.insert_str(text).map_err(|e| Error::Kernel(format!("command line {text:?}: {e}")))?;
+    let mut cmdline = Cmdline::new(layout::CMDLINE_MAX).map_err(Error::load("the command line"))?;
+    cmdline.insert_str(text).map_err(Error::load(format!("the command line {text:?}")))?;
     linux_loader::loader::load_cmdline(mem, GuestAddress(layout::CMDLINE), &cmdline)
-        .map_err(|e| Error::Kernel(format!("command line: {e}")))
+        .map_err(Error::load("the command line"))
 }
 
 /// Loads a bzImage with its zero page.
@@ -63,10 +62,8 @@ fn load_bzimage(mem: &GuestMemoryMmap, boot: &Kernel<'_>) -> Result<Entry, Error
         &mut image,
         Some(GuestAddress(layout::KERNEL)),
     )
-    .map_err(|e| Error::Kernel(format!("{}: {e}", boot.kernel.display())))?;
-    let header = loaded
-        .setup_header
-        .ok_or_else(|| Error::Kernel(format!("{}: no setup header", boot.kernel.display())))?;
+    .map_err(Error::load(boot.kernel.display()))?;
+    let header = loaded.setup_header.ok_or_else(|| Error::NoSetupHeader(boot.kernel.into()))?;
     command_line(mem, boot.cmdline)?;
     let mut params =
         boot_params { hdr: header, acpi_rsdp_addr: layout::RSDP, ..Default::default() };
@@ -83,7 +80,7 @@ fn load_bzimage(mem: &GuestMemoryMmap, boot: &Kernel<'_>) -> Result<Entry, Error
     }
     let map = memory_map(mem);
     if map.len() > params.e820_table.len() {
-        return Err(Error::Kernel("too many e820 entries".into()));
+        return Err(Error::MemoryMap(map.len()));
     }
     for (slot, entry) in params.e820_table.iter_mut().zip(&map) {
         *slot = boot_e820_entry { addr: entry.addr, size: entry.size, r#type: entry.type_ };
@@ -113,18 +110,11 @@ pub fn load(mem: &GuestMemoryMmap, boot: &Kernel<'_>) -> Result<Entry, Error> {
     }
     let open = |p: &Path| File::open(p).map_err(|e| Error::io(p, e));
     let mut image = open(boot.kernel)?;
-    let loaded =
-        Elf::load(mem, None, &mut image, Some(GuestAddress(layout::KERNEL))).map_err(|e| {
-            Error::Kernel(format!(
-                "{}: {e} (an ELF kernel with a PVH note is needed)",
-                boot.kernel.display()
-            ))
-        })?;
+    let loaded = Elf::load(mem, None, &mut image, Some(GuestAddress(layout::KERNEL))).map_err(
+        Error::load(format!("{} (an ELF kernel with a PVH note is needed)", boot.kernel.display())),
+    )?;
     let PvhBootCapability::PvhEntryPresent(entry) = loaded.pvh_boot_cap else {
-        return Err(Error::Kernel(format!(
-            "{}: no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)",
-            boot.kernel.display()
-        )));
+        return Err(Error::NoPvhEntry(boot.kernel.into()));
     };
     command_line(mem, boot.cmdline)?;
 
@@ -157,8 +147,8 @@ pub fn load(mem: &GuestMemoryMmap, boot: &Kernel<'_>) -> Result<Entry, Error> {
     Ok(Entry::Pvh { entry: entry.raw_value(), start_info: layout::START_INFO })
 }
 
-fn boot_err(e: impl std::fmt::Display) -> Error {
-    Error::Kernel(format!("boot information: {e}"))
+fn boot_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> Error {
+    Error::load("the boot information")(e)
 }
 
 /// Puts the initramfs at the top of low RAM (page aligned), above the kernel.
@@ -173,14 +163,9 @@ fn load_initrd(mem: &GuestMemoryMmap, path: &Path, kernel_end: u64) -> Result<(u
         .unwrap_or(0);
     let addr = low_end.checked_sub(size).map(|a| a & !0xfff).filter(|a| *a > kernel_end);
     let Some(addr) = addr else {
-        return Err(Error::Kernel(format!(
-            "{}: {} MiB does not fit in guest memory above the kernel",
-            path.display(),
-            size >> 20
-        )));
+        return Err(Error::InitrdTooLarge { path: path.into(), mib: size >> 20 });
     };
-    mem.write_slice(&data, GuestAddress(addr))
-        .map_err(|e| Error::Kernel(format!("{}: {e}", path.display())))?;
+    mem.write_slice(&data, GuestAddress(addr)).map_err(Error::load(path.display()))?;
     Ok((addr, size))
 }
 

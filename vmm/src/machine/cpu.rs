@@ -43,7 +43,7 @@ pub(super) fn write_gdt(mem: &GuestMemoryMmap, code: u64) -> Result<(), Error> {
     let gdt: [u64; 4] = [0, 0, code, DATA];
     for (i, entry) in gdt.iter().enumerate() {
         mem.write_obj(*entry, GuestAddress(layout::GDT + 8 * i as u64))
-            .map_err(|e| Error::Kernel(format!("writing the GDT: {e}")))?;
+            .map_err(Error::memory("the GDT"))?;
     }
     Ok(())
 }
@@ -51,8 +51,7 @@ pub(super) fn write_gdt(mem: &GuestMemoryMmap, code: u64) -> Result<(), Error> {
 /// Identity-maps the first 1 GiB with 2 MiB pages, for a 64-bit entry.
 pub fn write_page_tables(mem: &GuestMemoryMmap) -> Result<(), Error> {
     let write = |value: u64, at: u64| {
-        mem.write_obj(value, GuestAddress(at))
-            .map_err(|e| Error::Kernel(format!("page tables: {e}")))
+        mem.write_obj(value, GuestAddress(at)).map_err(Error::memory("the page tables"))
     };
     write(layout::PDPT | 0x3, layout::PML4)?;
     write(layout::PD | 0x3, layout::PDPT)?;
@@ -156,16 +155,11 @@ pub fn set_msrs(vcpu: &VcpuFd) -> Result<(), Error> {
         },
         kvm_bindings::kvm_msr_entry { index: IA32_MISC_ENABLE, data: 1, ..Default::default() },
     ];
-    let msrs = kvm_bindings::Msrs::from_entries(&entries)
-        .map_err(|e| Error::Setup(format!("MSR list: {e:?}")))?;
+    let msrs = kvm_bindings::Msrs::from_entries(&entries).map_err(Error::memory("the MSR list"))?;
     let set = vcpu.set_msrs(&msrs).map_err(Error::kvm("KVM_SET_MSRS"))?;
     if set != entries.len() {
         // This host refuses some MSRs (REFERENCE.md): the first refused one is named.
-        return Err(Error::Setup(format!(
-            "KVM_SET_MSRS set {set} of {}: MSR {:#x} refused",
-            entries.len(),
-            entries[set].index
-        )));
+        return Err(Error::MsrRefused { set, of: entries.len(), index: entries[set].index });
     }
     Ok(())
 }

@@ -43,19 +43,86 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("guest memory: {0}")]
-    Memory(String),
-    #[error("kernel: {0}")]
-    Kernel(String),
-    #[error("{0}")]
-    Setup(String),
+    /// Guest memory could not be set up or written (`what` says which part).
+    #[error("guest memory ({what}): {source}")]
+    Memory {
+        what: &'static str,
+        #[source]
+        source: BoxedError,
+    },
+    /// The loader refused the kernel, the initramfs, the command line or the boot information.
+    #[error("{what}: {source}")]
+    Load {
+        what: String,
+        #[source]
+        source: BoxedError,
+    },
+    #[error("{0}: no setup header")]
+    NoSetupHeader(PathBuf),
+    #[error("{0}: no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY)")]
+    NoPvhEntry(PathBuf),
+    #[error("{path}: {mib} MiB does not fit in guest memory above the kernel")]
+    InitrdTooLarge { path: PathBuf, mib: u64 },
+    #[error("the memory map has {0} entries, more than the zero page holds")]
+    MemoryMap(usize),
+    #[error("the ACPI tables do not fit below 1 MiB")]
+    AcpiTooLarge,
+    /// This host's KVM refused an MSR the vCPUs are set up with (REFERENCE.md).
+    #[error("KVM_SET_MSRS set {set} of {of}: MSR {index:#x} refused")]
+    MsrRefused { set: usize, of: usize, index: u32 },
+    /// An operating-system resource of the VMM: an eventfd, epoll, a thread, a signal handler.
+    #[error("{what}: {source}")]
+    Os {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A driver set up other queues than the device has.
+    #[error("{device} has {wanted} queue(s), the driver set up {got}")]
+    Queues { device: &'static str, wanted: usize, got: usize },
+    /// A device could not start the thread that serves it.
+    #[error("starting {thread}: {source}")]
+    Thread {
+        thread: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A backend that gives a device no frames to deliver.
+    #[error("{0}: the backend gives no frames")]
+    NoFrames(&'static str),
+    /// KVM stopped at an instruction Linux needs (the probe, [`probe::can_run_linux`]).
+    #[error("KVM cannot emulate {0} (internal error): a Linux kernel would die the same way")]
+    CannotEmulate(&'static str),
+    /// The probe's guest left KVM in a way it never should.
+    #[error("the probe stopped at {step} ({exit})")]
+    ProbeStopped { step: &'static str, exit: String },
+    /// The probe's guest ran out of steps without finishing.
+    #[error("the probe did not finish (last step: {0})")]
+    ProbeUnfinished(&'static str),
 }
 
+/// The source of an error from a crate whose error types differ by call (vm-memory,
+/// linux-loader), kept whole for the chain.
+pub type BoxedError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Error {
-    fn kvm(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
+    pub(crate) fn memory<E: std::error::Error + Send + Sync + 'static>(
+        what: &'static str,
+    ) -> impl FnOnce(E) -> Error {
+        move |e| Error::Memory { what, source: Box::new(e) }
+    }
+    pub(crate) fn load<E: std::error::Error + Send + Sync + 'static>(
+        what: impl std::fmt::Display,
+    ) -> impl FnOnce(E) -> Error {
+        move |e| Error::Load { what: what.to_string(), source: Box::new(e) }
+    }
+    pub(crate) fn os(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
+        move |source| Error::Os { what: what.to_string(), source }
+    }
+    pub(crate) fn kvm(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
         move |source| Error::Kvm { op, source }
     }
-    fn io(path: &Path, source: std::io::Error) -> Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Error {
         Error::Io { path: path.to_owned(), source }
     }
 }
@@ -115,6 +182,21 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// Waits for a VM to end, apart from its [`Machine`].
+#[derive(Debug, Clone)]
+pub struct EndSignal(legacy::StopRequest);
+
+impl EndSignal {
+    /// Blocks until the VM has ended (or is ending), and says how.
+    pub fn wait(&self) -> Exit {
+        loop {
+            if let Some(exit) = self.0.wait(Duration::from_secs(3600)) {
+                return exit;
+            }
+        }
+    }
+}
+
 /// A running VM.
 #[derive(Debug)]
 pub struct Machine {
@@ -140,10 +222,11 @@ fn guest_memory(vm: &VmFd, memory: u64) -> Result<GuestMemoryMmap, Error> {
         .into_iter()
         .map(|(start, len)| (GuestAddress(start), len as usize))
         .collect();
-    let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|e| Error::Memory(e.to_string()))?;
+    let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(Error::memory("mapping"))?;
     for (slot, region) in mem.iter().enumerate() {
-        let host =
-            mem.get_host_address(region.start_addr()).map_err(|e| Error::Memory(e.to_string()))?;
+        let host = mem
+            .get_host_address(region.start_addr())
+            .map_err(Error::memory("a region's address"))?;
         let region = kvm_userspace_memory_region {
             slot: slot as u32,
             guest_phys_addr: region.start_addr().raw_value(),
@@ -176,13 +259,11 @@ impl Machine {
         let mut io = Bus::default();
         let console = console::ConsoleLog::create(&config.console, config.console_limit)
             .map_err(|e| Error::io(&config.console, e))?;
-        let serial_irq =
-            EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Setup(format!("eventfd: {e}")))?;
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::os("eventfd"))?;
         vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ).map_err(Error::kvm("KVM_IRQFD"))?;
         let serial = vm_superio::Serial::new(legacy::IrqLine(serial_irq), console);
         io.insert(u64::from(layout::COM1), 8, Arc::new(Mutex::new(legacy::SerialPort(serial))));
-        let keyboard_irq =
-            EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Setup(format!("eventfd: {e}")))?;
+        let keyboard_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::os("eventfd"))?;
         vm.register_irqfd(&keyboard_irq, layout::KEYBOARD_IRQ).map_err(Error::kvm("KVM_IRQFD"))?;
         let keyboard = Arc::new(Mutex::new(i8042::I8042::new(
             stop.clone(),
@@ -201,8 +282,7 @@ impl Machine {
         let mut described = Vec::new();
         for (index, device) in std::mem::take(&mut config.devices).into_iter().enumerate() {
             let (addr, gsi) = layout::virtio_slot(index);
-            let line = EventFd::new(libc::EFD_NONBLOCK)
-                .map_err(|e| Error::Setup(format!("eventfd: {e}")))?;
+            let line = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::os("eventfd"))?;
             vm.register_irqfd(&line, gsi).map_err(Error::kvm("KVM_IRQFD"))?;
             let queues = device.queue_sizes().len();
             let transport = Arc::new(Mutex::new(MmioTransport::new(
@@ -243,7 +323,8 @@ impl Machine {
             prepared.push(vcpu);
         }
         vmm_sys_util::signal::register_signal_handler(kick_signal(), ignore)
-            .map_err(|e| Error::Setup(format!("registering the vCPU kick signal: {e}")))?;
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+            .map_err(Error::os("registering the vCPU kick signal"))?;
         let notifications = (notifier.stopper()?, notifier.spawn()?);
         let mut machine = Machine {
             stop,
@@ -266,11 +347,17 @@ impl Machine {
                 Err(e) => {
                     // The vCPUs already running are stopped and joined with the rest.
                     machine.stop();
-                    return Err(Error::Setup(format!("starting vCPU {id}: {e}")));
+                    return Err(Error::os(format!("starting vCPU {id}"))(e));
                 }
             }
         }
         Ok(machine)
+    }
+
+    /// A handle that says when the VM ends, for a thread to wait on while the owner of the
+    /// Machine goes on.
+    pub fn end_signal(&self) -> EndSignal {
+        EndSignal(self.stop.clone())
     }
 
     /// Whether the VM still runs.

@@ -27,12 +27,11 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn new() -> Result<Notifier, Error> {
-        let setup = |what: &str, e: std::io::Error| Error::Setup(format!("{what}: {e}"));
-        let epoll = Epoll::new().map_err(|e| setup("epoll", e))?;
-        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| setup("eventfd", e))?;
+        let epoll = Epoll::new().map_err(Error::os("epoll"))?;
+        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::os("eventfd"))?;
         epoll
             .ctl(ControlOperation::Add, stop.as_raw_fd(), EpollEvent::new(EventSet::IN, u64::MAX))
-            .map_err(|e| setup("epoll_ctl", e))?;
+            .map_err(Error::os("epoll_ctl"))?;
         Ok(Notifier { epoll, queues: Vec::new(), stop })
     }
 
@@ -45,14 +44,13 @@ impl Notifier {
         queues: usize,
     ) -> Result<(), Error> {
         for queue in 0..queues as u32 {
-            let fd = EventFd::new(libc::EFD_NONBLOCK)
-                .map_err(|e| Error::Setup(format!("eventfd: {e}")))?;
+            let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::os("eventfd"))?;
             vm.register_ioevent(&fd, &IoEventAddress::Mmio(base + QUEUE_NOTIFY), queue)
                 .map_err(Error::kvm("KVM_IOEVENTFD"))?;
             let event = EpollEvent::new(EventSet::IN, self.queues.len() as u64);
             self.epoll
                 .ctl(ControlOperation::Add, fd.as_raw_fd(), event)
-                .map_err(|e| Error::Setup(format!("epoll_ctl: {e}")))?;
+                .map_err(Error::os("epoll_ctl"))?;
             self.queues.push((transport.clone(), queue, fd));
         }
         Ok(())
@@ -60,7 +58,7 @@ impl Notifier {
 
     /// A handle that ends the thread started by [`Notifier::spawn`].
     pub fn stopper(&self) -> Result<EventFd, Error> {
-        self.stop.try_clone().map_err(|e| Error::Setup(format!("eventfd: {e}")))
+        self.stop.try_clone().map_err(Error::os("eventfd"))
     }
 
     /// Serves the notifications on a thread of its own until the stopper is written.
@@ -68,7 +66,7 @@ impl Notifier {
         std::thread::Builder::new()
             .name("virtio-notify".into())
             .spawn(move || self.run())
-            .map_err(|e| Error::Setup(format!("starting the notification thread: {e}")))
+            .map_err(Error::os("starting the notification thread"))
     }
 
     fn run(self) {

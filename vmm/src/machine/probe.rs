@@ -23,6 +23,8 @@ use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuExit};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
+use super::Error;
+
 const CODE: u64 = 0x10000;
 const STACK: u64 = 0x8000;
 /// After the GDT at 0x500 (four entries), as Firecracker places it.
@@ -59,13 +61,13 @@ fn step_name(last: u8) -> &'static str {
     }
 }
 
-/// Runs the probe: `Ok` when every instruction ran, else the reason.
-pub fn can_run_linux() -> Result<(), String> {
-    let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
-    let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
+/// Runs the probe: `Ok` when every instruction ran, else why not.
+pub fn can_run_linux() -> Result<(), Error> {
+    let kvm = Kvm::new().map_err(Error::kvm("/dev/kvm"))?;
+    let vm = kvm.create_vm().map_err(Error::kvm("KVM_CREATE_VM"))?;
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 21)])
-        .map_err(|e| format!("probe memory: {e}"))?;
-    let host = mem.get_host_address(GuestAddress(0)).map_err(|e| e.to_string())?;
+        .map_err(Error::memory("the probe's"))?;
+    let host = mem.get_host_address(GuestAddress(0)).map_err(Error::memory("the probe's"))?;
     let region = kvm_userspace_memory_region {
         slot: 0,
         guest_phys_addr: 0,
@@ -74,52 +76,49 @@ pub fn can_run_linux() -> Result<(), String> {
         flags: 0,
     };
     // SAFETY: `mem` outlives the VM, which is dropped at the end of this function.
-    unsafe { vm.set_user_memory_region(region) }.map_err(|e| format!("memory: {e}"))?;
-    write_guest(&mem).map_err(|e| format!("probe memory: {e}"))?;
+    unsafe { vm.set_user_memory_region(region) }
+        .map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))?;
+    write_guest(&mem)?;
 
-    let mut vcpu = vm.create_vcpu(0).map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
+    let mut vcpu = vm.create_vcpu(0).map_err(Error::kvm("KVM_CREATE_VCPU"))?;
     let cpuid = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-        .map_err(|e| format!("KVM_GET_SUPPORTED_CPUID: {e}"))?;
-    vcpu.set_cpuid2(&cpuid).map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
-    super::cpu::enter_long_mode(&vcpu, CODE, 0).map_err(|e| e.to_string())?;
+        .map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+    vcpu.set_cpuid2(&cpuid).map_err(Error::kvm("KVM_SET_CPUID2"))?;
+    super::cpu::enter_long_mode(&vcpu, CODE, 0)?;
     // What the probed instructions need on top: SSE and XSAVE enabled, an IDT, a stack.
-    let mut sregs = vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+    let mut sregs = vcpu.get_sregs().map_err(Error::kvm("KVM_GET_SREGS"))?;
     sregs.cr4 |= 0x200 | 0x400 | 0x4_0000; // OSFXSR, OSXMMEXCPT, OSXSAVE
     sregs.cr0 |= 0x2 | 0x20; // MP, NE
     sregs.idt.base = IDT;
     sregs.idt.limit = 4 * 16 - 1;
-    vcpu.set_sregs(&sregs).map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
-    let mut regs = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+    vcpu.set_sregs(&sregs).map_err(Error::kvm("KVM_SET_SREGS"))?;
+    let mut regs = vcpu.get_regs().map_err(Error::kvm("KVM_GET_REGS"))?;
     regs.rsp = STACK;
-    vcpu.set_regs(&regs).map_err(|e| format!("KVM_SET_REGS: {e}"))?;
+    vcpu.set_regs(&regs).map_err(Error::kvm("KVM_SET_REGS"))?;
 
     let mut last = 0u8;
     for _ in 0..64 {
         match vcpu.run() {
             Ok(VcpuExit::IoOut(PORT, [DONE])) => return Ok(()),
             Ok(VcpuExit::IoOut(PORT, [step])) => last = *step,
-            Ok(VcpuExit::InternalError) => {
-                return Err(format!(
-                    "KVM cannot emulate {} (internal error): a Linux kernel would die the same way",
-                    step_name(last)
-                ))
-            }
+            Ok(VcpuExit::InternalError) => return Err(Error::CannotEmulate(step_name(last))),
             Ok(other) => {
-                return Err(format!("the probe stopped at {} ({other:?})", step_name(last)))
+                let exit = format!("{other:?}");
+                return Err(Error::ProbeStopped { step: step_name(last), exit });
             }
-            Err(e) => return Err(format!("KVM_RUN at {}: {e}", step_name(last))),
+            Err(source) => return Err(Error::Kvm { op: "KVM_RUN", source }),
         }
     }
-    Err(format!("the probe did not finish (last step: {})", step_name(last)))
+    Err(Error::ProbeUnfinished(step_name(last)))
 }
 
 /// The code, the GDT and page tables of a 64-bit entry, and the IDT with the int3 gate.
-fn write_guest(mem: &GuestMemoryMmap) -> Result<(), String> {
-    let err = |e: vm_memory::GuestMemoryError| e.to_string();
+fn write_guest(mem: &GuestMemoryMmap) -> Result<(), Error> {
+    let err = |e: vm_memory::GuestMemoryError| Error::memory("the probe's")(e);
     mem.write_slice(&PROBE, GuestAddress(CODE)).map_err(err)?;
-    super::cpu::write_gdt(mem, super::cpu::CODE64).map_err(|e| e.to_string())?;
-    super::cpu::write_page_tables(mem).map_err(|e| e.to_string())?;
+    super::cpu::write_gdt(mem, super::cpu::CODE64)?;
+    super::cpu::write_page_tables(mem)?;
     // An interrupt gate (present, DPL 0, type 0xe, code selector 0x10) for vector 3.
     let gate_low =
         (HANDLER & 0xffff) | (0x10 << 16) | (0x8e00 << 32) | ((HANDLER >> 16) & 0xffff) << 48;
@@ -140,6 +139,7 @@ mod tests {
         match super::can_run_linux() {
             Ok(()) => eprintln!("KVM runs the instructions Linux needs"),
             Err(why) => {
+                let why = why.to_string();
                 eprintln!("{why}");
                 assert!(
                     !why.contains("entering long mode"),

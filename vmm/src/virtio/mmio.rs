@@ -12,15 +12,17 @@ use crate::machine::bus::BusDevice;
 
 const MAGIC: u32 = 0x7472_6976; // "virt"
 /// The QueueNotify register, which the VMM may route through an ioeventfd.
-pub const QUEUE_NOTIFY: u64 = 0x050;
+pub const QUEUE_NOTIFY: u64 = VIRTIO_MMIO_QUEUE_NOTIFY as u64;
+/// The transport's version: 2, the modern (non-legacy) register layout.
+const MMIO_VERSION: u32 = 2;
 const VENDOR: u32 = 0x4e52_4143; // "CARN"
 
-const ACKNOWLEDGE: u32 = 1;
-const DRIVER: u32 = 2;
-const DRIVER_OK: u32 = 4;
-const FEATURES_OK: u32 = 8;
-const NEEDS_RESET: u32 = 64;
-const FAILED: u32 = 128;
+use virtio_bindings::virtio_config::{
+    VIRTIO_CONFIG_S_ACKNOWLEDGE as ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER as DRIVER,
+    VIRTIO_CONFIG_S_DRIVER_OK as DRIVER_OK, VIRTIO_CONFIG_S_FAILED as FAILED,
+    VIRTIO_CONFIG_S_FEATURES_OK as FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET as NEEDS_RESET,
+};
+use virtio_bindings::virtio_mmio::*;
 
 /// The register window of one virtio device.
 pub struct MmioTransport {
@@ -143,33 +145,33 @@ impl MmioTransport {
         }
     }
 
-    fn read_register(&self, offset: u64) -> u32 {
+    fn read_register(&self, offset: u32) -> u32 {
         let queue = self.queues.get(self.queue_sel as usize);
         match offset {
-            0x000 => MAGIC,
-            0x004 => 2,
-            0x008 => self.device.device_type(),
-            0x00c => VENDOR,
-            0x010 => match self.device_features_sel {
+            VIRTIO_MMIO_MAGIC_VALUE => MAGIC,
+            VIRTIO_MMIO_VERSION => MMIO_VERSION,
+            VIRTIO_MMIO_DEVICE_ID => self.device.device_type(),
+            VIRTIO_MMIO_VENDOR_ID => VENDOR,
+            VIRTIO_MMIO_DEVICE_FEATURES => match self.device_features_sel {
                 0 => self.device.features() as u32,
                 1 => (self.device.features() >> 32) as u32,
                 _ => 0,
             },
-            0x034 => queue.map_or(0, |q| u32::from(q.max_size())),
-            0x044 => queue.map_or(0, |q| u32::from(q.ready())),
-            0x060 => self.interrupt.status(),
-            0x070 => self.status,
-            0x0fc => self.config_generation,
+            VIRTIO_MMIO_QUEUE_NUM_MAX => queue.map_or(0, |q| u32::from(q.max_size())),
+            VIRTIO_MMIO_QUEUE_READY => queue.map_or(0, |q| u32::from(q.ready())),
+            VIRTIO_MMIO_INTERRUPT_STATUS => self.interrupt.status(),
+            VIRTIO_MMIO_STATUS => self.status,
+            VIRTIO_MMIO_CONFIG_GENERATION => self.config_generation,
             _ => 0,
         }
     }
 
-    fn write_register(&mut self, offset: u64, value: u32) {
+    fn write_register(&mut self, offset: u32, value: u32) {
         // Queue and feature registers may change only before DRIVER_OK (4.2.2.2).
         let setting_up = self.status & DRIVER_OK == 0;
         match offset {
-            0x014 => self.device_features_sel = value,
-            0x020 if setting_up => match self.driver_features_sel {
+            VIRTIO_MMIO_DEVICE_FEATURES_SEL => self.device_features_sel = value,
+            VIRTIO_MMIO_DRIVER_FEATURES if setting_up => match self.driver_features_sel {
                 0 => {
                     self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(value)
                 }
@@ -179,28 +181,35 @@ impl MmioTransport {
                 }
                 _ => {}
             },
-            0x024 => self.driver_features_sel = value,
-            0x030 => self.queue_sel = value,
-            0x038 if setting_up => {
+            VIRTIO_MMIO_DRIVER_FEATURES_SEL => self.driver_features_sel = value,
+            VIRTIO_MMIO_QUEUE_SEL => self.queue_sel = value,
+            VIRTIO_MMIO_QUEUE_NUM if setting_up => {
                 if let Some(q) = self.queue() {
                     q.set_size(value as u16);
                 }
             }
-            0x044 if setting_up => {
+            VIRTIO_MMIO_QUEUE_READY if setting_up => {
                 if let Some(q) = self.queue() {
                     q.set_ready(value == 1);
                 }
             }
-            QUEUE_NOTIFY => self.queue_notify(value),
-            0x064 => self.interrupt.acknowledge(value),
-            0x070 => self.set_status(value),
-            0x080 | 0x084 | 0x090 | 0x094 | 0x0a0 | 0x0a4 if setting_up => {
+            VIRTIO_MMIO_QUEUE_NOTIFY => self.queue_notify(value),
+            VIRTIO_MMIO_INTERRUPT_ACK => self.interrupt.acknowledge(value),
+            VIRTIO_MMIO_STATUS => self.set_status(value),
+            VIRTIO_MMIO_QUEUE_DESC_LOW
+            | VIRTIO_MMIO_QUEUE_DESC_HIGH
+            | VIRTIO_MMIO_QUEUE_AVAIL_LOW
+            | VIRTIO_MMIO_QUEUE_AVAIL_HIGH
+            | VIRTIO_MMIO_QUEUE_USED_LOW
+            | VIRTIO_MMIO_QUEUE_USED_HIGH
+                if setting_up =>
+            {
                 let (low, high) =
                     if offset & 4 == 0 { (Some(value), None) } else { (None, Some(value)) };
                 if let Some(q) = self.queue() {
                     match offset & !4 {
-                        0x080 => q.set_desc_table_address(low, high),
-                        0x090 => q.set_avail_ring_address(low, high),
+                        VIRTIO_MMIO_QUEUE_DESC_LOW => q.set_desc_table_address(low, high),
+                        VIRTIO_MMIO_QUEUE_AVAIL_LOW => q.set_avail_ring_address(low, high),
                         _ => q.set_used_ring_address(low, high),
                     }
                 }
@@ -212,14 +221,14 @@ impl MmioTransport {
 
 impl BusDevice for MmioTransport {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        if offset >= 0x100 {
+        if offset >= u64::from(VIRTIO_MMIO_CONFIG) {
             let config = self.device.config();
-            let start = (offset - 0x100) as usize;
+            let start = (offset - u64::from(VIRTIO_MMIO_CONFIG)) as usize;
             for (i, byte) in data.iter_mut().enumerate() {
                 *byte = config.get(start + i).copied().unwrap_or(0);
             }
         } else if data.len() == 4 {
-            data.copy_from_slice(&self.read_register(offset).to_le_bytes());
+            data.copy_from_slice(&self.read_register(offset as u32).to_le_bytes());
         } else {
             data.fill(0);
         }
@@ -227,8 +236,8 @@ impl BusDevice for MmioTransport {
 
     fn write(&mut self, offset: u64, data: &[u8]) {
         if let Ok(bytes) = <[u8; 4]>::try_from(data) {
-            if offset < 0x100 {
-                self.write_register(offset, u32::from_le_bytes(bytes));
+            if offset < u64::from(VIRTIO_MMIO_CONFIG) {
+                self.write_register(offset as u32, u32::from_le_bytes(bytes));
             }
         }
     }

@@ -4,6 +4,7 @@
 //! Descriptor chains come from the guest and are checked before use: a malformed one (out of
 //! guest memory, too long, wrong direction) is returned unused, never trusted.
 
+pub mod blk;
 pub mod mmio;
 pub mod net;
 pub mod ninep;
@@ -13,6 +14,7 @@ pub mod vsock;
 #[cfg(test)]
 mod tests;
 
+use crate::machine::Error;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +23,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 use vmm_sys_util::eventfd::EventFd;
 
 /// VIRTIO_F_VERSION_1: every device here is a modern one.
-pub const VERSION_1: u64 = 1 << 32;
+pub const VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 
 /// A device's interrupt: the status register the driver reads and acknowledges, and the
 /// irqfd that raises its line.
@@ -179,7 +181,7 @@ pub trait VirtioDevice: Send {
     /// The device-specific configuration space.
     fn config(&self) -> Vec<u8>;
     /// The driver is ready: the queues, in order, with memory and interrupt.
-    fn activate(&mut self, features: u64, queues: Vec<Arc<DeviceQueue>>) -> Result<(), String>;
+    fn activate(&mut self, features: u64, queues: Vec<Arc<DeviceQueue>>) -> Result<(), Error>;
     /// The driver made buffers available on `queue`.
     fn notify(&mut self, queue: usize);
     /// The driver reset the device: stop using the queues.

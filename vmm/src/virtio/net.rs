@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::{DeviceQueue, VirtioDevice, VERSION_1};
 use crate::machine::bus::lock;
+use crate::machine::Error;
 
 /// VIRTIO_NET_F_MAC: the MAC address is in the configuration space.
 const F_MAC: u64 = 1 << 5;
@@ -110,7 +111,7 @@ fn receive(
 
 impl VirtioDevice for NetDevice {
     fn device_type(&self) -> u32 {
-        1
+        virtio_bindings::virtio_ids::VIRTIO_ID_NET
     }
     fn features(&self) -> u64 {
         VERSION_1 | F_MAC
@@ -122,22 +123,22 @@ impl VirtioDevice for NetDevice {
         self.mac.to_vec()
     }
 
-    fn activate(&mut self, _features: u64, queues: Vec<Arc<DeviceQueue>>) -> Result<(), String> {
+    fn activate(&mut self, _features: u64, queues: Vec<Arc<DeviceQueue>>) -> Result<(), Error> {
         if queues.len() != 2 {
-            return Err("virtio-net has a receive and a transmit queue".into());
+            return Err(Error::Queues { device: "virtio-net", wanted: 2, got: queues.len() });
         }
         if self.frames.is_none() {
-            let frames = self.backend.take_receiver().ok_or("the backend gives no frames")?;
+            let frames = self.backend.take_receiver().ok_or(Error::NoFrames("virtio-net"))?;
             self.frames = Some(Arc::new(Mutex::new(frames)));
         }
-        let frames = self.frames.clone().ok_or("no frames")?;
+        let frames = self.frames.clone().ok_or(Error::NoFrames("virtio-net"))?;
         self.generation.fetch_add(1, Ordering::SeqCst);
         let (rx, posted, generation) =
             (queues[0].clone(), self.posted.clone(), self.generation.clone());
         std::thread::Builder::new()
             .name("virtio-net-rx".into())
             .spawn(move || receive(frames, rx, posted, generation))
-            .map_err(|e| format!("starting the receive thread: {e}"))?;
+            .map_err(|source| Error::Thread { thread: "the virtio-net receive thread", source })?;
         self.queues = queues;
         Ok(())
     }

@@ -12,6 +12,7 @@ use vm_memory::GuestAddress;
 
 use super::{DeviceQueue, VirtioDevice, VERSION_1};
 use crate::machine::bus::lock;
+use crate::machine::Error;
 
 /// VIRTIO_9P_MOUNT_TAG: the tag is in the configuration space.
 const MOUNT_TAG: u64 = 1;
@@ -90,7 +91,7 @@ async fn deliver_replies(
 
 impl VirtioDevice for NinePDevice {
     fn device_type(&self) -> u32 {
-        9
+        virtio_bindings::virtio_ids::VIRTIO_ID_9P
     }
     fn features(&self) -> u64 {
         VERSION_1 | MOUNT_TAG
@@ -104,8 +105,12 @@ impl VirtioDevice for NinePDevice {
         config
     }
 
-    fn activate(&mut self, _features: u64, queues: Vec<Arc<DeviceQueue>>) -> Result<(), String> {
-        let queue = queues.into_iter().next().ok_or("9P has one queue")?;
+    fn activate(&mut self, _features: u64, queues: Vec<Arc<DeviceQueue>>) -> Result<(), Error> {
+        let queue = queues.into_iter().next().ok_or(Error::Queues {
+            device: "virtio-9p",
+            wanted: 1,
+            got: 0,
+        })?;
         let (replies_tx, replies) = mpsc::unbounded_channel();
         let session = {
             let _runtime = self.runtime.enter();

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::{DeviceQueue, VirtioDevice, VERSION_1};
+use crate::machine::Error;
 
 /// The most a single request is given (the kernel asks for far less).
 const MAX_REQUEST: u32 = 64 * 1024;
@@ -28,7 +29,7 @@ fn fill(buf: &mut [u8]) -> bool {
 
 impl VirtioDevice for Rng {
     fn device_type(&self) -> u32 {
-        4
+        virtio_bindings::virtio_ids::VIRTIO_ID_RNG
     }
     fn features(&self) -> u64 {
         VERSION_1
@@ -39,8 +40,12 @@ impl VirtioDevice for Rng {
     fn config(&self) -> Vec<u8> {
         Vec::new()
     }
-    fn activate(&mut self, _features: u64, queues: Vec<Arc<DeviceQueue>>) -> Result<(), String> {
-        self.queue = Some(queues.into_iter().next().ok_or("the rng has one queue")?);
+    fn activate(&mut self, _features: u64, queues: Vec<Arc<DeviceQueue>>) -> Result<(), Error> {
+        self.queue = Some(queues.into_iter().next().ok_or(Error::Queues {
+            device: "virtio-rng",
+            wanted: 1,
+            got: 0,
+        })?);
         Ok(())
     }
     fn notify(&mut self, _queue: usize) {

@@ -207,3 +207,74 @@ fn the_transport_refuses_a_driver_without_version_1() {
     t.write(0x70, &15u32.to_le_bytes());
     assert_ne!(read(&mut t, 0x70) & 64, 0);
 }
+
+/// Waits (on the device's own thread) until `n` chains are used.
+fn used_at_least(mem: &GuestMemoryMmap, n: usize) -> Vec<(u32, u32)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while used(mem).len() < n && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    used(mem)
+}
+
+/// A block request's 16-byte header at `at`.
+fn blk_header(mem: &GuestMemoryMmap, at: u64, kind: u32, sector: u64) {
+    let mut header = [0u8; 16];
+    header[0..4].copy_from_slice(&kind.to_le_bytes());
+    header[8..16].copy_from_slice(&sector.to_le_bytes());
+    mem.write_slice(&header, GuestAddress(at)).expect("header");
+}
+
+#[test]
+fn blk_serves_chains_from_the_queue_and_returns_broken_ones_unused() {
+    use virtio_bindings::virtio_blk::{VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("disk.img");
+    std::fs::File::create(&path).and_then(|f| f.set_len(64 << 10)).expect("disk");
+    let mem = memory();
+    // Chain 0 (descriptors 0-2): write 512 bytes of 0x5a at sector 3.
+    blk_header(&mem, BUFFERS, VIRTIO_BLK_T_OUT, 3);
+    mem.write_slice(&[0x5a; 512], GuestAddress(BUFFERS + 0x1000)).expect("data");
+    // Chain 1 (3-5): read them back into another buffer.
+    blk_header(&mem, BUFFERS + 0x3000, VIRTIO_BLK_T_IN, 3);
+    // Chain 2 (6): a header and no room for the status: used, nothing written.
+    blk_header(&mem, BUFFERS + 0x5000, VIRTIO_BLK_T_IN, 0);
+    // Chain 3 (7-8): a read one sector past the end: an I/O error in the status byte.
+    blk_header(&mem, BUFFERS + 0x6000, VIRTIO_BLK_T_IN, 128);
+    // Chain 4 (9-10): a header cut short (8 bytes): an I/O error too.
+    // Chain 5 (11): a buffer outside guest memory: returned unused.
+    let (queue, interrupt) = queue_with(
+        &mem,
+        &[
+            linked(BUFFERS, 16, false, 1),
+            linked(BUFFERS + 0x1000, 512, false, 2),
+            desc(BUFFERS + 0x2000, 1, true),
+            linked(BUFFERS + 0x3000, 16, false, 4),
+            linked(BUFFERS + 0x4000, 512, true, 5),
+            desc(BUFFERS + 0x4200, 1, true),
+            desc(BUFFERS + 0x5000, 16, false),
+            linked(BUFFERS + 0x6000, 16, false, 8),
+            desc(BUFFERS + 0x7000, 513, true),
+            linked(BUFFERS + 0x8000, 8, false, 10),
+            desc(BUFFERS + 0x8100, 1, true),
+            desc(0x4_0000_0000, 16, false),
+        ],
+    );
+    let mut blk = blk::BlkDevice::new(&path, "cairn-data").expect("device");
+    blk.activate(VERSION_1, vec![queue]).expect("activates");
+    blk.notify(0);
+    let used = used_at_least(&mem, 6);
+    assert_eq!(used, vec![(0, 1), (3, 513), (6, 0), (7, 1), (9, 1), (11, 0)]);
+    assert_eq!(interrupt.status() & 1, 1);
+    let byte = |at: u64| mem.read_obj::<u8>(GuestAddress(at)).expect("reads");
+    assert_eq!(byte(BUFFERS + 0x2000), 0, "the write's status is OK");
+    let mut back = [0u8; 512];
+    mem.read_slice(&mut back, GuestAddress(BUFFERS + 0x4000)).expect("reads");
+    assert_eq!(back, [0x5a; 512], "what was written reads back");
+    assert_eq!(byte(BUFFERS + 0x4200), 0, "the read's status is OK");
+    assert_eq!(byte(BUFFERS + 0x7000 + 512), 1, "past the end: VIRTIO_BLK_S_IOERR");
+    assert_eq!(byte(BUFFERS + 0x8100), 1, "a short header: VIRTIO_BLK_S_IOERR");
+    let file = std::fs::read(&path).expect("the disk");
+    assert_eq!(&file[3 * 512..4 * 512], &[0x5a; 512][..]);
+    blk.reset();
+}

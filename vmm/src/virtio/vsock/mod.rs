@@ -22,6 +22,7 @@ use header::*;
 
 use super::{DeviceQueue, VirtioDevice, VERSION_1};
 use crate::machine::bus::lock;
+use crate::machine::Error;
 
 /// What we tell the guest it may have in flight towards us per stream: its bytes wait in the
 /// stream's queue until the stream's writer has written them to the host socket, and only
@@ -463,7 +464,7 @@ fn deliver(
 
 impl VirtioDevice for VsockDevice {
     fn device_type(&self) -> u32 {
-        19
+        virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK
     }
     fn features(&self) -> u64 {
         VERSION_1
@@ -474,9 +475,9 @@ impl VirtioDevice for VsockDevice {
     fn config(&self) -> Vec<u8> {
         self.cid.to_le_bytes().to_vec()
     }
-    fn activate(&mut self, _features: u64, queues: Vec<Arc<DeviceQueue>>) -> Result<(), String> {
+    fn activate(&mut self, _features: u64, queues: Vec<Arc<DeviceQueue>>) -> Result<(), Error> {
         if queues.len() != 3 {
-            return Err("vsock has receive, transmit and event queues".into());
+            return Err(Error::Queues { device: "virtio-vsock", wanted: 3, got: queues.len() });
         }
         self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let generation = self.generation.clone();
@@ -484,7 +485,7 @@ impl VirtioDevice for VsockDevice {
         std::thread::Builder::new()
             .name("vsock-rx".into())
             .spawn(move || deliver(shared, rx, generation))
-            .map_err(|e| format!("starting the vsock receive thread: {e}"))?;
+            .map_err(|source| Error::Thread { thread: "the vsock receive thread", source })?;
         self.queues = queues;
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! What PID 1 does before anything else: the kernel's filesystems, the modules, and
+//! What PID 1 does before anything else: the kernel's filesystems, the image's modules, and
 //! `/Database` (the network is [`super::network`]'s).
 
 use std::ffi::CString;
@@ -6,31 +6,10 @@ use std::path::Path;
 
 use super::Error;
 
-/// The modules the image carries, in an order that satisfies their dependencies (Debian's
-/// kernel builds 9p, virtio, virtio-net, virtio-mmio, vsock and virtio-rng as modules; see
-/// DESIGN.md). Those whose devices a backend lacks load and stay idle.
-pub const MODULES: &[&str] = &[
-    "netfs",
-    "fscache",
-    "9pnet",
-    "9p",
-    "9pnet_fd",
-    "virtio_ring",
-    "virtio",
-    "virtio_mmio",
-    "9pnet_virtio",
-    "vsock",
-    "vmw_vsock_virtio_transport_common",
-    "vmw_vsock_virtio_transport",
-    "virtio-rng",
-    "failover",
-    "net_failover",
-    "virtio_net",
-    "virtio_pci_modern_dev",
-    "virtio_pci_legacy_dev",
-    "virtio_pci",
-    "virtio_console",
-];
+/// The file of the image that lists its modules, one file name a line, in an order that
+/// satisfies their dependencies. The image builder decides what the guest needs; the agent
+/// loads what it was given.
+pub const MODULE_ORDER: &str = "/lib/modules/order";
 
 fn c_string(s: &str) -> Result<CString, Error> {
     CString::new(s).map_err(|_| Error::Boot(format!("a NUL byte in {s:?}")))
@@ -65,12 +44,12 @@ pub fn mount_kernel_filesystems() -> Result<(), Error> {
     mount("tmpfs", "/dev/shm", "tmpfs", "mode=1777")
 }
 
-/// Loads the image's modules from `dir` in [`MODULES`] order; a module built into the kernel
-/// (absent here, or EEXIST) is fine.
-pub fn load_modules(dir: &Path) -> Vec<String> {
+/// Loads the modules `order` names (see [`MODULE_ORDER`]) from `dir`, in that order; a module
+/// built into the kernel (absent here, or EEXIST) is fine.
+pub fn load_modules(dir: &Path, order: &str) -> Vec<String> {
     let mut problems = Vec::new();
-    for name in MODULES {
-        let path = dir.join(format!("{name}.ko"));
+    for name in order.lines().map(str::trim).filter(|n| !n.is_empty()) {
+        let path = dir.join(name);
         let Ok(file) = std::fs::File::open(&path) else { continue };
         let params = c"";
         // SAFETY: a valid open descriptor and a NUL-terminated parameter string.

@@ -11,17 +11,17 @@ use crate::report::Outcome;
 pub const DAEMON_JSON: &str = "/etc/docker/daemon.json";
 
 /// Reads a setting of the commit being applied (`ro` is its tree).
-fn setting(ro: &Path, path: &str) -> Result<String, String> {
+fn setting(ro: &Path, path: &str) -> Result<String, crate::Error> {
     std::fs::read(ro.join(path))
         .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .map_err(|e| format!("reading {path} from /Database: {e}"))
+        .map_err(|source| crate::Error::ReadSetting { path: path.to_owned(), source })
 }
 
 /// sethostname(2) with the first line of `etc/hostname`.
 pub fn hostname(ro: &Path) -> Outcome {
     let wanted = match setting(ro, "etc/hostname") {
         Ok(v) => v.trim().to_owned(),
-        Err(e) => return Outcome::Failed(e),
+        Err(e) => return Outcome::Failed(e.to_string()),
     };
     // SAFETY: the pointer and length describe `wanted`'s bytes, which outlive the call.
     let rc = unsafe { libc::sethostname(wanted.as_ptr().cast(), wanted.len()) };
@@ -47,7 +47,7 @@ pub fn sysctl(ro: &Path, proc_sys: &Path) -> Outcome {
     use cairn_schema::sysctl::{parse, Line};
     let text = match setting(ro, "etc/sysctl.conf") {
         Ok(v) => v,
-        Err(e) => return Outcome::Failed(e),
+        Err(e) => return Outcome::Failed(e.to_string()),
     };
     let lines = match parse(&text) {
         Ok(lines) => lines,
@@ -101,10 +101,10 @@ fn undo(written: Vec<(std::path::PathBuf, String)>, why: String) -> Outcome {
 /// the sha256 of the file in place afterwards.
 pub fn daemon_json(ro: &Path, target: &Path) -> (Outcome, String) {
     let outcome = match setting(ro, "etc/docker/daemon.json") {
-        Err(e) => Outcome::Failed(e),
+        Err(e) => Outcome::Failed(e.to_string()),
         Ok(content) => match super::engine::write_atomically(target, content.as_bytes()) {
             Ok(()) => Outcome::Applied,
-            Err(e) => Outcome::Failed(e),
+            Err(e) => Outcome::Failed(e.to_string()),
         },
     };
     (outcome, file_sha256(target))

@@ -1,12 +1,14 @@
 //! The guest image: Debian's kernel, the modules the guest needs, busybox-static and the cairn
 //! binary as `/init` (it runs the guest agent when it is PID 1), packed as a cpio initramfs.
-//! The docker flavour adds Debian's Docker engine ([`docker`]).
+//! Each flavour adds programs from Debian packages ([`bundle`]): e2fsprogs for the data disk, and
+//! for the docker flavour Debian's Docker engine.
 //!
 //! Built once and cached in a directory with a manifest of its inputs (package versions, the
 //! agent's sha256); [`ensure`] rebuilds only when an input changed.
 
+pub mod bundle;
 mod debian;
-pub mod docker;
+mod modules;
 
 use std::collections::BTreeMap;
 
@@ -16,7 +18,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::agent::{hex, MODULES};
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Why the image could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +122,7 @@ pub struct Inputs {
     pub resolve: Resolve,
 }
 
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 4;
 
 /// The sha256 of a file, in hex.
 pub fn sha256_file(path: &Path) -> Result<String, Error> {
@@ -151,10 +156,8 @@ pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, 
     let kernel_package = debian::dependency("linux-image-amd64", "linux-image-")?;
     let kernel_version = debian::version(&kernel_package)?;
     let busybox_version = debian::version("busybox-static")?;
-    let packages = match inputs.flavour {
-        Flavour::Base => BTreeMap::new(),
-        Flavour::Docker => docker::versions()?,
-    };
+    let bundles = bundle::of(inputs.flavour);
+    let packages = bundle::versions(bundles)?;
     if let Some(old) = old {
         let same_inputs = old.format == FORMAT
             && old.flavour == inputs.flavour
@@ -178,10 +181,8 @@ pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, 
     progress("guest image: unpacking");
     debian::unpack(&kernel_deb, &work.join("kernel"))?;
     debian::unpack(&busybox_deb, &work.join("busybox"))?;
-    let engine = work.join("docker");
-    if !packages.is_empty() {
-        docker::unpack(&packages, &inputs.cache, &engine, progress)?;
-    }
+    let engine = work.join("bundles");
+    bundle::unpack(&packages, &inputs.cache, &engine, progress)?;
     let release = kernel_package.trim_start_matches("linux-image-");
     let vmlinuz = work.join("kernel/boot").join(format!("vmlinuz-{release}"));
     if !vmlinuz.exists() {
@@ -200,10 +201,7 @@ pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, 
         kernel_sha256: String::new(),
         initrd_sha256: String::new(),
     };
-    let extra = match inputs.flavour {
-        Flavour::Base => Vec::new(),
-        Flavour::Docker => docker::entries(&engine)?,
-    };
+    let extra = bundle::entries(&engine, bundles)?;
     let archive = initramfs(
         &modules,
         &work.join("busybox/bin/busybox"),
@@ -212,7 +210,7 @@ pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, 
         extra,
     )?;
     if docker_cli.is_some() {
-        let from = engine.join(docker::CLI);
+        let from = engine.join(bundle::CLI);
         std::fs::copy(&from, &cli).map_err(|e| Error::io(&from, e))?;
     }
     let tmp_initrd = inputs.dir.join("initrd.img.tmp");
@@ -229,33 +227,6 @@ pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, 
     std::fs::write(&manifest_path, json).map_err(|e| Error::io(&manifest_path, e))?;
     progress("guest image: ready");
     Ok(Image { kernel, initrd, manifest, docker_cli })
-}
-
-/// Finds `name`.ko (or .ko.xz, decompressed) anywhere under the kernel's module tree.
-fn module(modules: &Path, name: &str) -> Result<Option<Vec<u8>>, Error> {
-    fn find(dir: &Path, wanted: &[String]) -> Option<PathBuf> {
-        for entry in std::fs::read_dir(dir).ok()?.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                if let Some(found) = find(&path, wanted) {
-                    return Some(found);
-                }
-            } else if wanted.iter().any(|w| path.file_name().is_some_and(|n| n == w.as_str())) {
-                return Some(path);
-            }
-        }
-        None
-    }
-    let wanted = [format!("{name}.ko"), format!("{name}.ko.xz")];
-    let Some(path) = find(modules, &wanted) else { return Ok(None) };
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    if path.extension().is_some_and(|e| e == "xz") {
-        let mut out = Vec::new();
-        lzma_rs::xz_decompress(&mut bytes.as_slice(), &mut out)
-            .map_err(|e| Error::Module { module: name.to_owned(), reason: e.to_string() })?;
-        return Ok(Some(out));
-    }
-    Ok(Some(bytes))
 }
 
 /// The busybox applets the image links, for the agent's `ip` and for a human on the console.
@@ -320,11 +291,13 @@ fn initramfs(
     for applet in APPLETS {
         add(&mut out, &format!("bin/{applet}"), LINK, b"busybox")?;
     }
-    for name in MODULES {
-        if let Some(bytes) = module(modules, name)? {
-            add(&mut out, &format!("lib/modules/{name}.ko"), FILE, &bytes)?;
-        }
+    // The agent loads them in the order of lib/modules/order: each after its dependencies.
+    let mut order = String::new();
+    for (file, bytes) in modules::resolve(modules, modules::WANTED)? {
+        add(&mut out, &format!("lib/modules/{file}"), FILE, &bytes)?;
+        order.push_str(&format!("{file}\n"));
     }
+    add(&mut out, "lib/modules/order", FILE, order.as_bytes())?;
     for (name, entry) in extra {
         match entry {
             Entry::Dir => add(&mut out, &name, DIR, &[])?,

@@ -92,10 +92,11 @@ pub fn spawn_logged(
     name: &'static str,
     log: &Arc<Log>,
     file: &'static str,
-) -> Result<(Child, mpsc::Receiver<()>), String> {
+) -> Result<(Child, mpsc::Receiver<()>), crate::Error> {
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     super::super::power::default_signals(command);
-    let mut child = children::spawn(command).map_err(|e| format!("starting {name}: {e}"))?;
+    let mut child =
+        children::spawn(command).map_err(|source| crate::Error::Start { program: name, source })?;
     let (done, drained) = mpsc::channel();
     let pipes: [Option<Box<dyn Read + Send>>; 2] = [
         child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
@@ -180,13 +181,13 @@ pub fn reloaded_since(since: std::time::SystemTime) -> bool {
 }
 
 /// Replaces `path` with `data` so that a reader sees the old file or the new one.
-pub fn write_atomically(path: &Path, data: &[u8]) -> Result<(), String> {
+pub fn write_atomically(path: &Path, data: &[u8]) -> Result<(), crate::Error> {
     let tmp = path.with_extension("json.tmp");
     path.parent()
         .map_or(Ok(()), std::fs::create_dir_all)
         .and_then(|()| std::fs::write(&tmp, data))
         .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("writing {}: {e}", path.display()))
+        .map_err(|source| crate::Error::Write { path: path.to_owned(), source })
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ const WAIT_FOR_SESSION: Duration = Duration::from_secs(5);
 /// Pause before the device is opened again after a session ended.
 const REOPEN_AFTER: Duration = Duration::from_millis(200);
 
-type Request = (Service, oneshot::Sender<Result<UnixStream, String>>);
+type Request = (Service, oneshot::Sender<Result<UnixStream, Error>>);
 
 /// The agent's handle on the channel.
 #[derive(Debug, Clone)]
@@ -70,12 +70,8 @@ impl Channel {
     /// when no session comes up in a few seconds).
     pub fn connect(&self, service: &Service) -> Result<UnixStream, Error> {
         let (tx, rx) = oneshot::channel();
-        self.requests
-            .blocking_send((service.clone(), tx))
-            .map_err(|_| Error::Database("the channel's thread is gone".into()))?;
-        rx.blocking_recv()
-            .map_err(|_| Error::Database("the channel's thread is gone".into()))?
-            .map_err(Error::Database)
+        self.requests.blocking_send((service.clone(), tx)).map_err(|_| Error::ChannelGone)?;
+        rx.blocking_recv().map_err(|_| Error::ChannelGone)?
     }
 }
 
@@ -98,7 +94,7 @@ async fn run(device: Device, mut requests: mpsc::Receiver<Request>) {
         })
         .await;
         let Ok(Some(session)) = session else {
-            let _ = reply.send(Err("no session with the control plane".into()));
+            let _ = reply.send(Err(Error::NoSession));
             continue;
         };
         tokio::spawn(async move {
@@ -108,13 +104,15 @@ async fn run(device: Device, mut requests: mpsc::Receiver<Request>) {
 }
 
 /// Opens `service` and relays it to one end of a socketpair; returns the other end.
-async fn open_relayed(session: &Session, service: &Service) -> Result<UnixStream, String> {
-    let mut stream =
-        session.open(service).await.map_err(|e| format!("opening {}: {e}", service.name))?;
-    let (ours, theirs) = UnixStream::pair().map_err(|e| format!("a socketpair: {e}"))?;
-    ours.set_nonblocking(true).map_err(|e| format!("a socketpair: {e}"))?;
-    let mut ours =
-        tokio::net::UnixStream::from_std(ours).map_err(|e| format!("a socketpair: {e}"))?;
+async fn open_relayed(session: &Session, service: &Service) -> Result<UnixStream, Error> {
+    let mut stream = session
+        .open(service)
+        .await
+        .map_err(|source| Error::OpenService { service: service.name.clone(), source })?;
+    let pair = |source| Error::Device { device: "a socketpair".into(), source };
+    let (ours, theirs) = UnixStream::pair().map_err(pair)?;
+    ours.set_nonblocking(true).map_err(pair)?;
+    let mut ours = tokio::net::UnixStream::from_std(ours).map_err(pair)?;
     tokio::spawn(async move {
         // Ends when either side closes: the mount went away, or the session did.
         let _ = tokio::io::copy_bidirectional(&mut ours, &mut stream).await;
@@ -176,7 +174,7 @@ async fn serve_inbound(service: Service, mut stream: cairn_channel::Stream) {
         say(&format!("channel: no service {:?} in the guest", service.name));
         return;
     };
-    match tokio::net::UnixStream::connect(socket).await {
+    match connect_when_listening(socket).await {
         Ok(mut local) => {
             let _ = tokio::io::copy_bidirectional(&mut stream, &mut local).await;
         }
@@ -185,23 +183,46 @@ async fn serve_inbound(service: Service, mut stream: cairn_channel::Stream) {
     }
 }
 
+/// How long a connection waits for dockerd to listen: a `docker` command run while the VM
+/// boots or the engine restarts is answered once it is up (dockerd's own start limit).
+const WAIT_FOR_ENGINE: std::time::Duration = super::engine::START_TIMEOUT;
+
+/// Connects to `socket`, waiting while the engine that will listen there is on its way.
+async fn connect_when_listening(socket: &str) -> std::io::Result<tokio::net::UnixStream> {
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_ENGINE;
+    loop {
+        match tokio::net::UnixStream::connect(socket).await {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) && super::engine::expected()
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Opens the channel's device.
-fn open(device: &Device) -> Result<FdStream, String> {
+fn open(device: &Device) -> Result<FdStream, Error> {
     match device {
         Device::Port(name) => {
-            let path =
-                port_path(name).ok_or_else(|| format!("no virtio-serial port named {name}"))?;
+            let path = port_path(name).ok_or_else(|| Error::NoPort(name.clone()))?;
+            let err = |source| Error::Device { device: path.display().to_string(), source };
             let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
                 .open(&path)
-                .map_err(|e| format!("opening {}: {e}", path.display()))?;
-            FdStream::new(file.into()).map_err(|e| format!("{}: {e}", path.display()))
+                .map_err(err)?;
+            FdStream::new(file.into()).map_err(err)
         }
         Device::Vsock(port) => {
-            let fd = vsock_connect(*port).map_err(|e| format!("vsock port {port}: {e}"))?;
-            FdStream::new(fd).map_err(|e| format!("vsock port {port}: {e}"))
+            let err = |source| Error::Device { device: format!("vsock port {port}"), source };
+            FdStream::new(vsock_connect(*port).map_err(err)?).map_err(err)
         }
     }
 }

@@ -68,6 +68,8 @@ pub fn default_signals(command: &mut std::process::Command) {
 /// Syncs, unmounts /Database (lazily: a 9P read may still be blocked on it) and powers off or
 /// reboots.
 pub fn off(how: libc::c_int) -> ! {
+    // The host gets back what the guest freed on the data disk since the last trim.
+    let _ = super::disk::trim();
     // SAFETY: sync and reboot; reboot does not return on success.
     unsafe {
         libc::sync();

@@ -48,6 +48,16 @@ pub fn run(command: &mut Command) -> std::io::Result<ExitStatus> {
     wait(&mut child)
 }
 
+/// Runs `command` to completion with its standard output and error captured.
+pub fn run_output(command: &mut Command) -> std::io::Result<std::process::Output> {
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let child = spawn(command)?;
+    let id = child.id();
+    let output = child.wait_with_output();
+    known().remove(&id);
+    output
+}
+
 /// Reaps orphaned zombies every second, on a thread of its own.
 pub fn start_reaper() {
     let spawned = std::thread::Builder::new().name("reaper".into()).spawn(|| loop {

@@ -9,14 +9,11 @@ use serde_json::{Map, Value as Json};
 use super::{CONTAINERD_SOCKET, SOCKET};
 
 /// What the guest's kernel lacks for dockerd's defaults (no bridge or netfilter modules in
-/// the image, no overlayfs on an initramfs root), and the containerd the agent runs: given as
-/// flags for every key the user's daemon.json leaves out (dockerd refuses a key given both ways).
-const GUEST_DEFAULTS: &[(&str, &str)] = &[
-    ("storage-driver", "vfs"),
-    ("iptables", "false"),
-    ("bridge", "none"),
-    ("containerd", CONTAINERD_SOCKET),
-];
+/// the image yet), and the containerd the agent runs: given as flags for every key the user's
+/// daemon.json leaves out (dockerd refuses a key given both ways). The storage driver is
+/// dockerd's own choice, overlay2 on the ext4 data disk; `vfs` only where daemon.json asks.
+const GUEST_DEFAULTS: &[(&str, &str)] =
+    &[("iptables", "false"), ("bridge", "none"), ("containerd", CONTAINERD_SOCKET)];
 
 /// What dockerd runs with: the daemon.json bytes and the environment from the proxy keys.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -27,9 +24,10 @@ pub struct Settings {
 
 impl Settings {
     /// The settings of the commit whose tree is `ro`.
-    pub fn from_commit(ro: &Path) -> Result<Settings, String> {
+    pub fn from_commit(ro: &Path) -> Result<Settings, crate::Error> {
         let read = |path: &str| {
-            std::fs::read(ro.join(path)).map_err(|e| format!("reading {path} from /Database: {e}"))
+            std::fs::read(ro.join(path))
+                .map_err(|source| crate::Error::ReadSetting { path: path.to_owned(), source })
         };
         let json = read("etc/docker/daemon.json")?;
         let mut env = BTreeMap::new();
@@ -117,7 +115,9 @@ mod tests {
 
     #[test]
     fn guest_defaults_yield_to_the_file() {
-        let flags = settings(r#"{"storage-driver": "overlay2"}"#).flags();
+        let flags = settings(r#"{"iptables": true}"#).flags();
+        assert!(!flags.contains(&"--iptables=false".to_owned()), "{flags:?}");
+        let flags = settings(r#"{"storage-driver": "vfs"}"#).flags();
         assert!(flags.contains(&"--iptables=false".to_owned()), "{flags:?}");
         assert!(flags.contains(&"--bridge=none".to_owned()), "{flags:?}");
         assert!(flags.contains(&format!("--containerd={CONTAINERD_SOCKET}")), "{flags:?}");

@@ -6,8 +6,101 @@ use std::collections::BTreeMap;
 /// The branch the agent reports on.
 pub const STATE_BRANCH: &str = "state";
 
-/// The `dockerd` state of a guest whose image has no Docker engine.
-pub const DOCKERD_ABSENT: &str = "absent (an image without the Docker engine)";
+/// dockerd's state in the guest. On branch `state` and in status.json it is one line of text
+/// (what [`Display`](std::fmt::Display) writes and [`FromStr`](std::str::FromStr) reads), so
+/// that `git show state:dockerd` reads like a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Dockerd {
+    /// Not said: an agent older than the engine.
+    #[default]
+    Unknown,
+    /// The image has no Docker engine.
+    Absent,
+    Running,
+    /// Running after a SIGHUP that took the new file.
+    Reloaded,
+    /// Running after a restart for a change.
+    Restarted,
+    /// Running again after it stopped on its own, and why it had.
+    Recovered(String),
+    /// Running on the file it had before, because it refused the new one: why.
+    OnPrevious(String),
+    /// Not running: why.
+    Stopped(String),
+}
+
+const ABSENT: &str = "absent (an image without the Docker engine)";
+const ON_PREVIOUS: &str = "running on the previous daemon.json: ";
+const RECOVERED: &str = "running (restarted after it stopped: ";
+const STOPPED: &str = "stopped: ";
+
+impl Dockerd {
+    /// Whether dockerd runs (on whichever file).
+    pub fn is_running(&self) -> bool {
+        matches!(
+            self,
+            Dockerd::Running
+                | Dockerd::Reloaded
+                | Dockerd::Restarted
+                | Dockerd::Recovered(_)
+                | Dockerd::OnPrevious(_)
+        )
+    }
+}
+
+impl std::fmt::Display for Dockerd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let one_line = |s: &str| s.replace('\n', " ");
+        match self {
+            Dockerd::Unknown => Ok(()),
+            Dockerd::Absent => f.write_str(ABSENT),
+            Dockerd::Running => f.write_str("running"),
+            Dockerd::Reloaded => f.write_str("running (reloaded)"),
+            Dockerd::Restarted => f.write_str("running (restarted)"),
+            Dockerd::Recovered(why) => write!(f, "{RECOVERED}{})", one_line(why)),
+            Dockerd::OnPrevious(why) => write!(f, "{ON_PREVIOUS}{}", one_line(why)),
+            Dockerd::Stopped(why) => write!(f, "{STOPPED}{}", one_line(why)),
+        }
+    }
+}
+
+impl std::str::FromStr for Dockerd {
+    type Err = BadReport;
+
+    fn from_str(text: &str) -> Result<Dockerd, BadReport> {
+        Ok(match text {
+            "" => Dockerd::Unknown,
+            ABSENT => Dockerd::Absent,
+            "running" => Dockerd::Running,
+            "running (reloaded)" => Dockerd::Reloaded,
+            "running (restarted)" => Dockerd::Restarted,
+            _ => {
+                if let Some(why) = text.strip_prefix(RECOVERED).and_then(|w| w.strip_suffix(')')) {
+                    Dockerd::Recovered(why.to_owned())
+                } else if let Some(why) = text.strip_prefix(ON_PREVIOUS) {
+                    Dockerd::OnPrevious(why.to_owned())
+                } else if let Some(why) = text.strip_prefix(STOPPED) {
+                    Dockerd::Stopped(why.to_owned())
+                } else {
+                    return Err(BadReport { field: "dockerd", value: text.to_owned() });
+                }
+            }
+        })
+    }
+}
+
+impl serde::Serialize for Dockerd {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Dockerd {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Dockerd, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 /// How applying one key went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +125,12 @@ pub struct Report {
     /// dockerd's pid (0: not running) and state: running, on the previous daemon.json and
     /// why, stopped and why, or absent from the image.
     pub dockerd_pid: u32,
-    pub dockerd: String,
+    pub dockerd: Dockerd,
+    /// The data disk: mounted (and which device), or not used and why; the size and use of
+    /// its filesystem.
+    pub disk: String,
+    pub disk_size_bytes: u64,
+    pub disk_used_bytes: u64,
     /// Per key (friendly name), how applying it went.
     pub results: BTreeMap<String, Outcome>,
 }
@@ -65,7 +163,10 @@ impl Report {
             ("hostname", line(&self.hostname)),
             ("daemon-json-sha256", line(&self.daemon_json_sha256)),
             ("dockerd-pid", line(&self.dockerd_pid.to_string())),
-            ("dockerd", line(&self.dockerd.replace('\n', " "))),
+            ("dockerd", line(&self.dockerd.to_string())),
+            ("disk", line(&self.disk.replace('\n', " "))),
+            ("disk-size-bytes", line(&self.disk_size_bytes.to_string())),
+            ("disk-used-bytes", line(&self.disk_used_bytes.to_string())),
             ("results", results.into_bytes()),
         ]
     }
@@ -103,14 +204,18 @@ impl Report {
             daemon_json_sha256: text("daemon-json-sha256"),
             // Absent from the reports of agents older than the engine.
             dockerd_pid: text("dockerd-pid").parse().unwrap_or(0),
-            dockerd: text("dockerd"),
+            dockerd: text("dockerd").parse()?,
+            // Absent from the reports of agents older than the data disk.
+            disk: text("disk"),
+            disk_size_bytes: text("disk-size-bytes").parse().unwrap_or(0),
+            disk_used_bytes: text("disk-used-bytes").parse().unwrap_or(0),
             results,
         })
     }
 
     /// Whether the guest runs the Docker engine (an agent older than the engine says nothing).
     pub fn has_engine(&self) -> bool {
-        !self.dockerd.is_empty() && self.dockerd != DOCKERD_ABSENT
+        !matches!(self.dockerd, Dockerd::Unknown | Dockerd::Absent)
     }
 
     /// The first key that failed, with its reason.
@@ -136,7 +241,10 @@ mod tests {
             hostname: "cairn".into(),
             daemon_json_sha256: "00".repeat(32),
             dockerd_pid: 731,
-            dockerd: "running".into(),
+            dockerd: Dockerd::OnPrevious("bad\nfile".into()),
+            disk: "mounted (/dev/vda)".into(),
+            disk_size_bytes: 64 << 30,
+            disk_used_bytes: 1 << 20,
             results: BTreeMap::new(),
         };
         report.results.insert("hostname".into(), Outcome::Applied);
@@ -146,7 +254,21 @@ mod tests {
         assert_eq!(back.results["sysctl"], Outcome::Failed("no such sysctl".into()));
         assert_eq!(back.first_error(), Some(("sysctl", "no such sysctl")));
         assert_eq!(back.memory_mib, 491);
-        assert_eq!((back.dockerd_pid, back.dockerd.as_str()), (731, "running"));
+        assert_eq!(back.dockerd_pid, 731);
+        assert_eq!((back.disk.as_str(), back.disk_size_bytes), ("mounted (/dev/vda)", 64 << 30));
+        assert_eq!(back.dockerd, Dockerd::OnPrevious("bad file".into()));
+        for state in [
+            Dockerd::Unknown,
+            Dockerd::Absent,
+            Dockerd::Running,
+            Dockerd::Reloaded,
+            Dockerd::Restarted,
+            Dockerd::Recovered("killed".into()),
+            Dockerd::Stopped("no such file".into()),
+        ] {
+            assert_eq!(state.to_string().parse::<Dockerd>().ok(), Some(state));
+        }
+        assert!("dancing".parse::<Dockerd>().is_err());
         let bad = Report::from_files(|name| (name == "memory-mib").then(|| b"lots".to_vec()));
         assert!(bad.is_err());
     }

@@ -1,4 +1,6 @@
-//! The guest agent: PID 1 of the guest image.
+//! The guest agent: PID 1 of the guest image. It runs in the guest only (the cairn binary is
+//! the agent when the kernel starts it as PID 1), and speaks to the control plane through the
+//! channel and /Database; [`report`] is the format of what it says on branch `state`.
 //!
 //! It mounts the kernel's filesystems, loads the image's modules, brings up the network, mounts
 //! the database at `/Database`, then follows `branch/master/head.live`: for every head it
@@ -10,9 +12,11 @@ mod apply;
 mod boot;
 mod channel;
 mod children;
+mod disk;
 mod engine;
 mod network;
 mod power;
+pub mod report;
 mod state;
 
 use std::io::Read;
@@ -20,10 +24,10 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use apply::{hex, DAEMON_JSON};
-pub use boot::MODULES;
+pub use boot::MODULE_ORDER;
 pub use channel::DOCKER as DOCKER_SERVICE;
 
-use crate::report::{Outcome, Report, DOCKERD_ABSENT};
+use crate::report::{Dockerd, Outcome, Report};
 
 /// Why a step of the agent failed; printed on the console and retried.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +36,50 @@ pub enum Error {
     Boot(String),
     #[error("/Database: {0}")]
     Database(String),
+    #[error("no session with the control plane")]
+    NoSession,
+    #[error("the channel's thread is gone")]
+    ChannelGone,
+    #[error("opening {service}: {source}")]
+    OpenService {
+        service: String,
+        #[source]
+        source: cairn_channel::Error,
+    },
+    #[error("no virtio-serial port named {0}")]
+    NoPort(String),
+    /// The channel's device (a virtio-serial port or a vsock port) would not open.
+    #[error("{device}: {source}")]
+    Device {
+        device: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading {path} from /Database: {source}")]
+    ReadSetting {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting {program}: {source}")]
+    Start {
+        program: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// dockerd exited while starting: its last error line and its exit status.
+    #[error("{why} (dockerd {status})")]
+    DockerdExited { why: String, status: String },
+    #[error("dockerd did not answer within {0:?}")]
+    DockerdSilent(Duration),
+    #[error("containerd did not open {socket}: {why}")]
+    ContainerdSilent { socket: &'static str, why: String },
 }
 
 /// Where /Database comes from: a stream of the channel (qemu: nothing but the agent can open
@@ -105,7 +153,8 @@ pub fn run() -> ! {
     if let Err(e) = boot::mount_kernel_filesystems() {
         say(&e.to_string());
     }
-    for problem in boot::load_modules(Path::new("/lib/modules")) {
+    let order = std::fs::read_to_string(MODULE_ORDER).unwrap_or_default();
+    for problem in boot::load_modules(Path::new("/lib/modules"), &order) {
         say(&format!("module {problem}"));
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
@@ -120,10 +169,28 @@ pub fn run() -> ! {
         Ok(channel) => channel,
         Err(e) => halt(&e.to_string()),
     };
-    let engine = engine::Engine::new();
+    let disk = disk::prepare();
+    match &disk {
+        disk::Disk::Mounted { device, formatted } => {
+            say(&format!(
+                "data disk {} mounted at {}{}",
+                device.display(),
+                disk::MOUNT,
+                if *formatted { " (formatted now)" } else { "" }
+            ));
+            if let Err(e) = disk::trim() {
+                say(&format!("data disk: trimming: {e}"));
+            }
+            disk::trim_now_and_then();
+        }
+        disk::Disk::Refused(why) => say(&format!("data disk: {why}")),
+    }
+    // The engine runs on the data disk or not at all: on the VM's memory its images and
+    // volumes would vanish at the next reboot.
+    let engine = if disk.is_mounted() { engine::Engine::new() } else { None };
     loop {
         mount_database(&config, channel.as_ref());
-        if let Err(e) = follow(Path::new("/Database"), engine.as_ref()) {
+        if let Err(e) = follow(Path::new("/Database"), engine.as_ref(), &disk) {
             // The server went away (the control plane restarted) or the stream broke: a new
             // mount is a new stream, on the channel's next session.
             say(&format!("{e}; mounting /Database again"));
@@ -151,7 +218,7 @@ fn halt(why: &str) -> ! {
 }
 
 /// Applies and reports every head of master as it comes, until the stream breaks.
-fn follow(db: &Path, engine: Option<&engine::Engine>) -> Result<(), Error> {
+fn follow(db: &Path, engine: Option<&engine::Engine>, disk: &disk::Disk) -> Result<(), Error> {
     let live_path = db.join("branch/master/head.live");
     let mut live = std::fs::File::open(&live_path)
         .map_err(|e| Error::Database(format!("opening {}: {e}", live_path.display())))?;
@@ -166,7 +233,7 @@ fn follow(db: &Path, engine: Option<&engine::Engine>) -> Result<(), Error> {
         if head.len() != 40 || !head.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::Database(format!("head.live gave {head:?}")));
         }
-        let report = apply_commit(db, &head, engine);
+        let report = apply_commit(db, &head, engine, disk);
         if let Some((key, why)) = report.first_error() {
             say(&format!("{head}: {key}: {why}"));
         }
@@ -176,9 +243,22 @@ fn follow(db: &Path, engine: Option<&engine::Engine>) -> Result<(), Error> {
 }
 
 /// Applies one commit's settings and describes the result.
-fn apply_commit(db: &Path, commit: &str, engine: Option<&engine::Engine>) -> Report {
+fn apply_commit(
+    db: &Path,
+    commit: &str,
+    engine: Option<&engine::Engine>,
+    disk: &disk::Disk,
+) -> Report {
     let ro = db.join("snapshots").join(commit).join("ro");
     let mut report = Report { applied_commit: commit.to_owned(), ..Report::default() };
+    report.results.insert("disk".into(), apply_disk(disk));
+    report.disk = match disk {
+        disk::Disk::Mounted { device, .. } => format!("mounted ({})", device.display()),
+        disk::Disk::Refused(why) => format!("not used: {why}"),
+    };
+    if let Some(usage) = disk.is_mounted().then(disk::usage).flatten() {
+        (report.disk_size_bytes, report.disk_used_bytes) = (usage.size_bytes, usage.used_bytes);
+    }
     report.results.insert("hostname".into(), apply::hostname(&ro));
     report.results.insert("sysctl".into(), apply::sysctl(&ro, Path::new("/proc/sys")));
     report.results.insert("mtu".into(), network::mtu(&ro));
@@ -186,13 +266,18 @@ fn apply_commit(db: &Path, commit: &str, engine: Option<&engine::Engine>) -> Rep
         Some(engine) => {
             let outcome = match engine::Settings::from_commit(&ro) {
                 Ok(settings) => engine.apply(settings, Path::new(DAEMON_JSON)),
-                Err(e) => Outcome::Failed(e),
+                Err(e) => Outcome::Failed(e.to_string()),
             };
             (report.dockerd_pid, report.dockerd) = engine.describe();
             (outcome, apply::file_sha256(Path::new(DAEMON_JSON)))
         }
         None => {
-            report.dockerd = DOCKERD_ABSENT.into();
+            report.dockerd = match disk {
+                disk::Disk::Refused(why) if Path::new(engine::DOCKERD).exists() => {
+                    Dockerd::Stopped(format!("not started without its data disk: {why}"))
+                }
+                _ => Dockerd::Absent,
+            };
             apply::daemon_json(&ro, Path::new(DAEMON_JSON))
         }
     };
@@ -206,6 +291,26 @@ fn apply_commit(db: &Path, commit: &str, engine: Option<&engine::Engine>) -> Rep
     report.memory_mib = memory_mib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default());
     report.ncpu = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     report
+}
+
+/// The disk's part of a commit: grown when the disk grew under the running VM (the host
+/// resizes it for a larger `disk`; on the embedded VMM that waits for the next boot).
+fn apply_disk(disk: &disk::Disk) -> Outcome {
+    match disk {
+        disk::Disk::Refused(why) => Outcome::Failed(why.clone()),
+        disk::Disk::Mounted { device, .. } => {
+            // The host resizes the disk as it plans the commit, which may be a moment after
+            // the guest sees it: a few looks before concluding it did not grow.
+            for _ in 0..10 {
+                match disk::grow(device) {
+                    Ok(true) => return Outcome::Applied,
+                    Ok(false) => std::thread::sleep(Duration::from_millis(200)),
+                    Err(e) => return Outcome::Failed(e.to_string()),
+                }
+            }
+            Outcome::Applied
+        }
+    }
 }
 
 /// MemTotal in MiB (what the kernel has after its own reservations: a bit under the VM's size).

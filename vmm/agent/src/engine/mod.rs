@@ -22,7 +22,7 @@ use process::{failure, signal, Log};
 pub use settings::Settings;
 
 use super::{children, say};
-use crate::report::Outcome;
+use crate::report::{Dockerd, Outcome};
 
 /// Where the image puts dockerd; a base image has none.
 pub const DOCKERD: &str = "/usr/bin/dockerd";
@@ -38,7 +38,7 @@ const CONTAINERD_SETTINGS: &str =
     "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n";
 
 /// How long dockerd may take to answer its first ping (under TCG, seconds).
-const START_TIMEOUT: Duration = Duration::from_secs(180);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long containerd may take to open its socket.
 const CONTAINERD_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a reload may take to announce its outcome before silence counts as success.
@@ -53,7 +53,7 @@ struct Running {
     /// The last settings dockerd ran with.
     good: Option<Settings>,
     /// For the report: running, on the previous file, or why not.
-    state: String,
+    state: Dockerd,
 }
 
 /// The engine, shared by the apply loop and the watchdog that restarts a crashed daemon.
@@ -65,12 +65,23 @@ pub struct Engine {
     containerd_log: Arc<Log>,
 }
 
+/// Whether this boot runs an engine: set once one is made, and never unset (a crashed dockerd
+/// is started again by the watchdog). Connections to dockerd's socket that arrive before it
+/// listens wait for it rather than fail.
+static EXPECTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether dockerd runs in this boot or is on its way (see [`EXPECTED`]).
+pub fn expected() -> bool {
+    EXPECTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Engine {
     /// The image's engine, or None in an image without dockerd.
     pub fn new() -> Option<Engine> {
         if !Path::new(DOCKERD).exists() {
             return None;
         }
+        EXPECTED.store(true, std::sync::atomic::Ordering::Relaxed);
         let engine = Engine {
             running: Arc::new(Mutex::new(Running::default())),
             log: Arc::new(Log::default()),
@@ -90,7 +101,7 @@ impl Engine {
     }
 
     /// dockerd's pid and state, for the report.
-    pub fn describe(&self) -> (u32, String) {
+    pub fn describe(&self) -> (u32, Dockerd) {
         let running = self.lock();
         (running.child.as_ref().map_or(0, Child::id), running.state.clone())
     }
@@ -131,7 +142,7 @@ impl Engine {
         file: &Path,
     ) -> Outcome {
         if let Err(e) = write_atomically(file, &wanted.json) {
-            return Outcome::Failed(e);
+            return Outcome::Failed(e.to_string());
         }
         let since = self.log.seq();
         // dockerd stamps its events with the same (guest) clock.
@@ -148,7 +159,7 @@ impl Engine {
             if lines.iter().any(|l| reload_failed(l)) {
                 let why = failure(&lines);
                 let _ = write_atomically(file, &current.json);
-                running.state = format!("running on the previous daemon.json: {why}");
+                running.state = Dockerd::OnPrevious(why.clone());
                 return Outcome::Failed(format!(
                     "dockerd refused to reload it (changed: {}): {why}; it runs on the previous \
                      daemon.json",
@@ -159,7 +170,7 @@ impl Engine {
         }
         running.settings = Some(wanted.clone());
         running.good = Some(wanted);
-        running.state = "running (reloaded)".into();
+        running.state = Dockerd::Reloaded;
         Outcome::Applied
     }
 
@@ -171,17 +182,17 @@ impl Engine {
         file: &Path,
     ) -> Outcome {
         if let Err(e) = write_atomically(file, &wanted.json) {
-            return Outcome::Failed(e);
+            return Outcome::Failed(e.to_string());
         }
         let why = match self.start(running, &wanted) {
             Ok(()) => {
                 running.state =
-                    if running.good.is_some() { "running (restarted)" } else { "running" }.into();
+                    if running.good.is_some() { Dockerd::Restarted } else { Dockerd::Running };
                 running.settings = Some(wanted.clone());
                 running.good = Some(wanted);
                 return Outcome::Applied;
             }
-            Err(why) => why,
+            Err(why) => why.to_string(),
         };
         // The last file dockerd ran with, or an empty one (only the guest defaults).
         let fallback =
@@ -190,7 +201,7 @@ impl Engine {
         let _ = write_atomically(file, &fallback.json);
         match self.start(running, &fallback) {
             Ok(()) => {
-                running.state = format!("running on the previous daemon.json: {why}");
+                running.state = Dockerd::OnPrevious(why.clone());
                 running.settings = Some(fallback.clone());
                 running.good = Some(fallback);
                 Outcome::Failed(format!(
@@ -199,7 +210,7 @@ impl Engine {
                 ))
             }
             Err(again) => {
-                running.state = format!("stopped: {why}");
+                running.state = Dockerd::Stopped(why.clone());
                 running.settings = None;
                 Outcome::Failed(format!(
                     "dockerd did not start with it (changed: {keys}): {why}; nor with the \
@@ -211,7 +222,7 @@ impl Engine {
 
     /// Starts dockerd with `settings` (and containerd first, unless it runs) and waits until
     /// dockerd answers a ping.
-    fn start(&self, running: &mut Running, settings: &Settings) -> Result<(), String> {
+    fn start(&self, running: &mut Running, settings: &Settings) -> Result<(), crate::Error> {
         self.ensure_containerd(running)?;
         let _ = std::fs::remove_file(SOCKET);
         let mut command = Command::new(DOCKERD);
@@ -232,7 +243,8 @@ impl Engine {
                 for _ in 0..2 {
                     let _ = drained.recv_timeout(Duration::from_secs(2));
                 }
-                return Err(format!("{} (dockerd {status})", failure(&self.log.since(since))));
+                let why = failure(&self.log.since(since));
+                return Err(crate::Error::DockerdExited { why, status: status.to_string() });
             }
             if process::ping() {
                 say(&format!("dockerd {} answers", child.id()));
@@ -242,7 +254,7 @@ impl Engine {
             if Instant::now() > deadline {
                 signal(&child, libc::SIGKILL);
                 let _ = children::wait(&mut child);
-                return Err(format!("dockerd did not answer within {START_TIMEOUT:?}"));
+                return Err(crate::Error::DockerdSilent(START_TIMEOUT));
             }
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -265,7 +277,7 @@ impl Engine {
     }
 
     /// Starts containerd unless it runs, and waits for its socket.
-    fn ensure_containerd(&self, running: &mut Running) -> Result<(), String> {
+    fn ensure_containerd(&self, running: &mut Running) -> Result<(), crate::Error> {
         if let Some(child) = running.containerd.as_mut() {
             if matches!(children::try_wait(child), Ok(None)) {
                 return Ok(());
@@ -290,7 +302,7 @@ impl Engine {
             signal(&child, libc::SIGKILL);
             let _ = children::wait(&mut child);
             let why = failure(&self.containerd_log.since(since));
-            return Err(format!("containerd did not open {CONTAINERD_SOCKET}: {why}"));
+            return Err(crate::Error::ContainerdSilent { socket: CONTAINERD_SOCKET, why });
         }
         say(&format!("containerd {} listens", child.id()));
         running.containerd = Some(child);
@@ -312,7 +324,7 @@ impl Engine {
                 let why = failure(&self.containerd_log.last(20));
                 say(&format!("containerd stopped on its own: {why}; starting it again"));
                 if let Err(e) = self.ensure_containerd(&mut running) {
-                    say(&e);
+                    say(&e.to_string());
                 }
             }
             let Some(child) = running.child.as_mut() else { continue };
@@ -325,9 +337,9 @@ impl Engine {
                 match self.start(&mut running, &good) {
                     Ok(()) => {
                         running.settings = Some(good);
-                        running.state = format!("running (restarted after it stopped: {why})");
+                        running.state = Dockerd::Recovered(why);
                     }
-                    Err(e) => running.state = format!("stopped: {e}"),
+                    Err(e) => running.state = Dockerd::Stopped(e.to_string()),
                 }
             }
         }
