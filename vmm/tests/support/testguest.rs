@@ -39,9 +39,10 @@ fn bare_metal_installed() -> bool {
 
 /// Compiles and links the guest into `out_dir`; returns the ELF's path.
 pub fn build(out_dir: &Path) -> PathBuf {
-    // Included by cairn-vmm's tests and by the workspace root's (tests/native.rs).
+    // Included by cairn-vmm's tests (vmm/) and by the end-to-end tests (tests/native.rs, built
+    // as the cli package's, whose manifest is in cli/).
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let source = [crate_dir.join("testguest"), crate_dir.join("vmm/testguest")]
+    let source = [crate_dir.join("testguest"), crate_dir.join("../vmm/testguest")]
         .into_iter()
         .find(|dir| dir.join("main.rs").is_file())
         .expect("vmm/testguest is in the source tree");
