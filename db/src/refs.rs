@@ -115,7 +115,7 @@ fn acquire_git_lock_within(
     let started = Instant::now();
     let mut pause = Duration::from_micros(200);
     let result = loop {
-        match std::fs::hard_link(writer.staged_path(), path) {
+        match writer.link_staged(path) {
             Ok(()) => break Ok(file),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(source) => break Err(Error::io(path, source)),

@@ -5,10 +5,11 @@
 //! writers retries, it tells whose a `refs/heads/B.lock` is. While we hold the writer lock, no
 //! other cairn writer is running, so a `.lock` we find is either git's (the git CLI takes the
 //! same lock file, and may hold it for seconds while a hook runs) or one that a cairn writer
-//! left when it died. Which one is recorded: a cairn writer writes the path and inode of each
-//! git lock it creates into the writer lock file, and clears it when it lets the lock go. The
-//! next writer to get the writer lock removes a lock file that the record names and that still
-//! has the recorded inode; any other lock file is git's, and is waited for, never broken.
+//! left when it died. Which one is recorded: a cairn writer makes each git lock under a private
+//! name, writes its path and inode into the writer lock file, and only then links it into
+//! place; it clears the record when it lets the lock go. The next writer to get the writer
+//! lock removes a lock file that the record names and that still has the recorded inode; any
+//! other lock file is git's, and is waited for, never broken.
 //! Breaking a live git process's lock made git fail after it had been told it could go on,
 //! and lost its update.
 
@@ -120,9 +121,10 @@ impl WriterLock {
         let _ = std::fs::remove_file(&self.staged);
     }
 
-    /// The staged file's path, for linking it into place.
-    pub(crate) fn staged_path(&self) -> &Path {
-        &self.staged
+    /// Puts the staged file in place as the git lock `lock`; fails with `AlreadyExists` while
+    /// someone else holds it.
+    pub(crate) fn link_staged(&self, lock: &Path) -> std::io::Result<()> {
+        std::fs::hard_link(&self.staged, lock)
     }
 
     /// Notes that this writer created the git lock file `lock` (inode `ino`).
@@ -209,7 +211,7 @@ mod tests {
         {
             let mut writer = WriterLock::acquire(dir.path()).expect("free");
             writer.stage(&lock).expect("staged");
-            std::fs::hard_link(writer.staged_path(), &lock).expect("linked");
+            writer.link_staged(&lock).expect("linked");
         }
         let _next = WriterLock::acquire(dir.path()).expect("free");
         assert!(!lock.exists(), "the dead writer's lock is removed");
