@@ -88,10 +88,53 @@ fn dockerd_follows_daemon_json_by_reload_and_restart_and_survives_a_bad_file() {
     let _vm = crate::util::one_vm_at_a_time();
     let env = Env::new();
     let _down = Down(&env);
-    let stdout = up_detached(&env, "docker");
+    // The image first, for its Docker CLI: the one on PATH when `up` makes its context.
+    let built = env
+        .command(&["guest", "build", "--flavour", "docker"])
+        .env("CAIRN_CACHE", crate::up::cache())
+        .output()
+        .expect("runs");
+    let built = crate::util::succeeded(built, "cairn guest build");
+    let cli = built.lines().find_map(|l| l.strip_prefix("docker ")).expect("the image's CLI");
+    std::fs::create_dir_all(env.bin()).expect("mkdir");
+    std::os::unix::fs::symlink(cli, env.bin().join("docker")).expect("symlink");
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(env.home().join("guest-docker/manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(manifest["suite"], "trixie", "{manifest:#}");
+    let engine = manifest["packages"]["docker.io"].as_str().expect("docker.io's version");
+
+    let up = env
+        .command(&["up", "--detach", "--flavour", "docker"])
+        .env("CAIRN_CACHE", crate::up::cache())
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&up.stderr).into_owned();
+    let stdout = crate::util::succeeded(up, "cairn up");
     let socket = env.home().join("run/docker.sock");
     let host = format!("unix://{}", socket.display());
     assert!(stdout.contains(&format!("DOCKER_HOST={host}")), "{stdout}");
+    assert!(stderr.contains("docker context cairn created"), "{stderr}");
+    assert!(!stderr.contains("rebuilding"), "up used the image built above: {stderr}");
+    // The Docker CLI's own convention: its context reaches the engine from the manifest.
+    let context = |args: &[&str]| {
+        Command::new(env.bin().join("docker"))
+            .args(["--context", "cairn"])
+            .args(args)
+            .env("DOCKER_CONFIG", env.docker_config())
+            .env_remove("DOCKER_HOST")
+            .output()
+            .expect("docker runs")
+    };
+    let version = crate::util::succeeded(
+        context(&["version", "--format", "{{.Server.Version}}"]),
+        "docker --context cairn version",
+    );
+    let upstream = engine.split('-').next().unwrap_or(engine);
+    assert_eq!(version.trim(), upstream, "the server is the manifest's docker.io");
+    assert!(upstream.starts_with("26."), "{upstream}");
+    crate::util::succeeded(context(&["info"]), "docker --context cairn info");
     let exported = env.ok(&["docker-env"]);
     assert!(exported.contains(&format!("export DOCKER_HOST={host}")), "{exported}");
 
@@ -99,7 +142,7 @@ fn dockerd_follows_daemon_json_by_reload_and_restart_and_survives_a_bad_file() {
     let (boot, pid) = (boot_id(&first), dockerd_pid(&first));
     assert_eq!(first["docker"]["forward"], "listening", "{first:#}");
     let cli = first["docker"]["cli"].as_str().expect("the CLI of the engine's package");
-    let docker = Docker { cli: cli.into(), host };
+    let docker = Docker { cli: cli.into(), host: host.clone() };
     assert_eq!(docker.info("{{.Debug}}"), "false");
     assert_eq!(docker.info("{{.Driver}}"), "overlay2", "on the data disk");
 
@@ -190,6 +233,42 @@ fn dockerd_follows_daemon_json_by_reload_and_restart_and_survives_a_bad_file() {
         "adopted"
     );
 
+    // A key new in dockerd 26 is taken; one dockerd does not know is refused in its words.
+    let s = status(&env);
+    let before = dockerd_pid(&s);
+    let new_keys = r#"{"default-network-opts": {"bridge": {"com.docker.network.driver.mtu": "1400"}}, "log-format": "json"}"#;
+    env.ok(&["set", "daemon", new_keys, "--wait", "--timeout", "240"]);
+    let s = status(&env);
+    assert!(s["last_error"].is_null(), "{s:#}");
+    assert!(dockerd_pid(&s) != before, "a restart key: {s:#}");
+    let out = env.run(&[
+        "set",
+        "daemon",
+        r#"{"no-such-key": true}"#,
+        "--force",
+        "--wait",
+        "--timeout",
+        "240",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("dockerd --validate refused it"), "{stderr}");
+    assert!(stderr.contains("no-such-key"), "{stderr}");
+    assert!(stderr.contains("don't match any configuration option"), "dockerd's: {stderr}");
+    assert_eq!(dockerd_pid(&status(&env)), dockerd_pid(&s), "the running dockerd stays");
+
     env.ok(&["down"]);
     assert!(!socket.exists(), "down removes the docker socket");
+    // The context stays, pointing at a socket that refuses.
+    let after = context(&["info"]);
+    assert!(!after.status.success(), "no engine after down");
+    let listed = crate::util::succeeded(
+        Command::new(env.bin().join("docker"))
+            .args(["context", "inspect", "cairn", "--format", "{{.Endpoints.docker.Host}}"])
+            .env("DOCKER_CONFIG", env.docker_config())
+            .output()
+            .expect("docker runs"),
+        "docker context inspect",
+    );
+    assert_eq!(listed.trim(), host);
 }

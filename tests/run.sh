@@ -7,7 +7,9 @@
 #   qemu-system-x86          boots the Linux guests under TCG
 #   busybox-static, cpio     the guests' initramfs
 #   acpica-tools             iasl reads back the native VMM's ACPI tables
-#   apt lists                the guest kernel comes from `apt-get download linux-image-amd64`
+#   erofs-utils              mkfs.erofs makes the guest image's read-only system disk
+#   debian-archive-keyring   verifies Debian 13's archive (the image builder's own apt state)
+#   apt lists                the 9P tests' tiny guest takes the host's own kernel package
 #   x86_64-unknown-none      the native VMM's test guest is built without SSE for bare metal
 #                            (rustup; without it the test builds it for the host target instead)
 set -euo pipefail
@@ -20,6 +22,8 @@ command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86 seabios ipxe-
   || need+=(busybox-static)
 command -v cpio >/dev/null || need+=(cpio)
 command -v iasl >/dev/null || need+=(acpica-tools)
+command -v mkfs.erofs >/dev/null || need+=(erofs-utils)
+[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
 lists=$(apt-cache policy linux-image-amd64 2>/dev/null | awk '/Candidate:/{print $2}')
 if [ ${#need[@]} -gt 0 ] || [ -z "$lists" ] || [ "$lists" = "(none)" ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -62,12 +62,32 @@ impl Env {
         self.home().join("db")
     }
 
+    /// The Docker CLI's configuration directory for this test.
+    pub fn docker_config(&self) -> PathBuf {
+        self.dir.path().join("docker-config")
+    }
+
+    /// A directory searched first for the programs `cairn` runs.
+    pub fn bin(&self) -> PathBuf {
+        self.dir.path().join("bin")
+    }
+
+    fn path(&self) -> std::ffi::OsString {
+        let mut dirs = vec![self.bin()];
+        dirs.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+        std::env::join_paths(dirs).unwrap_or_default()
+    }
+
     /// A `cairn` command with this environment and no inherited CAIRN_* settings.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(cairn_bin());
         cmd.args(args)
             .env("CAIRN_HOME", self.home())
             .env_remove("CAIRN_DB")
+            // The Docker CLI's contexts (`cairn up` makes one) stay in the test's directory,
+            // and a test may put a docker CLI of its own first on PATH (see [`Env::bin`]).
+            .env("DOCKER_CONFIG", self.docker_config())
+            .env("PATH", self.path())
             .env("NO_COLOR", "1")
             .env("GIT_AUTHOR_NAME", "Test Author")
             .env("GIT_AUTHOR_EMAIL", "author@example.com")

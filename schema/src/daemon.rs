@@ -20,6 +20,8 @@ pub enum JsonType {
     StringList,
     /// An object whose values are strings (log-opts, storage-opts as a map).
     StringMap,
+    /// An object whose values are true or false (`features`).
+    BoolMap,
     /// An object of any shape dockerd parses itself (runtimes, features, builder, ...).
     Object,
     /// `default-address-pools`: a list of `{"base": CIDR, "size": n}`.
@@ -52,13 +54,16 @@ const fn k(name: &'static str, ty: JsonType, apply: ApplyClass) -> DaemonKey {
     DaemonKey { name, ty, apply }
 }
 
-/// The keys the schema knows. The reloadable set is what dockerd 20.10 (Debian bookworm's
-/// docker.io, the engine of the guest image) takes on SIGHUP in daemon/reload.go and
+/// The keys the schema knows. The reloadable set is what dockerd 26.1 (Debian 13's docker.io,
+/// the engine of the guest image) takes on SIGHUP in daemon/reload.go, reload_unix.go and
 /// cmd/dockerd's reloadConfig: debug, labels, live-restore, max-concurrent-downloads/uploads,
 /// max-download-attempts, shutdown-timeout, features, insecure-registries, registry-mirrors,
 /// allow-nondistributable-artifacts, authorization-plugins, network-diagnostic-port, and the
 /// platform's runtimes, default-runtime, default-shm-size, default-ipc-mode and
-/// default-cgroupns-mode. Everything else (builder included) needs a restart.
+/// default-cgroupns-mode: the same set as 20.10's, less the cluster-store keys 26 no longer
+/// has. Everything else (builder included) needs a restart. Keys new since 20.10:
+/// default-network-opts, log-format, cdi-spec-dirs (and `features` entries such as
+/// containerd-snapshotter and cdi).
 pub static DAEMON_KEYS: &[DaemonKey] = &[
     k("debug", JsonType::Bool, RELOAD),
     k("labels", JsonType::Labels, RELOAD),
@@ -72,7 +77,7 @@ pub static DAEMON_KEYS: &[DaemonKey] = &[
     k("insecure-registries", JsonType::StringList, RELOAD),
     k("registry-mirrors", JsonType::StringList, RELOAD),
     k("shutdown-timeout", JsonType::Count, RELOAD),
-    k("features", JsonType::Object, RELOAD),
+    k("features", JsonType::BoolMap, RELOAD),
     k("allow-nondistributable-artifacts", JsonType::StringList, RELOAD),
     k("network-diagnostic-port", JsonType::Count, RELOAD),
     k("default-shm-size", JsonType::String, RELOAD),
@@ -123,6 +128,10 @@ pub static DAEMON_KEYS: &[DaemonKey] = &[
     k("selinux-enabled", JsonType::Bool, RESTART),
     k("init", JsonType::Bool, RESTART),
     k("proxies", JsonType::StringMap, RESTART),
+    k("host-gateway-ip", JsonType::String, RESTART),
+    k("default-network-opts", JsonType::Object, RESTART),
+    k("log-format", JsonType::Enum(&["text", "json"]), RESTART),
+    k("cdi-spec-dirs", JsonType::StringList, RESTART),
 ];
 
 /// Looks up a daemon.json key.
@@ -205,6 +214,7 @@ fn fits(ty: JsonType, value: &Json) -> bool {
                 })
         }
         JsonType::StringMap => value.as_object().is_some_and(|m| m.values().all(Json::is_string)),
+        JsonType::BoolMap => value.as_object().is_some_and(|m| m.values().all(Json::is_boolean)),
         JsonType::Object => value.is_object(),
         JsonType::Refused(_) => false,
         JsonType::DataRoot => value.as_str().is_some_and(on_the_data_disk),
@@ -253,6 +263,7 @@ pub fn describe(ty: JsonType) -> String {
         JsonType::StringList => "a list of strings",
         JsonType::Labels => "a list of \"key=value\" strings",
         JsonType::StringMap => "an object of strings",
+        JsonType::BoolMap => "an object of true/false (e.g. {\"containerd-snapshotter\": true})",
         JsonType::Object => "an object",
         JsonType::AddressPools => "a list of {\"base\": \"CIDR\", \"size\": 0..32}",
         JsonType::Refused(why) => why,
@@ -320,6 +331,24 @@ mod tests {
         assert!(
             norm(r#"{"default-address-pools":[{"base":"10.0.0.0/33","size":24}]}"#, false).is_err()
         );
+    }
+
+    #[test]
+    fn keys_of_dockerd_26() {
+        let opts =
+            r#"{"default-network-opts":{"bridge":{"com.docker.network.driver.mtu":"1400"}}}"#;
+        assert!(norm(opts, false).is_ok());
+        assert!(norm(r#"{"features":{"containerd-snapshotter":true}}"#, false).is_ok());
+        let err = norm(r#"{"features":{"containerd-snapshotter":"yes"}}"#, false).unwrap_err();
+        assert!(err.contains("has the wrong type for features"), "{err}");
+        assert!(norm(r#"{"log-format":"json"}"#, false).is_ok());
+        assert!(norm(r#"{"log-format":"xml"}"#, false).is_err());
+        assert!(norm(r#"{"cdi-spec-dirs":["/etc/cdi"]}"#, false).is_ok());
+        // What dockerd 26 no longer has is no key of cairn's either.
+        assert!(norm(r#"{"cluster-store":"consul://x"}"#, false).is_err());
+        let classes = |json: &str| change_class(b"{}", json.as_bytes());
+        assert_eq!(classes(r#"{"features":{"cdi":true}}"#), ApplyClass::DaemonReload);
+        assert_eq!(classes(opts), ApplyClass::DaemonRestart);
     }
 
     #[test]

@@ -178,6 +178,7 @@ impl Controller {
         Ok(VmSpec {
             kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),
+            system_disk: self.system_disk.clone(),
             memory_mib: number("memory")?,
             ncpu: u32::try_from(number("ncpu")?).unwrap_or(1),
             channel: self.run.channel(),

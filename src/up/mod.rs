@@ -17,11 +17,13 @@
 //! - `start`: start-up, step by step (serve, find a VM to adopt, the image, the backend).
 //! - `lifecycle`: booting and stopping the VM, its end, the native fallback.
 //! - `reports`: the guest's reports and when a commit counts as applied.
-//! - `network`: the NAT of each boot, forwards, the docker socket.
+//! - `network`: the NAT of each boot, forwards, the docker socket; [`docker_context`], the
+//!   Docker CLI's context for it.
 //! - [`events`], [`control`], [`status`], [`instance`], `logfile`.
 
 pub mod control;
 mod disk;
+pub mod docker_context;
 pub mod events;
 pub mod instance;
 mod lifecycle;
@@ -105,6 +107,8 @@ struct Controller {
     events: Sender<Event>,
     kernel: PathBuf,
     initrd: PathBuf,
+    /// The image's read-only system disk (the engine), if its layout has one.
+    system_disk: Option<PathBuf>,
     /// The embedded VMM instead of qemu.
     native: bool,
     accel: Accel,

@@ -103,10 +103,12 @@ impl Controller {
                 }
             }
         };
+        let context = self.status.docker.as_ref().and_then(|d| d.context.clone());
         self.status.docker = Some(status::Docker {
             socket: socket.display().to_string(),
             forward,
             cli: self.docker_cli.as_ref().map(|c| c.display().to_string()),
+            context,
         });
     }
 

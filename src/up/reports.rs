@@ -1,6 +1,8 @@
 //! The guest's reports on branch `state`, and when a commit counts as applied: the guest
 //! reported it from the current boot with no key failing.
 
+use std::path::Path;
+
 use cairn_agent::report::{Report, STATE_BRANCH};
 use cairn_db::ObjectId;
 
@@ -62,8 +64,18 @@ impl Controller {
         });
         let had_docker = self.status.docker.is_some();
         self.show_docker(&report);
-        if let (false, Some(docker)) = (had_docker, &self.status.docker) {
-            progress(&format!("DOCKER_HOST=unix://{}", docker.socket));
+        if let (false, Some(docker)) = (had_docker, &mut self.status.docker) {
+            progress(&format!("engine ready: DOCKER_HOST=unix://{}", docker.socket));
+            let home = self.run.0.parent().unwrap_or(&self.run.0);
+            let outcome = super::docker_context::ensure(Path::new(&docker.socket), home);
+            progress(&outcome.describe());
+            docker.context = matches!(
+                outcome,
+                super::docker_context::Outcome::Created
+                    | super::docker_context::Outcome::Updated
+                    | super::docker_context::Outcome::Current
+            )
+            .then(|| super::docker_context::NAME.to_owned());
         }
         self.status.vm = VmState::Running;
         self.backoff = std::time::Duration::from_secs(1);

@@ -24,6 +24,8 @@ use crate::Error;
 struct Image {
     kernel: PathBuf,
     initrd: PathBuf,
+    /// The read-only system disk of the image's layout.
+    system: Option<PathBuf>,
     docker_cli: Option<PathBuf>,
     /// cairn's own image (its agent reports), not a kernel of the user's.
     built: bool,
@@ -93,6 +95,7 @@ impl Controller {
             events,
             kernel: image.kernel,
             initrd: image.initrd,
+            system_disk: image.system,
             native: choice.native,
             accel: choice.accel,
             vm: None,
@@ -150,17 +153,21 @@ fn left_running(run: &RunDir) -> Option<(Qemu, ObjectId, VmRecord)> {
 /// the docker flavour, or the base image when the engine cannot be had.
 fn image(options: &Options, progress: &mut dyn FnMut(&str)) -> Result<Image, Error> {
     if let (Some(kernel), Some(initrd)) = (options.kernel.clone(), options.initrd.clone()) {
-        return Ok(Image { kernel, initrd, docker_cli: None, built: false });
+        return Ok(Image { kernel, initrd, system: None, docker_cli: None, built: false });
     }
     let agent = std::env::current_exe().map_err(|e| Error::io(Path::new("/proc/self/exe"), e))?;
     let cache =
         std::env::var_os("CAIRN_CACHE").map_or_else(|| options.home.join("cache"), PathBuf::from);
-    let inputs = |flavour: Flavour| cairn_image::Inputs {
-        dir: options.home.join(flavour.dir_name()),
-        cache: cache.clone(),
-        agent: agent.clone(),
-        flavour,
-        resolve: cairn_image::Resolve::IfMissing,
+    let inputs = |flavour: Flavour| {
+        let layout = cairn_image::Layout::for_flavour(flavour);
+        cairn_image::Inputs {
+            dir: options.home.join(layout.dir_name(flavour)),
+            cache: cache.clone(),
+            agent: agent.clone(),
+            flavour,
+            layout,
+            resolve: cairn_image::Resolve::IfMissing,
+        }
     };
     let built = match options.flavour {
         Some(flavour) => cairn_image::ensure(&inputs(flavour), progress)?,
@@ -175,6 +182,7 @@ fn image(options: &Options, progress: &mut dyn FnMut(&str)) -> Result<Image, Err
     Ok(Image {
         kernel: built.kernel,
         initrd: built.initrd,
+        system: built.system,
         docker_cli: built.docker_cli,
         built: true,
     })

@@ -158,6 +158,9 @@ pub struct Docker {
     pub forward: String,
     /// The Docker CLI that came with the engine's package, when the image was built here.
     pub cli: Option<String>,
+    /// The host docker CLI's context for this socket (`cairn`), when there is a CLI.
+    #[serde(default)]
+    pub context: Option<String>,
 }
 
 /// The guest's network as the NAT sees it.

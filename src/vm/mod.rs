@@ -62,6 +62,8 @@ pub struct VmSpec {
     pub channel: PathBuf,
     /// The engine's persistent data disk (a sparse raw file), the guest's first virtio disk.
     pub data_disk: PathBuf,
+    /// The image's read-only system disk (erofs, mounted at /usr), if it has one.
+    pub system_disk: Option<PathBuf>,
     /// The serial console's log file.
     pub console: PathBuf,
     /// qemu's QMP socket, through which the guest is asked to power off.

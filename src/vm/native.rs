@@ -64,6 +64,11 @@ impl Native {
             Box::new(Rng::default()),
             Box::new(vsock),
         ];
+        if let Some(path) = &spec.system_disk {
+            let system = BlkDevice::read_only(path, cairn_image::system::SERIAL)
+                .map_err(|e| VmError::io(path, e))?;
+            devices.push(Box::new(system));
+        }
         let mut cmdline = cmdline();
         if let Some(port) = net {
             devices.push(Box::new(NetDevice::new(GUEST_MAC, Box::new(port))));

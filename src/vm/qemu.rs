@@ -30,6 +30,8 @@ enum Process {
 pub const DATA_DRIVE: &str = "data";
 /// The serial number the guest finds the data disk by (/sys/block/vdX/serial).
 pub const DATA_SERIAL: &str = "cairn-data";
+/// qemu's name for the system disk's drive.
+const SYSTEM_DRIVE: &str = "system";
 
 /// The command line for `spec`.
 pub fn command(spec: &VmSpec, accel: Accel) -> Command {
@@ -67,6 +69,17 @@ pub fn command(spec: &VmSpec, accel: Accel) -> Command {
             spec.data_disk.display()
         ))
         .args(["-device", &format!("virtio-blk-pci,drive={DATA_DRIVE},serial={}", DATA_SERIAL)])
+        .args(spec.system_disk.iter().flat_map(|path| {
+            // The system disk: read-only for the guest and opened read-only by qemu, so that
+            // nothing in the VM can change the image another boot uses.
+            let drive =
+                format!("file={},if=none,id={SYSTEM_DRIVE},format=raw,readonly=on", path.display());
+            let device = format!(
+                "virtio-blk-pci,drive={SYSTEM_DRIVE},serial={}",
+                cairn_image::system::SERIAL
+            );
+            ["-drive".to_owned(), drive, "-device".to_owned(), device]
+        }))
         // The channel: qemu listens, the control plane connects (again, after a restart).
         .args(["-device", "virtio-serial-pci,id=serial0"])
         .arg("-chardev")
@@ -226,4 +239,39 @@ pub fn probe_kvm(kernel: &Path, scratch: &Path) -> (bool, String) {
 /// The console log of a VM whose data lives in `run_dir`.
 pub fn console_path(run_dir: &Path) -> PathBuf {
     run_dir.join("console.log")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(system_disk: Option<PathBuf>) -> VmSpec {
+        VmSpec {
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            memory_mib: 2048,
+            ncpu: 2,
+            channel: "/run/c".into(),
+            data_disk: "/d".into(),
+            system_disk,
+            console: "/console".into(),
+            qmp: "/qmp".into(),
+            net: None,
+        }
+    }
+
+    fn args(spec: &VmSpec) -> Vec<String> {
+        command(spec, Accel::Tcg).get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn the_system_disk_is_attached_read_only_with_the_serial_the_agent_looks_for() {
+        assert_eq!(cairn_image::system::SERIAL, cairn_agent::SYSTEM_SERIAL);
+        let with = args(&spec(Some("/img/system.erofs".into())));
+        let drive = with.iter().find(|a| a.starts_with("file=/img/system.erofs")).expect("drive");
+        assert!(drive.contains("readonly=on"), "{drive}");
+        assert!(with.iter().any(|a| a.ends_with("serial=cairn-system")), "{with:?}");
+        let without = args(&spec(None));
+        assert!(!without.iter().any(|a| a.contains("cairn-system")), "{without:?}");
+    }
 }

@@ -20,6 +20,7 @@ fn image(dir: &std::path::Path) -> cairn_image::Image {
         cache: cache(),
         agent: "/bin/busybox".into(),
         flavour: cairn_image::Flavour::Base,
+        layout: cairn_image::Layout::Initramfs,
         resolve: cairn_image::Resolve::IfMissing,
     };
     cairn_image::ensure(&inputs, &mut |_| {}).expect("the guest image builds")

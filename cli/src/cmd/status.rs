@@ -81,6 +81,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
         };
         println!("dockerd:     {}{pid}", guest.dockerd);
         println!("docker:      DOCKER_HOST=unix://{} ({})", docker.socket, docker.forward);
+        if let Some(context) = &docker.context {
+            println!("context:     docker --context {context}");
+        }
     }
     println!("restarts:    {} (reboots for changes: {})", status.restarts, status.reboots);
     if let Some(error) = &status.last_error {

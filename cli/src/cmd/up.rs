@@ -144,16 +144,21 @@ pub fn build_image(flavour: cairn::image::Flavour) -> anyhow::Result<()> {
     let home = home()?;
     let cache = std::env::var_os("CAIRN_CACHE").map_or_else(|| home.join("cache"), PathBuf::from);
     let agent = std::env::current_exe()?;
+    let layout = cairn::image::Layout::for_flavour(flavour);
     let inputs = cairn::image::Inputs {
-        dir: home.join(flavour.dir_name()),
+        dir: home.join(layout.dir_name(flavour)),
         cache,
         agent,
         flavour,
+        layout,
         resolve: cairn::image::Resolve::Always,
     };
     let image = cairn::image::ensure(&inputs, &mut |line| eprintln!("{line}"))?;
     println!("kernel {}", image.kernel.display());
     println!("initrd {}", image.initrd.display());
+    if let Some(system) = image.system {
+        println!("system {}", system.display());
+    }
     if let Some(cli) = image.docker_cli {
         println!("docker {}", cli.display());
     }

@@ -15,14 +15,34 @@ fn c_string(s: &str) -> Result<CString, Error> {
     CString::new(s).map_err(|_| Error::Boot(format!("a NUL byte in {s:?}")))
 }
 
+/// The serial number of the image's read-only system disk (the image builder's
+/// `cairn_image::system::SERIAL`).
+pub const SYSTEM_SERIAL: &str = "cairn-system";
+
 /// mount(2), with the errno in the error.
 pub fn mount(source: &str, target: &str, fstype: &str, data: &str) -> Result<(), Error> {
+    mount_with(source, target, fstype, 0, data)
+}
+
+fn mount_with(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Result<(), Error> {
     std::fs::create_dir_all(target).map_err(|e| Error::Boot(format!("creating {target}: {e}")))?;
     let (source, target_c, fstype, data) =
         (c_string(source)?, c_string(target)?, c_string(fstype)?, c_string(data)?);
     // SAFETY: every pointer is a NUL-terminated string that outlives the call.
     let rc = unsafe {
-        libc::mount(source.as_ptr(), target_c.as_ptr(), fstype.as_ptr(), 0, data.as_ptr().cast())
+        libc::mount(
+            source.as_ptr(),
+            target_c.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
     };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
@@ -42,6 +62,15 @@ pub fn mount_kernel_filesystems() -> Result<(), Error> {
     mount("cgroup2", "/sys/fs/cgroup", "cgroup2", "")?;
     mount("devpts", "/dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=0620")?;
     mount("tmpfs", "/dev/shm", "tmpfs", "mode=1777")
+}
+
+/// Mounts the image's system disk (erofs: the engine and its libraries) read-only at /usr.
+/// An image without one (everything in the initramfs) has none to mount: `Ok(None)`.
+pub fn mount_system() -> Result<Option<std::path::PathBuf>, Error> {
+    let Some(device) = super::disk::find_by_serial(SYSTEM_SERIAL) else { return Ok(None) };
+    let source = device.to_string_lossy().into_owned();
+    mount_with(&source, "/usr", "erofs", libc::MS_RDONLY | libc::MS_NODEV, "")?;
+    Ok(Some(device))
 }
 
 /// Loads the modules `order` names (see [`MODULE_ORDER`]) from `dir`, in that order; a module

@@ -81,10 +81,15 @@ pub enum Error {
 
 /// The device node of the disk whose serial is [`SERIAL`] (/sys/block/vdX/serial).
 pub fn find() -> Option<PathBuf> {
+    find_by_serial(SERIAL)
+}
+
+/// The device node of the virtio disk whose serial is `wanted`.
+pub fn find_by_serial(wanted: &str) -> Option<PathBuf> {
     let blocks = std::fs::read_dir("/sys/block").ok()?;
     blocks.flatten().find_map(|entry| {
         let serial = std::fs::read_to_string(entry.path().join("serial")).ok()?;
-        (serial.trim() == SERIAL).then(|| Path::new("/dev").join(entry.file_name()))
+        (serial.trim() == wanted).then(|| Path::new("/dev").join(entry.file_name()))
     })
 }
 

@@ -24,7 +24,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use apply::{hex, DAEMON_JSON};
-pub use boot::MODULE_ORDER;
+pub use boot::{MODULE_ORDER, SYSTEM_SERIAL};
 pub use channel::DOCKER as DOCKER_SERVICE;
 
 use crate::report::{Dockerd, Outcome, Report};
@@ -157,6 +157,11 @@ pub fn run() -> ! {
     for problem in boot::load_modules(Path::new("/lib/modules"), &order) {
         say(&format!("module {problem}"));
     }
+    match boot::mount_system() {
+        Ok(Some(device)) => say(&format!("system disk {} mounted at /usr", device.display())),
+        Ok(None) => {}
+        Err(e) => say(&format!("system disk: {e}")),
+    }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let config = match Config::from_cmdline(&cmdline) {
         Ok(config) => config,
@@ -188,6 +193,9 @@ pub fn run() -> ! {
     // The engine runs on the data disk or not at all: on the VM's memory its images and
     // volumes would vanish at the next reboot.
     let engine = if disk.is_mounted() { engine::Engine::new() } else { None };
+    if let Some(engine) = &engine {
+        engine.start_containerd_early();
+    }
     loop {
         mount_database(&config, channel.as_ref());
         if let Err(e) = follow(Path::new("/Database"), engine.as_ref(), &disk) {

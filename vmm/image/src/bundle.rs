@@ -20,45 +20,31 @@ pub struct Bundle {
 
 /// The data disk's tools: mke2fs, e2fsck and resize2fs, and their libraries.
 pub const DISK: Bundle = Bundle {
-    packages: &[
-        "e2fsprogs",
-        "libext2fs2",
-        "libcom-err2",
-        "libss2",
-        "libblkid1",
-        "libuuid1",
-        "libc6",
-    ],
+    packages: &["e2fsprogs", "libext2fs2t64", "libcom-err2", "libblkid1", "libuuid1", "libc6"],
     programs: &[
-        ("sbin/mke2fs", "usr/sbin/mke2fs"),
-        ("sbin/e2fsck", "usr/sbin/e2fsck"),
-        ("sbin/resize2fs", "usr/sbin/resize2fs"),
+        ("usr/sbin/mke2fs", "usr/sbin/mke2fs"),
+        ("usr/sbin/e2fsck", "usr/sbin/e2fsck"),
+        ("usr/sbin/resize2fs", "usr/sbin/resize2fs"),
     ],
 };
 
 /// The Docker engine: the programs, then every library their ELF headers name (dockerd:
-/// libsystemd, libdevmapper; runc: libseccomp; libsystemd's own lzma, zstd, lz4, gcrypt,
-/// gpg-error, cap; libdevmapper's selinux, udev, pcre2) and glibc itself. docker-init is
-/// tini-static (dockerd's `--init`); the CLI stays on the host.
+/// libsystemd, which needs libcap; runc: libseccomp; containerd and docker-proxy only glibc)
+/// and glibc itself. docker-init is tini-static (dockerd's `--init`); the CLI stays on the
+/// host. [`entries`] checks the list: a library a program names and no package brought is a
+/// build error, not a guest that cannot start dockerd.
 pub const ENGINE: Bundle = Bundle {
     packages: &[
         "docker.io",
+        // Debian 13 ships the CLI on its own; it stays on the host, next to the image.
+        "docker-cli",
         "containerd",
         "runc",
         "tini",
         "libc6",
         "libseccomp2",
         "libsystemd0",
-        "libdevmapper1.02.1",
         "libcap2",
-        "libgcrypt20",
-        "libgpg-error0",
-        "liblzma5",
-        "libzstd1",
-        "liblz4-1",
-        "libselinux1",
-        "libpcre2-8-0",
-        "libudev1",
     ],
     programs: &[
         ("usr/sbin/dockerd", "usr/bin/dockerd"),
@@ -86,14 +72,15 @@ const LIBRARY_DIRS: &[&str] = &["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gn
 pub const CLI: &str = "usr/bin/docker";
 
 /// The versions apt would download of the bundles' packages, by package.
-pub fn versions(bundles: &[&Bundle]) -> Result<BTreeMap<String, String>, Error> {
+pub fn versions(apt: &debian::Apt, bundles: &[&Bundle]) -> Result<BTreeMap<String, String>, Error> {
     let packages: std::collections::BTreeSet<&str> =
         bundles.iter().flat_map(|b| b.packages.iter().copied()).collect();
-    packages.into_iter().map(|p| Ok((p.to_owned(), debian::version(p)?))).collect()
+    packages.into_iter().map(|p| Ok((p.to_owned(), apt.version(p)?))).collect()
 }
 
 /// Downloads and unpacks every package into `root`.
 pub fn unpack(
+    apt: &debian::Apt,
     versions: &BTreeMap<String, String>,
     cache: &Path,
     root: &Path,
@@ -101,7 +88,7 @@ pub fn unpack(
 ) -> Result<(), Error> {
     for (package, version) in versions {
         progress(&format!("guest image: fetching {package} {version}"));
-        let deb = debian::fetch(package, version, cache)?;
+        let deb = apt.fetch(package, version, cache)?;
         debian::unpack(&deb, root)?;
     }
     Ok(())
@@ -118,9 +105,13 @@ pub fn entries(root: &Path, bundles: &[&Bundle]) -> Result<Vec<(String, Entry)>,
         "lib64/ld-linux-x86-64.so.2".into(),
         Entry::Link("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2".into()),
     ));
+    let mut needed = BTreeMap::new();
     for (from, to) in bundles.iter().flat_map(|b| b.programs.iter()) {
         let path = root.join(from);
         let data = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        for library in libraries_needed(&data, from)? {
+            needed.entry(library).or_insert(*from);
+        }
         out.push(((*to).to_owned(), Entry::Exe(data)));
     }
     let mut libraries = BTreeMap::new();
@@ -145,9 +136,96 @@ pub fn entries(root: &Path, bundles: &[&Bundle]) -> Result<Vec<(String, Entry)>,
             libraries.insert(format!("lib/x86_64-linux-gnu/{name}"), entry);
         }
     }
-    if !libraries.contains_key("lib/x86_64-linux-gnu/libc.so.6") {
-        return Err(Error::Missing("lib/x86_64-linux-gnu/libc.so.6 (libc6)".into()));
+    // The libraries' own dependencies, until nothing new turns up.
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some((library, by)) = needed.iter().find(|(l, _)| !seen.contains(*l)) {
+        let (library, by) = (library.clone(), *by);
+        seen.insert(library.clone());
+        match libraries.get(&format!("lib/x86_64-linux-gnu/{library}")) {
+            None => return Err(Error::Library { program: by.to_owned(), library }),
+            Some(Entry::Exe(data)) => {
+                for next in libraries_needed(data, &library)? {
+                    needed.entry(next).or_insert(by);
+                }
+            }
+            // A link to the file that is itself a key of `libraries`; checked under its name.
+            Some(Entry::Link(target)) => {
+                let target = target.rsplit('/').next().unwrap_or(target).to_owned();
+                needed.entry(target).or_insert(by);
+            }
+            Some(Entry::Dir) => {}
+        }
     }
     out.extend(libraries);
     Ok(out)
+}
+
+/// The libraries an ELF file names in its dynamic section (none for a static program).
+fn libraries_needed(data: &[u8], name: &str) -> Result<Vec<String>, Error> {
+    let elf = goblin::elf::Elf::parse(data)
+        .map_err(|e| Error::Elf { path: name.to_owned(), reason: e.to_string() })?;
+    Ok(elf.libraries.iter().map(|l| (*l).to_owned()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host's `true` (glibc only) and `ls` (glibc and libselinux, on Debian).
+    const HOST: Bundle = Bundle {
+        packages: &[],
+        programs: &[("usr/bin/true", "usr/bin/true"), ("usr/bin/ls", "usr/bin/ls")],
+    };
+
+    fn root_with(dir: &Path, libraries: &[&str]) {
+        std::fs::create_dir_all(dir.join("usr/bin")).expect("mkdir");
+        std::fs::create_dir_all(dir.join("usr/lib/x86_64-linux-gnu")).expect("mkdir");
+        for program in ["true", "ls"] {
+            std::fs::copy(format!("/usr/bin/{program}"), dir.join("usr/bin").join(program))
+                .expect("copy");
+        }
+        for library in libraries {
+            let from = Path::new("/lib/x86_64-linux-gnu").join(library);
+            std::fs::copy(&from, dir.join("usr/lib/x86_64-linux-gnu").join(library)).expect("copy");
+        }
+    }
+
+    #[test]
+    fn a_library_that_a_program_loads_and_no_package_brings_is_a_build_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        root_with(dir.path(), &["libc.so.6", "ld-linux-x86-64.so.2"]);
+        match entries(dir.path(), &[&HOST]) {
+            Err(Error::Library { program, library }) => {
+                assert_eq!(program, "usr/bin/ls");
+                assert!(library.starts_with("lib"), "{library}");
+            }
+            other => panic!("expected a missing library, got {:?}", other.map(|e| e.len())),
+        }
+    }
+
+    #[test]
+    fn every_library_named_is_found_through_the_libraries_own_dependencies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ls = std::fs::read("/usr/bin/ls").expect("ls");
+        let mut all = vec!["libc.so.6".to_owned(), "ld-linux-x86-64.so.2".to_owned()];
+        let mut i = 0;
+        let mut pending: Vec<Vec<u8>> = vec![ls];
+        while let Some(data) = pending.pop() {
+            for library in libraries_needed(&data, "host").expect("elf") {
+                if !all.contains(&library) {
+                    let bytes = std::fs::read(Path::new("/lib/x86_64-linux-gnu").join(&library))
+                        .expect("host library");
+                    pending.push(bytes);
+                    all.push(library);
+                }
+            }
+            i += 1;
+            assert!(i < 100);
+        }
+        let names: Vec<&str> = all.iter().map(String::as_str).collect();
+        root_with(dir.path(), &names);
+        let out = entries(dir.path(), &[&HOST]).expect("complete");
+        assert!(out.iter().any(|(n, _)| n == "lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(out.iter().any(|(n, _)| n == "usr/bin/ls"));
+    }
 }

@@ -1,7 +1,9 @@
-//! The guest image: Debian's kernel, the modules the guest needs, busybox-static and the cairn
-//! binary as `/init` (it runs the guest agent when it is PID 1), packed as a cpio initramfs.
-//! Each flavour adds programs from Debian packages ([`bundle`]): e2fsprogs for the data disk, and
-//! for the docker flavour Debian's Docker engine.
+//! The guest image: Debian 13's kernel, the modules the guest needs, busybox-static and the
+//! cairn binary as `/init` (it runs the guest agent when it is PID 1), packed as a cpio
+//! initramfs. Each flavour adds programs from Debian packages ([`bundle`]): e2fsprogs for the
+//! data disk, and for the docker flavour Debian's Docker engine, which goes on a read-only
+//! system disk of its own ([`system`]) rather than into the initramfs. Packages come through
+//! the builder's own apt state, never the host's (`debian`).
 //!
 //! Built once and cached in a directory with a manifest of its inputs (package versions, the
 //! agent's sha256); [`ensure`] rebuilds only when an input changed.
@@ -9,6 +11,10 @@
 pub mod bundle;
 mod debian;
 mod modules;
+pub mod system;
+
+pub use debian::SUITE;
+pub use system::Layout;
 
 use std::collections::BTreeMap;
 
@@ -36,6 +42,12 @@ pub enum Error {
     },
     #[error("the kernel package has no {0}")]
     Missing(String),
+    #[error("{0}")]
+    Tool(String),
+    #[error("{program} loads {library}, which no package of its bundle brings: add its package")]
+    Library { program: String, library: String },
+    #[error("{path} is not an ELF file the builder can read: {reason}")]
+    Elf { path: String, reason: String },
     #[error("decompressing module {module}: {reason}")]
     Module { module: String, reason: String },
 }
@@ -75,7 +87,10 @@ impl Flavour {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: u32,
+    /// The Debian release every package came from.
+    pub suite: String,
     pub flavour: Flavour,
+    pub layout: Layout,
     /// The flavour's extra packages and their versions (the docker flavour's engine).
     #[serde(default)]
     pub packages: BTreeMap<String, String>,
@@ -87,6 +102,9 @@ pub struct Manifest {
     /// sha256 of the outputs, to notice a damaged cache.
     pub kernel_sha256: String,
     pub initrd_sha256: String,
+    /// The system disk's, in that layout.
+    #[serde(default)]
+    pub system_sha256: Option<String>,
 }
 
 /// A built image.
@@ -94,6 +112,8 @@ pub struct Manifest {
 pub struct Image {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
+    /// The read-only system disk, in that layout.
+    pub system: Option<PathBuf>,
     pub manifest: Manifest,
     /// The docker flavour's Docker CLI for the host (from the same docker.io package).
     pub docker_cli: Option<PathBuf>,
@@ -119,10 +139,12 @@ pub struct Inputs {
     /// The agent binary (a static cairn).
     pub agent: PathBuf,
     pub flavour: Flavour,
+    pub layout: Layout,
     pub resolve: Resolve,
 }
 
-const FORMAT: u32 = 4;
+/// 5: Debian 13 from the builder's own apt state.
+const FORMAT: u32 = 5;
 
 /// The sha256 of a file, in hex.
 pub fn sha256_file(path: &Path) -> Result<String, Error> {
@@ -136,6 +158,8 @@ pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, 
     let (kernel, initrd) = (inputs.dir.join("vmlinuz"), inputs.dir.join("initrd.img"));
     let cli = inputs.dir.join("docker");
     let docker_cli = (inputs.flavour == Flavour::Docker).then(|| cli.clone());
+    let system_path = inputs.dir.join("system.erofs");
+    let system = (inputs.layout == Layout::SystemDisk).then(|| system_path.clone());
     let manifest_path = inputs.dir.join("manifest.json");
     let old = std::fs::read(&manifest_path)
         .ok()
@@ -144,37 +168,44 @@ pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, 
         sha256_file(&kernel).ok().as_ref() == Some(&old.kernel_sha256)
             && sha256_file(&initrd).ok().as_ref() == Some(&old.initrd_sha256)
             && docker_cli.as_ref().is_none_or(|cli| cli.exists())
+            && system.as_ref().is_none_or(|s| sha256_file(s).ok() == old.system_sha256)
     };
     if let Some(old) = &old {
         let current = old.format == FORMAT
             && old.flavour == inputs.flavour
+            && old.layout == inputs.layout
             && old.agent_sha256 == agent_sha256;
         if inputs.resolve == Resolve::IfMissing && current && intact(old) {
-            return Ok(Image { kernel, initrd, manifest: old.clone(), docker_cli });
+            return Ok(Image { kernel, initrd, system, manifest: old.clone(), docker_cli });
         }
     }
-    let kernel_package = debian::dependency("linux-image-amd64", "linux-image-")?;
-    let kernel_version = debian::version(&kernel_package)?;
-    let busybox_version = debian::version("busybox-static")?;
+    let apt = debian::Apt::new(&inputs.cache)?;
+    progress(&format!("guest image: reading Debian {}'s package lists", debian::SUITE));
+    apt.update(inputs.resolve == Resolve::Always)?;
+    let kernel_package = apt.dependency("linux-image-amd64", "linux-image-")?;
+    let kernel_version = apt.version(&kernel_package)?;
+    let busybox_version = apt.version("busybox-static")?;
     let bundles = bundle::of(inputs.flavour);
-    let packages = bundle::versions(bundles)?;
+    let packages = bundle::versions(&apt, bundles)?;
     if let Some(old) = old {
         let same_inputs = old.format == FORMAT
+            && old.suite == debian::SUITE
             && old.flavour == inputs.flavour
+            && old.layout == inputs.layout
             && old.packages == packages
             && old.kernel_package == kernel_package
             && old.kernel_version == kernel_version
             && old.busybox_version == busybox_version
             && old.agent_sha256 == agent_sha256;
         if same_inputs && intact(&old) {
-            return Ok(Image { kernel, initrd, manifest: old, docker_cli });
+            return Ok(Image { kernel, initrd, system, manifest: old, docker_cli });
         }
         progress("guest image: inputs changed, rebuilding");
     }
     progress(&format!("guest image: fetching {kernel_package} {kernel_version}"));
-    let kernel_deb = debian::fetch(&kernel_package, &kernel_version, &inputs.cache)?;
+    let kernel_deb = apt.fetch(&kernel_package, &kernel_version, &inputs.cache)?;
     progress(&format!("guest image: fetching busybox-static {busybox_version}"));
-    let busybox_deb = debian::fetch("busybox-static", &busybox_version, &inputs.cache)?;
+    let busybox_deb = apt.fetch("busybox-static", &busybox_version, &inputs.cache)?;
     std::fs::create_dir_all(&inputs.dir).map_err(|e| Error::io(&inputs.dir, e))?;
     let work = inputs.dir.join("build.tmp");
     let _ = std::fs::remove_dir_all(&work);
@@ -182,17 +213,20 @@ pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, 
     debian::unpack(&kernel_deb, &work.join("kernel"))?;
     debian::unpack(&busybox_deb, &work.join("busybox"))?;
     let engine = work.join("bundles");
-    bundle::unpack(&packages, &inputs.cache, &engine, progress)?;
+    bundle::unpack(&apt, &packages, &inputs.cache, &engine, progress)?;
     let release = kernel_package.trim_start_matches("linux-image-");
     let vmlinuz = work.join("kernel/boot").join(format!("vmlinuz-{release}"));
     if !vmlinuz.exists() {
         return Err(Error::Missing(format!("boot/vmlinuz-{release}")));
     }
     progress("guest image: packing the initramfs");
-    let modules = work.join("kernel/lib/modules").join(release).join("kernel");
+    // Debian 13 has merged /usr: the modules and busybox sit under usr/.
+    let modules = work.join("kernel/usr/lib/modules").join(release).join("kernel");
     let manifest_so_far = Manifest {
         format: FORMAT,
+        suite: debian::SUITE.to_owned(),
         flavour: inputs.flavour,
+        layout: inputs.layout,
         packages,
         kernel_package,
         kernel_version,
@@ -200,11 +234,18 @@ pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, 
         agent_sha256,
         kernel_sha256: String::new(),
         initrd_sha256: String::new(),
+        system_sha256: None,
     };
-    let extra = bundle::entries(&engine, bundles)?;
+    let mut extra = bundle::entries(&engine, bundles)?;
+    if let Some(system) = &system {
+        progress("guest image: making the system disk (erofs)");
+        let (initramfs, on_disk) = system::split(extra);
+        system::build(&on_disk, &work.join("system"), system)?;
+        extra = initramfs;
+    }
     let archive = initramfs(
         &modules,
-        &work.join("busybox/bin/busybox"),
+        &work.join("busybox/usr/bin/busybox"),
         &inputs.agent,
         &manifest_so_far,
         extra,
@@ -221,12 +262,13 @@ pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, 
     let manifest = Manifest {
         kernel_sha256: sha256_file(&kernel)?,
         initrd_sha256: hex(&Sha256::digest(&archive)),
+        system_sha256: system.as_ref().map(|s| sha256_file(s)).transpose()?,
         ..manifest_so_far
     };
     let json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
     std::fs::write(&manifest_path, json).map_err(|e| Error::io(&manifest_path, e))?;
     progress("guest image: ready");
-    Ok(Image { kernel, initrd, manifest, docker_cli })
+    Ok(Image { kernel, initrd, system, manifest, docker_cli })
 }
 
 /// The busybox applets the image links, for the agent's `ip` and for a human on the console.

@@ -29,6 +29,8 @@ pub const WANTED: &[&str] = &[
     "ext4",
     "crc32c_generic",
     "overlay",
+    // The read-only system disk.
+    "erofs",
 ];
 
 /// A module file name's canonical form: `-` and `_` are the same to the kernel.

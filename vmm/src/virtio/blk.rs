@@ -4,6 +4,10 @@
 //! size before the file is touched: one past the end is an I/O error for the guest, never a
 //! panic or a write beyond the disk.
 //!
+//! A read-only disk (the image's system disk) offers VIRTIO_BLK_F_RO and neither discard nor
+//! write-zeroes, and answers every write with an I/O error: its file is opened read-only, so
+//! not even a guest that ignores the flag can change it.
+//!
 //! Requests are served on a thread of the device's own: disk I/O may take milliseconds, and
 //! the thread that delivers queue notifications serves every device.
 
@@ -15,10 +19,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use virtio_bindings::virtio_blk::{
-    VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_SIZE_MAX,
-    VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
-    VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN,
-    VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
+    VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
+    VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
+    VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID,
+    VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES,
+    VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
 };
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 
@@ -52,6 +57,7 @@ pub struct BlkDevice {
 #[derive(Debug)]
 struct Shared {
     file: File,
+    read_only: bool,
     capacity: u64,
     id: [u8; ID_LEN],
     queue: Mutex<Option<Arc<DeviceQueue>>>,
@@ -64,13 +70,23 @@ impl BlkDevice {
     /// The disk at `path` (opened read-write), with `id` for VIRTIO_BLK_T_GET_ID (the guest
     /// finds the disk by it: /sys/block/vdX/serial).
     pub fn new(path: &Path, id: &str) -> std::io::Result<BlkDevice> {
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+        BlkDevice::open(path, id, false)
+    }
+
+    /// The disk at `path`, opened read-only and offered to the guest as read-only.
+    pub fn read_only(path: &Path, id: &str) -> std::io::Result<BlkDevice> {
+        BlkDevice::open(path, id, true)
+    }
+
+    fn open(path: &Path, id: &str, read_only: bool) -> std::io::Result<BlkDevice> {
+        let file = std::fs::OpenOptions::new().read(true).write(!read_only).open(path)?;
         let capacity = file.metadata()?.len() / SECTOR * SECTOR;
         let mut padded = [0u8; ID_LEN];
         let n = id.len().min(ID_LEN);
         padded[..n].copy_from_slice(&id.as_bytes()[..n]);
         let shared = Shared {
             file,
+            read_only,
             capacity,
             id: padded,
             queue: Mutex::new(None),
@@ -108,6 +124,11 @@ impl Shared {
         // What the guest gave to write into: all of it but the last byte, the status.
         let room = request.writable.iter().map(|(_, len)| u64::from(*len)).sum::<u64>();
         let room = room.saturating_sub(1);
+        let writes =
+            matches!(kind, VIRTIO_BLK_T_OUT | VIRTIO_BLK_T_DISCARD | VIRTIO_BLK_T_WRITE_ZEROES);
+        if writes && self.read_only {
+            return (VIRTIO_BLK_S_IOERR, Vec::new());
+        }
         match kind {
             VIRTIO_BLK_T_IN => {
                 if room % SECTOR != 0 || room > (MAX_READABLE - HEADER) as u64 {
@@ -248,12 +269,15 @@ impl VirtioDevice for BlkDevice {
 
     fn features(&self) -> u64 {
         let bit = |b: u32| 1u64 << b;
-        VERSION_1
-            | bit(VIRTIO_BLK_F_FLUSH)
-            | bit(VIRTIO_BLK_F_DISCARD)
-            | bit(VIRTIO_BLK_F_WRITE_ZEROES)
-            | bit(VIRTIO_BLK_F_SIZE_MAX)
-            | bit(VIRTIO_BLK_F_SEG_MAX)
+        let always = VERSION_1 | bit(VIRTIO_BLK_F_SIZE_MAX) | bit(VIRTIO_BLK_F_SEG_MAX);
+        if self.shared.read_only {
+            always | bit(VIRTIO_BLK_F_RO)
+        } else {
+            always
+                | bit(VIRTIO_BLK_F_FLUSH)
+                | bit(VIRTIO_BLK_F_DISCARD)
+                | bit(VIRTIO_BLK_F_WRITE_ZEROES)
+        }
     }
 
     fn queue_sizes(&self) -> &[u16] {
@@ -349,6 +373,29 @@ mod tests {
         // A header cut short.
         let short = Request { head: 0, readable: vec![0; 8], writable: vec![(GuestAddress(0), 1)] };
         assert_eq!(s.serve(&short).0, VIRTIO_BLK_S_IOERR);
+    }
+
+    #[test]
+    fn a_read_only_disk_reads_refuses_every_write_and_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("system.img");
+        std::fs::write(&path, vec![5u8; 1 << 20]).expect("write");
+        let dev = BlkDevice::read_only(&path, "cairn-system").expect("device");
+        assert_ne!(dev.features() & (1 << VIRTIO_BLK_F_RO), 0);
+        assert_eq!(dev.features() & (1 << VIRTIO_BLK_F_DISCARD), 0);
+        let s = &dev.shared;
+        let (status, read) = s.serve(&request(VIRTIO_BLK_T_IN, 0, &[], 513));
+        assert_eq!((status, read), (VIRTIO_BLK_S_OK, vec![5u8; 512]));
+        let data = vec![0u8; 512];
+        assert_eq!(s.serve(&request(VIRTIO_BLK_T_OUT, 0, &data, 1)).0, VIRTIO_BLK_S_IOERR);
+        let mut range = Vec::new();
+        range.extend_from_slice(&0u64.to_le_bytes());
+        range.extend_from_slice(&8u32.to_le_bytes());
+        range.extend_from_slice(&0u32.to_le_bytes());
+        for kind in [VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_WRITE_ZEROES] {
+            assert_eq!(s.serve(&request(kind, 0, &range, 1)).0, VIRTIO_BLK_S_IOERR);
+        }
+        assert_eq!(std::fs::read(&path).expect("read"), vec![5u8; 1 << 20], "unchanged");
     }
 
     #[test]
