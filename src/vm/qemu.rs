@@ -41,7 +41,15 @@ pub fn command(spec: &VmSpec, accel: Accel) -> Command {
         crate::channel::PORT_NAME,
         super::extra_kernel_args()
     );
-    cmd.args(["-accel", accel.as_str()])
+    // TCG runs every vCPU on one host thread: with a thread per vCPU (MTTCG), qemu 7.2 lets a
+    // vCPU run code another vCPU has just patched, and Debian 13's kernel patches its static
+    // keys with int3 when the first container's memory cgroup appears (seen here: "Oops: int3"
+    // in __free_pages_ok and a kernel panic, in one boot of four under load).
+    let accel_arg = match accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg => "tcg,thread=single",
+    };
+    cmd.args(["-accel", accel_arg])
         .args(["-m", &spec.memory_mib.to_string(), "-smp", &spec.ncpu.to_string()])
         .args(["-nographic", "-nodefaults", "-no-reboot", "-monitor", "none"])
         .arg("-serial")
@@ -273,5 +281,16 @@ mod tests {
         assert!(with.iter().any(|a| a.ends_with("serial=cairn-system")), "{with:?}");
         let without = args(&spec(None));
         assert!(!without.iter().any(|a| a.contains("cairn-system")), "{without:?}");
+    }
+
+    #[test]
+    fn tcg_runs_its_vcpus_on_one_thread() {
+        let tcg = args(&spec(None));
+        assert!(tcg.windows(2).any(|w| w[0] == "-accel" && w[1] == "tcg,thread=single"));
+        let kvm: Vec<String> = command(&spec(None), Accel::Kvm)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(kvm.windows(2).any(|w| w[0] == "-accel" && w[1] == "kvm"), "{kvm:?}");
     }
 }
