@@ -23,6 +23,11 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Whether the context now points at the socket.
+    pub fn points_here(&self) -> bool {
+        matches!(self, Outcome::Created | Outcome::Updated | Outcome::Current)
+    }
+
     /// One line for `cairn up`'s progress.
     pub fn describe(&self) -> String {
         match self {

@@ -69,13 +69,7 @@ impl Controller {
             let home = self.run.0.parent().unwrap_or(&self.run.0);
             let outcome = super::docker_context::ensure(Path::new(&docker.socket), home);
             progress(&outcome.describe());
-            docker.context = matches!(
-                outcome,
-                super::docker_context::Outcome::Created
-                    | super::docker_context::Outcome::Updated
-                    | super::docker_context::Outcome::Current
-            )
-            .then(|| super::docker_context::NAME.to_owned());
+            docker.context = outcome.points_here().then(|| super::docker_context::NAME.to_owned());
         }
         self.status.vm = VmState::Running;
         self.backoff = std::time::Duration::from_secs(1);

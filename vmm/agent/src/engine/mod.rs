@@ -134,50 +134,32 @@ impl Engine {
             // Ended (and reaped just now), or never started.
             running.child = None;
         }
-        if alive && running.settings.as_ref() == Some(&wanted) {
-            return Outcome::Applied;
-        }
-        // dockerd's check of the file before a running dockerd is stopped for it. Not before a
-        // first start nor a reload: dockerd's start and its (all or nothing) reload make the
-        // same check and say the same, and under TCG another start of an 80 MB Go program
-        // costs seconds.
-        let restarts = running.settings.as_ref().is_some_and(|c| c.restart_for(&wanted));
-        let refused = if alive && restarts {
-            let checked = {
-                let wanted = wanted.clone();
-                std::thread::Builder::new()
-                    .name("dockerd-validate".into())
-                    .spawn(move || validate::check(&wanted))
-            };
-            if let Err(e) = self.ensure_containerd(&mut running) {
-                say(&e.to_string());
-            }
-            match checked.map(std::thread::JoinHandle::join) {
-                Ok(Ok(Ok(()))) => None,
-                Ok(Ok(Err(why))) => Some(why),
-                // No check to be had (no thread): dockerd's reload or start still judges it.
-                Ok(Err(_)) | Err(_) => None,
-            }
-        } else {
-            None
-        };
-        let outcome = match (running.settings.clone(), refused) {
-            (Some(current), Some(why)) if alive => {
-                running.state = Dockerd::OnPrevious(why.clone());
-                Outcome::Failed(format!(
-                    "dockerd --validate refused it (changed: {}): {why}; it runs on the previous                      daemon.json",
-                    current.changed_keys(&wanted).join(", ")
-                ))
-            }
-            (Some(current), None) if alive && !current.restart_for(&wanted) => {
+        let outcome = match running.settings.clone() {
+            Some(current) if alive && current == wanted => return Outcome::Applied,
+            Some(current) if alive && !current.restart_for(&wanted) => {
                 self.reload(&mut running, &current, wanted, file)
             }
-            (current, refused) => {
-                if alive {
-                    self.stop(&mut running);
+            // A restart: dockerd checks the file before the running one is stopped for it. Not
+            // before a first start nor a reload: dockerd's start and its (all or nothing)
+            // reload make the same check and say the same, and under TCG another start of an
+            // 80 MB Go program costs seconds.
+            Some(current) if alive => match validate::check(&wanted) {
+                Err(why) => {
+                    running.state = Dockerd::OnPrevious(why.clone());
+                    Outcome::Failed(format!(
+                        "dockerd --validate refused it (changed: {}): {why}; it runs on the \
+                         previous daemon.json",
+                        current.changed_keys(&wanted).join(", ")
+                    ))
                 }
+                Ok(()) => {
+                    self.stop(&mut running);
+                    self.start_or_fall_back(&mut running, Some(current), wanted, file)
+                }
+            },
+            current => {
                 let previous = current.or_else(|| running.good.clone());
-                self.start_or_fall_back(&mut running, previous, wanted, file, refused)
+                self.start_or_fall_back(&mut running, previous, wanted, file)
             }
         };
         if let Outcome::Failed(why) = &outcome {
@@ -226,36 +208,25 @@ impl Engine {
         Outcome::Applied
     }
 
-    /// Starts dockerd with `wanted`, unless its check `refused` it, and on the last file it ran
-    /// with (or none) when that fails.
     fn start_or_fall_back(
         &self,
         running: &mut Running,
         previous: Option<Settings>,
         wanted: Settings,
         file: &Path,
-        refused: Option<String>,
     ) -> Outcome {
-        let (why, failed) = match refused {
-            Some(why) => (why, "dockerd --validate refused it"),
-            None => {
-                if let Err(e) = write_atomically(file, &wanted.json) {
-                    return Outcome::Failed(e.to_string());
-                }
-                match self.start(running, &wanted) {
-                    Ok(()) => {
-                        running.state = if running.good.is_some() {
-                            Dockerd::Restarted
-                        } else {
-                            Dockerd::Running
-                        };
-                        running.settings = Some(wanted.clone());
-                        running.good = Some(wanted);
-                        return Outcome::Applied;
-                    }
-                    Err(why) => (why.to_string(), "dockerd did not start with it"),
-                }
+        if let Err(e) = write_atomically(file, &wanted.json) {
+            return Outcome::Failed(e.to_string());
+        }
+        let why = match self.start(running, &wanted) {
+            Ok(()) => {
+                running.state =
+                    if running.good.is_some() { Dockerd::Restarted } else { Dockerd::Running };
+                running.settings = Some(wanted.clone());
+                running.good = Some(wanted);
+                return Outcome::Applied;
             }
+            Err(why) => why.to_string(),
         };
         // The last file dockerd ran with, or an empty one (only the guest defaults).
         let fallback =
@@ -268,15 +239,16 @@ impl Engine {
                 running.settings = Some(fallback.clone());
                 running.good = Some(fallback);
                 Outcome::Failed(format!(
-                    "{failed} (changed: {keys}): {why}; it runs on the previous daemon.json"
+                    "dockerd did not start with it (changed: {keys}): {why}; it runs on the \
+                     previous daemon.json"
                 ))
             }
             Err(again) => {
                 running.state = Dockerd::Stopped(why.clone());
                 running.settings = None;
                 Outcome::Failed(format!(
-                    "{failed} (changed: {keys}): {why}; nor did it start with the previous \
-                     daemon.json: {again}"
+                    "dockerd did not start with it (changed: {keys}): {why}; nor with the \
+                     previous daemon.json: {again}"
                 ))
             }
         }
