@@ -245,8 +245,10 @@ fn follow(db: &Path, engine: Option<&engine::Engine>, disk: &disk::Disk) -> Resu
         if let Some((key, why)) = report.first_error() {
             say(&format!("{head}: {key}: {why}"));
         }
-        state::publish(db, &report)?;
+        // The console says so before the report does: whoever sees the report applied (a
+        // test reading the console, a user) finds the line there already.
         say(&format!("applied {head}"));
+        state::publish(db, &report)?;
     }
 }
 
