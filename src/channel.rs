@@ -52,6 +52,14 @@ impl Sessions {
     }
 }
 
+/// What the control plane serves to the guest on the channel: its /Database, and the ports
+/// its containers publish.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub fs: Arc<cairn_9p::Fs>,
+    pub published: crate::net::published::Published,
+}
+
 /// The host's end of the channel of one VM; dropping it ends the channel (and its session).
 #[derive(Debug)]
 pub struct HostChannel {
@@ -104,7 +112,7 @@ impl HostChannel {
     /// sessions are published in `sessions`.
     pub fn qemu(
         path: PathBuf,
-        fs: Arc<cairn_9p::Fs>,
+        services: Services,
         runtime: &tokio::runtime::Handle,
         sessions: &Sessions,
     ) -> Self {
@@ -113,7 +121,7 @@ impl HostChannel {
         let task = runtime.spawn(async move {
             loop {
                 if let Ok(stream) = tokio::net::UnixStream::connect(&path).await {
-                    run_session(stream, &fs, &tx).await;
+                    run_session(stream, &services, &tx).await;
                 }
                 tokio::time::sleep(RETRY).await;
             }
@@ -125,7 +133,7 @@ impl HostChannel {
     /// [`VSOCK_PORT`] arrive at the unix socket `path` (created here, mode 0600).
     pub fn vsock(
         path: &Path,
-        fs: Arc<cairn_9p::Fs>,
+        services: Services,
         runtime: &tokio::runtime::Handle,
         sessions: &Sessions,
     ) -> Result<Self, crate::Error> {
@@ -140,7 +148,7 @@ impl HostChannel {
                 match listener.accept().await {
                     // One session at a time: the agent is the only peer, and it connects again
                     // when its session ends.
-                    Ok((stream, _)) => run_session(stream, &fs, &tx).await,
+                    Ok((stream, _)) => run_session(stream, &services, &tx).await,
                     Err(e) => {
                         tracing::debug!(error = %e, "accepting the guest's channel");
                         tokio::time::sleep(RETRY).await;
@@ -153,7 +161,7 @@ impl HostChannel {
 }
 
 /// Handshakes on `io` and serves the session until it ends.
-async fn run_session<S>(mut io: S, fs: &Arc<cairn_9p::Fs>, current: &Publisher)
+async fn run_session<S>(mut io: S, services: &Services, current: &Publisher)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -162,17 +170,21 @@ where
         return;
     }
     let (session, mut inbound, driver) = Session::start(io, End::Host);
-    current.publish(session);
+    current.publish(session.clone());
     tracing::info!("channel: the guest agent is connected");
     let serve = async {
         while let Some((service, stream)) = inbound.next().await {
             match service.name.as_str() {
                 Service::NINEP => {
                     tokio::spawn(cairn_9p::transport::serve_connection(
-                        fs.clone(),
+                        services.fs.clone(),
                         stream,
                         "guest".into(),
                     ));
+                }
+                cairn_channel::ports::PUBLISH => {
+                    let (published, session) = (services.published.clone(), session.clone());
+                    tokio::spawn(async move { published.serve(service, stream, session).await });
                 }
                 other => tracing::warn!(service = other, "the guest asked for an unknown service"),
             }

@@ -19,6 +19,7 @@ const CASES: &[(&str, &[&str])] = &[
         &["one.one.one.one", "1.1.1.256", "8.8.8.8;", "0.0.0.0", "255.255.255.255", "224.0.0.1"],
     ),
     ("mtu", &["575", "65536", "big", ""]),
+    ("external-bind", &["yes", "", "TRUE", "1"]),
     (
         "proxy.http",
         &["proxy:3128", "ftp://proxy", "http://", "http://a b", "http://[::1", "http://proxy:0"],
@@ -38,6 +39,8 @@ const CASES: &[(&str, &[&str])] = &[
             r#"{"log-level":"chatty"}"#,
             r#"{"debgu":true}"#,
             r#"{"hosts":["tcp://0.0.0.0:2375"]}"#,
+            r#"{"userland-proxy":false}"#,
+            r#"{"userland-proxy-path":"/usr/bin/docker-proxy"}"#,
             r#"{"debug":true,"debug":false}"#,
             r#"{"default-address-pools":[{"base":"garbage","size":24}]}"#,
         ],

@@ -37,7 +37,7 @@ exec /cairn-agent
 "#;
 
 /// A page server on loopback: every request gets `body`.
-fn page_server(body: &'static str) -> u16 {
+pub fn page_server(body: &'static str) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
     let port = listener.local_addr().expect("address").port();
     std::thread::spawn(move || {
@@ -56,7 +56,7 @@ fn page_server(body: &'static str) -> u16 {
 
 /// A resolver on `address`:53 that answers A queries with 192.0.2.53 and others with no
 /// records. Port 53 is what the `dns` key means, so this needs root (as the test command has).
-fn test_resolver(address: &str) {
+pub fn test_resolver(address: &str) {
     let socket = UdpSocket::bind((address, 53))
         .unwrap_or_else(|e| panic!("the test resolver needs {address}:53 (run as root): {e}"));
     std::thread::spawn(move || {
@@ -223,15 +223,28 @@ fn the_guest_network_goes_through_the_nat_with_dhcp_dns_and_live_forwards() {
     assert!(TcpStream::connect(("127.0.0.1", forward)).is_err(), "the forward was removed");
 
     // hostnet is qemu's own network, chosen at boot: one reboot, the guest reports through
-    // slirp, and a forward says why it is not carried out.
+    // slirp, the forwards of the boot are qemu's hostfwd, and one added later says it waits
+    // for the next boot.
     assert_eq!(env.ok(&["plan", "network", "hostnet"]).trim(), "reboot: network (reboot)");
     let forwards = format!("port-forwarding={forward}:8080");
     env.ok(&["set", "network", "hostnet", &forwards, "--wait", "--timeout", "240"]);
     let s = status(&env);
     assert_ne!(boot_id(&s), boot, "hostnet reboots: {s:#}");
     assert_eq!(s["network"]["mode"], "hostnet", "{s:#}");
-    let state = s["network"]["forwards"][0]["state"].as_str().unwrap_or_default();
-    assert!(state.starts_with("not forwarded: network=hostnet"), "{s:#}");
+    assert_eq!(s["network"]["forwards"][0]["state"], "listening (qemu's hostfwd)", "{s:#}");
+    let reply = probe(&env, forward);
+    assert!(line(&reply, "RESOLV=").contains("nameserver 10.0.2.3"), "slirp's DNS: {reply}");
+    let later = {
+        let socket = TcpListener::bind("127.0.0.1:0").expect("binds");
+        socket.local_addr().expect("address").port()
+    };
+    let both = format!("{forward}:8080 {later}:8080");
+    env.ok(&["set", "port-forwarding", &both, "--wait", "--timeout", "240"]);
+    let s = wait_for(&env, "the later forward's state", |s| {
+        s["network"]["forwards"].as_array().is_some_and(|f| f.len() == 2)
+    });
+    let state = s["network"]["forwards"][1]["state"].as_str().unwrap_or_default();
+    assert!(state.starts_with("not forwarded until the next boot"), "{s:#}");
     env.ok(&["down"]);
     env.fsck();
 }

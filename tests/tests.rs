@@ -16,4 +16,5 @@ mod linux_guest;
 mod migration;
 mod native;
 mod network;
+mod ports;
 mod up;

@@ -14,6 +14,12 @@ fn main() {
     if std::process::id() == 1 {
         cairn::agent::run();
     }
+    // dockerd runs it as its userland proxy, through a link named for it (see port_proxy).
+    let argv: Vec<String> = std::env::args().collect();
+    let name = argv.first().and_then(|a| a.rsplit('/').next()).unwrap_or_default();
+    if name == "cairn-port-proxy" {
+        std::process::exit(cairn::agent::port_proxy::run(&argv));
+    }
     let args = args::Cli::parse();
     let code = match cmd::run(args) {
         Ok(()) => exit::OK,

@@ -134,10 +134,10 @@ pub static KEYS: &[Key] = &[
         description: "nat: cairn's user-space NAT turns the guest's traffic into ordinary host \
             sockets, so it works through VPNs and firewalls; none: the same NAT, but the guest \
             reaches only the gateway (/Database, the host's services, forwarded ports), not the \
-            outside world; hostnet: the hypervisor's own user network (qemu's slirp), without \
-            port forwarding. Between nat and none the switch is live; to or from hostnet the VM \
-            reboots.",
-        options: &["mtu", "dns", "port-forwarding"],
+            outside world; hostnet: the hypervisor's own user network (qemu's slirp), which \
+            takes the IPv4 port forwards at boot (qemu's hostfwd). Between nat and none the \
+            switch is live; to or from hostnet the VM reboots.",
+        options: &["mtu", "dns", "port-forwarding", "external-bind"],
         apply: ApplyClass::Network,
         internal: false,
     },
@@ -150,6 +150,22 @@ pub static KEYS: &[Key] = &[
         description: "A list of forwards [ADDRESS:]HOSTPORT:GUESTPORT[/tcp|/udp], separated by \
             commas, spaces or newlines; the address defaults to 127.0.0.1 (loopback only) and the \
             protocol to tcp. Stored one per line. Added and removed live.",
+        options: &[],
+        apply: ApplyClass::NetworkLive,
+        internal: false,
+    },
+    Key {
+        name: "external-bind",
+        path: "net/external-bind",
+        kind: Kind::Choice(&["false", "true"]),
+        default: Default::Text("false"),
+        summary: "Whether published ports listen on every host address.",
+        description: "Where a container's published port (`docker run -p 8080:80`, or \
+            `-p 0.0.0.0:8080:80`) listens on the host: false, the host's loopback only \
+            (127.0.0.1 and ::1), so that nothing beyond this machine reaches it; true, every \
+            address of the host, as Docker on Linux does. A port published on a named address \
+            (`-p 127.0.0.1:8080:80`) listens there either way. Applies to ports published from \
+            then on.",
         options: &[],
         apply: ApplyClass::NetworkLive,
         internal: false,

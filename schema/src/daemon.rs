@@ -103,7 +103,22 @@ pub static DAEMON_KEYS: &[DaemonKey] = &[
     k("ip-masq", JsonType::Bool, RESTART),
     k("icc", JsonType::Bool, RESTART),
     k("ip", JsonType::String, RESTART),
-    k("userland-proxy", JsonType::Bool, RESTART),
+    k(
+        "userland-proxy",
+        JsonType::Refused(
+            "is set by cairn: dockerd's userland proxy is cairn's port proxy, which publishes \
+             each port on the host (without it `docker run -p` would reach no host port)",
+        ),
+        RESTART,
+    ),
+    k(
+        "userland-proxy-path",
+        JsonType::Refused(
+            "is set by cairn: dockerd's userland proxy is cairn's port proxy, which publishes \
+             each port on the host",
+        ),
+        RESTART,
+    ),
     k("experimental", JsonType::Bool, RESTART),
     k("data-root", JsonType::DataRoot, RESTART),
     k("storage-driver", JsonType::String, RESTART),

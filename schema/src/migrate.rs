@@ -9,6 +9,7 @@
 //!   `net/mtu`, and `memory` defaulted to 1024 MiB.
 //! - v2: `net/mtu` (1500), `net/dns` one server per line, `memory` defaults to 2048 MiB.
 //! - v3: `disk`, the size of the engine's data disk (64 GiB).
+//! - v4: `net/external-bind` (false): where containers' published ports listen on the host.
 
 use crate::catalogue::by_name;
 use crate::tree::defaults;
@@ -30,6 +31,7 @@ pub fn migrate(
         match version {
             1 => v1_to_v2(tree, user_changed, host, &mut notes)?,
             2 => v2_to_v3(tree, host, &mut notes),
+            3 => v3_to_v4(tree, host, &mut notes),
             other => unreachable!("no migration from v{other}; version_of bounds it"),
         }
         version += 1;
@@ -43,6 +45,10 @@ pub fn migrate(
 /// build upgrade fixtures.
 pub fn initial_tree(version: u32, host: &Host) -> Tree {
     let mut tree = defaults(host);
+    if version <= 3 {
+        tree.remove("net/external-bind");
+        tree.insert("schema-version".into(), format!("{version}\n").into_bytes());
+    }
     if version <= 2 {
         tree.remove("disk");
         tree.insert("schema-version".into(), format!("{version}\n").into_bytes());
@@ -64,6 +70,16 @@ fn v2_to_v3(tree: &mut Tree, host: &Host, notes: &mut Vec<String>) {
         let disk = by_name("disk").expect("disk is in the catalogue");
         tree.insert(disk.path.into(), disk.default_bytes(host));
         notes.push("disk: added with its default 64G (65536 MiB)".into());
+    }
+}
+
+/// v4 adds `external-bind` at its default (false: published ports on the host's loopback,
+/// as they were), and touches nothing else.
+fn v3_to_v4(tree: &mut Tree, host: &Host, notes: &mut Vec<String>) {
+    let key = by_name("external-bind").expect("external-bind is in the catalogue");
+    if !tree.contains_key(key.path) {
+        tree.insert(key.path.into(), key.default_bytes(host));
+        notes.push("external-bind: added with its default false".into());
     }
 }
 
@@ -134,8 +150,9 @@ mod tests {
         assert_eq!(tree["etc/hostname"], b"mine\n");
         assert_eq!(tree["net/dns"], b"1.1.1.1\n8.8.8.8\n");
         assert_eq!(tree["net/mtu"], b"1500\n");
-        assert_eq!(tree["schema-version"], b"3\n");
+        assert_eq!(tree["schema-version"], b"4\n");
         assert_eq!(tree["disk"], b"65536\n");
+        assert_eq!(tree["net/external-bind"], b"false\n");
     }
 
     #[test]
@@ -144,10 +161,24 @@ mod tests {
         tree.insert("etc/hostname".into(), b"mine\n".to_vec());
         let before = tree.clone();
         let notes = migrate(&mut tree, &|_| false, &HOST).expect("migrates");
-        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert_eq!(notes.len(), 4, "{notes:?}");
         let changed: Vec<&String> =
             tree.keys().filter(|k| before.get(*k) != tree.get(*k)).collect();
-        assert_eq!(changed, ["disk", "schema-version"]);
+        assert_eq!(changed, ["disk", "net/external-bind", "schema-version"]);
+    }
+
+    #[test]
+    fn v3_gets_external_bind_and_nothing_else_changes() {
+        let mut tree = initial_tree(3, &HOST);
+        assert!(!tree.contains_key("net/external-bind"));
+        tree.insert("etc/hostname".into(), b"mine\n".to_vec());
+        let before = tree.clone();
+        let notes = migrate(&mut tree, &|_| false, &HOST).expect("migrates");
+        assert_eq!(notes, ["external-bind: added with its default false", "schema-version: v4"]);
+        let changed: Vec<&String> =
+            tree.keys().filter(|k| before.get(*k) != tree.get(*k)).collect();
+        assert_eq!(changed, ["net/external-bind", "schema-version"]);
+        validate_tree(&tree, &|_| true, &HOST, Validation::default()).expect("valid v4 tree");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The gateway's DNS: `host.cairn.internal` (the host, as the guest sees it) is answered here;
+//! The gateway's DNS: `host.cairn.internal` and `host.docker.internal` (Docker Desktop's name,
+//! which images and compose files use) are the host, as the guest sees it, answered here;
 //! every other query is forwarded as it is to a resolver of the host (or of the `dns` key) and
 //! the answer relayed back, so the guest resolves whatever the host resolves, VPN names
 //! included. Only the question is parsed (RFC 1035, 4.1): the rest passes through untouched.
@@ -7,6 +8,8 @@ use std::net::Ipv4Addr;
 
 /// The host's name inside the guest.
 pub const HOST_NAME: &str = "host.cairn.internal";
+/// The same, by Docker Desktop's name.
+pub const DOCKER_HOST_NAME: &str = "host.docker.internal";
 pub const PORT: u16 = 53;
 
 const HEADER: usize = 12;
@@ -95,7 +98,7 @@ pub fn server_failure(query: &[u8], question: &Question) -> Vec<u8> {
 
 /// Whether the question is for the host's name.
 pub fn is_host_name(question: &Question) -> bool {
-    question.name == HOST_NAME
+    question.name == HOST_NAME || question.name == DOCKER_HOST_NAME
 }
 
 #[cfg(test)]
@@ -124,6 +127,10 @@ mod tests {
         assert_eq!(&reply[..2], &[0x12, 0x34]);
         assert_eq!(u16::from_be_bytes([reply[6], reply[7]]), 1, "one answer");
         assert_eq!(&reply[reply.len() - 4..], &[10, 0, 2, 2]);
+
+        let docker = query("host.docker.internal", TYPE_A);
+        assert!(is_host_name(&question_of(&docker)));
+        assert!(!is_host_name(&question_of(&query("docker.internal", TYPE_A))));
 
         let aaaa = query(HOST_NAME, 28);
         let reply = local_answer(&aaaa, &question_of(&aaaa), Ipv4Addr::new(10, 0, 2, 2));

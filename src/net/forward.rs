@@ -39,6 +39,16 @@ impl Forward {
     }
 }
 
+impl Forward {
+    /// The forward as qemu's user network takes it (`hostfwd=tcp:127.0.0.1:8080-:80`), for
+    /// network=hostnet; None for an IPv6 host address, which it does not forward.
+    pub fn hostfwd(&self) -> Option<String> {
+        let SocketAddr::V4(host) = self.host else { return None };
+        let proto = if self.udp { "udp" } else { "tcp" };
+        Some(format!("{proto}:{}:{}-:{}", host.ip(), host.port(), self.guest_port))
+    }
+}
+
 impl std::fmt::Display for Forward {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let proto = if self.udp { "udp" } else { "tcp" };
@@ -224,6 +234,9 @@ mod tests {
         let f = Forward::parse("[::1]:5353:53/udp").expect("parses");
         assert_eq!((f.host.port(), f.guest_port, f.udp), (5353, 53, true));
         assert_eq!(f.to_string(), "[::1]:5353:53/udp");
+        assert_eq!(f.hostfwd(), None, "qemu's user network forwards IPv4 only");
+        let f = Forward::parse("0.0.0.0:5353:53/udp").expect("parses");
+        assert_eq!(f.hostfwd().as_deref(), Some("udp:0.0.0.0:5353-:53"));
         for bad in ["", "8080:80", "x:1:2/tcp", "127.0.0.1:1:2/sctp", "127.0.0.1:1:99999/tcp"] {
             assert!(Forward::parse(bad).is_none(), "{bad}");
         }

@@ -13,6 +13,7 @@
 //! - `udp`: UDP flows, handled on the wire (no smoltcp socket can send from any address).
 //! - [`dhcp`], [`dns`]: the gateway's two services.
 //! - [`forward`]: forwarded host ports, whose connections the NAT carries into the guest.
+//! - [`published`]: ports containers publish, carried over the channel rather than the NAT.
 //! - `frame`: building the frames the NAT writes by hand.
 //! - Transports: [`stream`] for QEMU's `-netdev stream`, [`port`] for the native VMM's
 //!   virtio-net.
@@ -22,6 +23,7 @@ pub mod dns;
 pub mod forward;
 mod frame;
 pub mod port;
+pub mod published;
 pub mod stack;
 pub mod stream;
 mod tcp;

@@ -46,7 +46,7 @@ impl Controller {
         self.booted = Some(booted);
         self.attach_channel(HostChannel::qemu(
             self.run.channel(),
-            self.server.fs.clone(),
+            self.channel_services(),
             &self.server.runtime,
             &self.sessions,
         ));
@@ -92,7 +92,7 @@ impl Controller {
             let socket = format!("{}_{}", vsock.display(), crate::channel::VSOCK_PORT);
             let channel = HostChannel::vsock(
                 std::path::Path::new(&socket),
-                fs.clone(),
+                self.channel_services(),
                 &runtime,
                 &self.sessions,
             )?;
@@ -114,7 +114,7 @@ impl Controller {
             );
             self.attach_channel(HostChannel::qemu(
                 self.run.channel(),
-                self.server.fs.clone(),
+                self.channel_services(),
                 &self.server.runtime,
                 &self.sessions,
             ));
@@ -133,6 +133,11 @@ impl Controller {
     }
 
     /// Keeps `channel` as the current VM's, with a task that reports it coming and going.
+    /// What the channel of a VM serves: /Database, and the ports its containers publish.
+    fn channel_services(&self) -> crate::channel::Services {
+        crate::channel::Services { fs: self.server.fs.clone(), published: self.published.0.clone() }
+    }
+
     fn attach_channel(&mut self, channel: HostChannel) {
         let watcher = events::watch_channel(
             self.sessions.subscribe(),
@@ -175,6 +180,7 @@ impl Controller {
             let text = String::from_utf8_lossy(&raw).trim().to_owned();
             text.parse().map_err(|_| Error::BadSetting { key: path.to_owned(), value: text })
         };
+        let hostnet = self.hostnet(&rev)?;
         Ok(VmSpec {
             kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),
@@ -185,8 +191,10 @@ impl Controller {
             data_disk: self.data_disk.clone(),
             console: self.run.console(),
             qmp: self.run.qmp(),
-            // qemu's own network for hostnet; the NAT's socket otherwise.
-            net: (!self.hostnet(&rev)?).then(|| self.run.net()),
+            // qemu's own network for hostnet (with the forwards it takes at boot); the NAT's
+            // socket otherwise.
+            net: (!hostnet).then(|| self.run.net()),
+            hostfwd: if hostnet { self.hostnet_forwards(&rev)? } else { Vec::new() },
         })
     }
 

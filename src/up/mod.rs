@@ -143,6 +143,8 @@ struct Controller {
     /// The NAT of the current boot: its commands and counters.
     nat: Option<(tokio::sync::mpsc::Sender<net::Command>, Arc<net::Stats>)>,
     forwards: net::forward::Forwards,
+    /// The ports containers publish, and the version of their list last put in the status.
+    published: (net::published::Published, u64),
     /// The NAT's own thread (its runtime runs the NAT, its transport and its flows).
     nat_thread: net::thread::NatThread,
     /// The Docker CLI that came with the image's engine, shown in the status.
@@ -238,7 +240,7 @@ impl Controller {
             due.push(self.head_seen + COALESCE);
         }
         due.extend(self.restart_at);
-        if self.nat.is_some() {
+        if self.nat.is_some() || self.status.docker.is_some() {
             due.push(self.network_seen + network::REFRESH);
         }
         if let Some(overdue) = self.native_deadline() {

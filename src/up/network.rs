@@ -8,11 +8,15 @@ use cairn_agent::report::Report;
 use cairn_db::ObjectId;
 
 use super::{status, Controller};
-use crate::net::{self, port::NatPort};
+use crate::net::{self, forward::Forward, port::NatPort};
 use crate::Error;
 
+/// A forward qemu's own network carries (it takes them at boot).
+const HOSTFWD: &str = "listening (qemu's hostfwd)";
 /// Why a forward is not carried out under qemu's own network.
-const NOT_FORWARDED: &str = "not forwarded: network=hostnet (qemu's own network) has no forwards";
+const NEXT_BOOT: &str =
+    "not forwarded until the next boot: qemu's own network (network=hostnet) takes its forwards at boot";
+const NO_IPV6: &str = "not forwarded: qemu's own network (network=hostnet) forwards IPv4 only";
 
 /// How often the network's counters reach the status file.
 pub(super) const REFRESH: Duration = Duration::from_secs(2);
@@ -43,9 +47,12 @@ impl Controller {
         }
         self.nat = None;
         let rev = commit.to_string();
+        self.configure_published(&rev)?;
         if self.hostnet(&rev)? {
             self.forwards.apply("");
-            self.status.network = Some(self.hostnet_status(&rev)?);
+            self.published.0.set_forwards(Vec::new());
+            // The boot of `rev` takes its forwards.
+            self.status.network = Some(self.hostnet_status(&rev, Some(&rev))?);
             return Ok(None);
         }
         let config = net::Config::from_db(&self.db, &rev)?;
@@ -62,15 +69,33 @@ impl Controller {
         Ok(None)
     }
 
-    /// The status of qemu's own network: no NAT, and the forwards that are not carried out.
-    fn hostnet_status(&self, rev: &str) -> Result<status::Network, Error> {
+    /// The forwards of `rev` as qemu's `hostfwd=` values, for a boot on its own network.
+    pub(super) fn hostnet_forwards(&self, rev: &str) -> Result<Vec<String>, Error> {
+        Ok(self.forwards_of(rev)?.iter().filter_map(Forward::hostfwd).collect())
+    }
+
+    fn forwards_of(&self, rev: &str) -> Result<Vec<Forward>, Error> {
         let wanted = self.db.read(rev, "net/port-forwarding")?.unwrap_or_default();
-        let forwards = String::from_utf8_lossy(&wanted)
-            .lines()
-            .filter_map(net::forward::Forward::parse)
-            .map(|forward| net::forward::ForwardStatus {
-                forward: forward.to_string(),
-                state: NOT_FORWARDED.into(),
+        Ok(String::from_utf8_lossy(&wanted).lines().filter_map(Forward::parse).collect())
+    }
+
+    /// The status of qemu's own network under `rev`: no NAT; the forwards it took at the
+    /// boot of `booted`, and those it cannot carry (added since, or IPv6).
+    fn hostnet_status(&self, rev: &str, booted: Option<&str>) -> Result<status::Network, Error> {
+        let booted = match booted {
+            Some(booted) => self.forwards_of(booted)?,
+            None => Vec::new(),
+        };
+        let forwards = self
+            .forwards_of(rev)?
+            .into_iter()
+            .map(|forward| {
+                let state = match forward.hostfwd() {
+                    None => NO_IPV6,
+                    Some(_) if booted.contains(&forward) => HOSTFWD,
+                    Some(_) => NEXT_BOOT,
+                };
+                net::forward::ForwardStatus { forward: forward.to_string(), state: state.into() }
             })
             .collect();
         Ok(status::Network { mode: "hostnet".into(), forwards, ..status::Network::default() })
@@ -109,6 +134,7 @@ impl Controller {
             forward,
             cli: self.docker_cli.as_ref().map(|c| c.display().to_string()),
             context,
+            ports: self.published.0.status().1,
         });
     }
 
@@ -132,7 +158,8 @@ impl Controller {
         let rev = commit.to_string();
         let Some((control, _)) = &self.nat else {
             if self.hostnet(&rev)? {
-                self.status.network = Some(self.hostnet_status(&rev)?);
+                let booted = self.booted.map(|c| c.to_string());
+                self.status.network = Some(self.hostnet_status(&rev, booted.as_deref())?);
             }
             return Ok(());
         };
@@ -146,7 +173,10 @@ impl Controller {
     /// Opens and closes the forwarded ports of `rev` and shows the NAT's `config` in status.
     fn show_network(&mut self, rev: &str, config: net::Config) -> Result<(), Error> {
         let forwards = self.db.read(rev, "net/port-forwarding")?.unwrap_or_default();
-        self.forwards.apply(&String::from_utf8_lossy(&forwards));
+        let forwards = String::from_utf8_lossy(&forwards);
+        self.forwards.apply(&forwards);
+        self.published.0.set_forwards(forwards.lines().filter_map(Forward::parse).collect());
+        self.configure_published(rev)?;
         let mode = if config.outbound { "nat" } else { "none" };
         self.status.network = Some(status::Network {
             mode: mode.into(),
@@ -158,13 +188,34 @@ impl Controller {
         Ok(())
     }
 
-    /// Copies the NAT's counters and the forwards' states into the status now and then, and
-    /// tries again the forwards whose ports were taken.
+    /// Where ports published from now on listen on the host (the `external-bind` key).
+    fn configure_published(&self, rev: &str) -> Result<(), Error> {
+        let external = self.db.read(rev, "net/external-bind")?.unwrap_or_default();
+        self.published.0.set_external_bind(external.trim_ascii() == b"true");
+        Ok(())
+    }
+
+    /// Copies the NAT's counters, the forwards' states and the published ports into the status
+    /// now and then, and tries again the forwards whose ports were taken.
     pub(super) fn refresh_network(&mut self) -> bool {
         if self.network_seen.elapsed() < REFRESH {
             return false;
         }
-        self.copy_network_status()
+        let ports = self.copy_published();
+        self.copy_network_status() | ports
+    }
+
+    /// The published ports into the status, when their list changed.
+    fn copy_published(&mut self) -> bool {
+        self.network_seen = Instant::now();
+        let (version, ports) = self.published.0.status();
+        let Some(docker) = &mut self.status.docker else { return false };
+        if version == self.published.1 {
+            return false;
+        }
+        self.published.1 = version;
+        docker.ports = ports;
+        true
     }
 
     fn copy_network_status(&mut self) -> bool {

@@ -110,6 +110,7 @@ impl Controller {
             backoff: Duration::from_secs(1),
             orphan,
             forwards: net::forward::Forwards::new(server.runtime.clone()),
+            published: Default::default(),
             nat_thread: net::thread::NatThread::start()
                 .map_err(|e| Error::io(Path::new("the NAT's thread"), e))?,
             docker_cli: image.docker_cli,

@@ -161,6 +161,9 @@ pub struct Docker {
     /// The host docker CLI's context for this socket (`cairn`), when there is a CLI.
     #[serde(default)]
     pub context: Option<String>,
+    /// The ports the containers publish, on the host.
+    #[serde(default)]
+    pub ports: Vec<crate::net::published::PortStatus>,
 }
 
 /// The guest's network as the NAT sees it.

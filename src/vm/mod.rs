@@ -70,6 +70,9 @@ pub struct VmSpec {
     pub qmp: PathBuf,
     /// Where qemu listens for the NAT (`-netdev stream`); without one, qemu's own user network.
     pub net: Option<PathBuf>,
+    /// qemu's own user network's forwards (`hostfwd=` values, `tcp:127.0.0.1:8080-:80`), from
+    /// the `port-forwarding` key; unused with the NAT, which forwards live.
+    pub hostfwd: Vec<String>,
 }
 
 /// How qemu runs the guest.

@@ -66,7 +66,10 @@ pub fn command(spec: &VmSpec, accel: Accel) -> Command {
             Some(path) => {
                 format!("stream,id=n0,server=on,addr.type=unix,addr.path={}", path.display())
             }
-            None => "user,id=n0".into(),
+            None => {
+                let forwards = spec.hostfwd.iter().map(|f| format!(",hostfwd={f}"));
+                format!("user,id=n0{}", forwards.collect::<String>())
+            }
         })
         .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
         // The data disk: the guest's discards punch holes in the file (discard=unmap), and
@@ -265,6 +268,7 @@ mod tests {
             console: "/console".into(),
             qmp: "/qmp".into(),
             net: None,
+            hostfwd: Vec::new(),
         }
     }
 

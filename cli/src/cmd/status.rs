@@ -84,6 +84,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
         if let Some(context) = &docker.context {
             println!("context:     docker --context {context}");
         }
+        for port in &docker.ports {
+            let container = port.container.as_deref().unwrap_or("(a container)");
+            println!("  published: {} -> {container} {} {}", port.host, port.target, port.state);
+        }
     }
     println!("restarts:    {} (reboots for changes: {})", status.restarts, status.reboots);
     if let Some(error) = &status.last_error {

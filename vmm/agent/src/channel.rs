@@ -79,6 +79,7 @@ impl Channel {
 async fn run(device: Device, mut requests: mpsc::Receiver<Request>) {
     let (current, mut sessions) = watch::channel::<Option<Session>>(None);
     tokio::spawn(keep_up(device, current));
+    tokio::spawn(super::ports::serve_local(sessions.clone()));
     while let Some((service, reply)) = requests.recv().await {
         let session = tokio::time::timeout(WAIT_FOR_SESSION, async {
             loop {
@@ -170,6 +171,9 @@ pub const DOCKER: &str = "docker";
 
 /// Serves a stream the control plane opened.
 async fn serve_inbound(service: Service, mut stream: cairn_channel::Stream) {
+    if service.name == cairn_channel::ports::FORWARD {
+        return super::ports::serve_forward(service, stream).await;
+    }
     let Some((_, socket)) = SOCKETS.iter().find(|(name, _)| *name == service.name) else {
         say(&format!("channel: no service {:?} in the guest", service.name));
         return;

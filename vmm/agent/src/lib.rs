@@ -15,6 +15,8 @@ mod children;
 mod disk;
 mod engine;
 mod network;
+pub mod port_proxy;
+mod ports;
 mod power;
 pub mod report;
 mod state;

@@ -15,8 +15,10 @@
 //! - [`handshake`]: both ends agree that a fresh session starts at this byte.
 //! - [`session`]: yamux over the handshaken stream; streams opened and accepted by service.
 //! - [`service`]: the line that names the service a stream is for.
+//! - [`ports`]: published ports: the proxy's request, the host's answer, forwarded traffic.
 
 pub mod handshake;
+pub mod ports;
 pub mod service;
 pub mod session;
 

@@ -23,15 +23,20 @@ impl Service {
         Service { name: name.to_owned(), args: args.iter().map(|a| (*a).to_owned()).collect() }
     }
 
-    /// Writes the header line.
-    pub async fn send<W: AsyncWrite + Unpin>(&self, io: &mut W) -> Result<(), Error> {
+    /// The header line, newline included (for writers that are not async).
+    pub fn line(&self) -> String {
         let mut line = self.name.clone();
         for arg in &self.args {
             line.push(' ');
             line.push_str(arg);
         }
         line.push('\n');
-        io.write_all(line.as_bytes()).await?;
+        line
+    }
+
+    /// Writes the header line.
+    pub async fn send<W: AsyncWrite + Unpin>(&self, io: &mut W) -> Result<(), Error> {
+        io.write_all(self.line().as_bytes()).await?;
         Ok(())
     }
 

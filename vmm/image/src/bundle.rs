@@ -16,6 +16,13 @@ pub struct Bundle {
     pub packages: &'static [&'static str],
     /// Where a package puts a program, and where the guest finds it.
     pub programs: &'static [(&'static str, &'static str)],
+    /// Symbolic links the guest needs and no package makes (Debian's alternatives, which
+    /// dpkg's maintainer scripts would set up): (link, target).
+    pub links: &'static [(&'static str, &'static str)],
+    /// Directories of plugins a program loads with dlopen (iptables' extensions): every
+    /// shared object in them is copied, and the libraries they name are checked like a
+    /// program's.
+    pub plugins: &'static [&'static str],
 }
 
 /// The data disk's tools: mke2fs, e2fsck and resize2fs, and their libraries.
@@ -26,6 +33,8 @@ pub const DISK: Bundle = Bundle {
         ("usr/sbin/e2fsck", "usr/sbin/e2fsck"),
         ("usr/sbin/resize2fs", "usr/sbin/resize2fs"),
     ],
+    links: &[],
+    plugins: &[],
 };
 
 /// The Docker engine: the programs, then every library their ELF headers name (dockerd:
@@ -45,6 +54,16 @@ pub const ENGINE: Bundle = Bundle {
         "libseccomp2",
         "libsystemd0",
         "libcap2",
+        // dockerd's default networking: iptables in its nf_tables flavour, its extensions and
+        // their libraries.
+        "iptables",
+        "libxtables12",
+        "libip4tc2",
+        "libip6tc2",
+        "libnftnl11",
+        "libmnl0",
+        "libnetfilter-conntrack3",
+        "libnfnetlink0",
     ],
     programs: &[
         ("usr/sbin/dockerd", "usr/bin/dockerd"),
@@ -53,8 +72,22 @@ pub const ENGINE: Bundle = Bundle {
         ("usr/bin/containerd-shim-runc-v2", "usr/bin/containerd-shim-runc-v2"),
         ("usr/sbin/runc", "usr/bin/runc"),
         ("usr/bin/tini-static", "usr/bin/docker-init"),
+        ("usr/sbin/xtables-nft-multi", "usr/sbin/xtables-nft-multi"),
     ],
+    // dockerd runs `iptables` and `ip6tables` from PATH; the multi-call binary acts by name.
+    links: &[
+        ("usr/sbin/iptables", "xtables-nft-multi"),
+        ("usr/sbin/iptables-save", "xtables-nft-multi"),
+        ("usr/sbin/iptables-restore", "xtables-nft-multi"),
+        ("usr/sbin/ip6tables", "xtables-nft-multi"),
+        ("usr/sbin/ip6tables-save", "xtables-nft-multi"),
+        ("usr/sbin/ip6tables-restore", "xtables-nft-multi"),
+    ],
+    plugins: &[XTABLES],
 };
+
+/// Where iptables looks for its extensions (its compiled-in XTABLES_LIBDIR).
+pub const XTABLES: &str = "usr/lib/x86_64-linux-gnu/xtables";
 
 /// The bundles of a flavour.
 pub fn of(flavour: Flavour) -> &'static [&'static Bundle] {
@@ -113,6 +146,39 @@ pub fn entries(root: &Path, bundles: &[&Bundle]) -> Result<Vec<(String, Entry)>,
             needed.entry(library).or_insert(*from);
         }
         out.push(((*to).to_owned(), Entry::Exe(data)));
+    }
+    for (link, target) in bundles.iter().flat_map(|b| b.links.iter()) {
+        out.push(((*link).to_owned(), Entry::Link((*target).to_owned())));
+    }
+    for dir in bundles.iter().flat_map(|b| b.plugins.iter()) {
+        let mut parent = String::new();
+        for part in dir.split('/') {
+            parent = if parent.is_empty() { part.to_owned() } else { format!("{parent}/{part}") };
+            if !out.iter().any(|(name, _)| *name == parent) {
+                out.push((parent.clone(), Entry::Dir));
+            }
+        }
+        let path = root.join(dir);
+        let listing = std::fs::read_dir(&path).map_err(|e| Error::io(&path, e))?;
+        let mut names: Vec<_> = listing.flatten().map(|e| e.path()).collect();
+        names.sort();
+        for path in names {
+            let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+            let entry = format!("{dir}/{name}");
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).map_err(|e| Error::io(&path, e))?;
+                out.push((entry, Entry::Link(target.to_string_lossy().into_owned())));
+            } else if meta.is_file() && name.ends_with(".so") {
+                let data = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+                for library in libraries_needed(&data, &entry)? {
+                    needed.entry(library).or_insert(*dir);
+                }
+                out.push((entry, Entry::Exe(data)));
+            }
+        }
     }
     let mut libraries = BTreeMap::new();
     for dir in LIBRARY_DIRS {
@@ -175,6 +241,8 @@ mod tests {
     const HOST: Bundle = Bundle {
         packages: &[],
         programs: &[("usr/bin/true", "usr/bin/true"), ("usr/bin/ls", "usr/bin/ls")],
+        links: &[],
+        plugins: &[],
     };
 
     fn root_with(dir: &Path, libraries: &[&str]) {

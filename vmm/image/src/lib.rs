@@ -329,6 +329,8 @@ fn initramfs(
     }
     let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p, e));
     add(&mut out, "init", EXE, &read(agent)?)?;
+    // dockerd's userland proxy: the agent's binary, which acts by the name it is run as.
+    add(&mut out, "sbin/cairn-port-proxy", LINK, b"/init")?;
     add(&mut out, "bin/busybox", EXE, &read(busybox)?)?;
     for applet in APPLETS {
         add(&mut out, &format!("bin/{applet}"), LINK, b"busybox")?;

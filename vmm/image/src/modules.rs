@@ -31,6 +31,35 @@ pub const WANTED: &[&str] = &[
     "overlay",
     // The read-only system disk.
     "erofs",
+    // dockerd's default networking: the docker0 bridge and its veth pairs, bridged traffic
+    // through netfilter, and the nf_tables rules iptables-nft writes (NAT for egress and
+    // published ports, the extensions dockerd's rules use, the embedded DNS's redirects).
+    "bridge",
+    "br_netfilter",
+    "veth",
+    "nf_tables",
+    "nft_compat",
+    "nft_chain_nat",
+    "nft_ct",
+    "nft_masq",
+    "nft_nat",
+    "nft_redir",
+    "nft_reject_inet",
+    "nft_fib_inet",
+    "nf_nat",
+    "nf_conntrack",
+    "nf_conntrack_netlink",
+    "xt_addrtype",
+    "xt_conntrack",
+    "xt_MASQUERADE",
+    "xt_nat",
+    "xt_tcpudp",
+    "xt_mark",
+    "xt_comment",
+    "xt_multiport",
+    "xt_set",
+    "ipt_REJECT",
+    "ip6t_REJECT",
 ];
 
 /// A module file name's canonical form: `-` and `_` are the same to the kernel.

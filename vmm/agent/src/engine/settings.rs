@@ -8,12 +8,14 @@ use serde_json::{Map, Value as Json};
 
 use super::{CONTAINERD_SOCKET, SOCKET};
 
-/// What the guest's kernel lacks for dockerd's defaults (no bridge or netfilter modules in
-/// the image yet), and the containerd the agent runs: given as flags for every key the user's
-/// daemon.json leaves out (dockerd refuses a key given both ways). The storage driver is
-/// dockerd's own choice, overlay2 on the ext4 data disk; `vfs` only where daemon.json asks.
+/// The containerd the agent runs, and cairn's port proxy as dockerd's userland proxy (it
+/// publishes each port on the host before dockerd goes on): given as flags for every key the
+/// user's daemon.json leaves out (dockerd refuses a key given both ways). Networking is
+/// dockerd's own default (docker0, iptables through nf_tables); a daemon.json may still set
+/// `bridge` or `iptables`. The storage driver is dockerd's own choice, overlay2 on the ext4
+/// data disk; `vfs` only where daemon.json asks.
 const GUEST_DEFAULTS: &[(&str, &str)] =
-    &[("iptables", "false"), ("bridge", "none"), ("containerd", CONTAINERD_SOCKET)];
+    &[("containerd", CONTAINERD_SOCKET), ("userland-proxy-path", crate::port_proxy::PATH)];
 
 /// What dockerd runs with: the daemon.json bytes and the environment from the proxy keys.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -115,12 +117,13 @@ mod tests {
 
     #[test]
     fn guest_defaults_yield_to_the_file() {
-        let flags = settings(r#"{"iptables": true}"#).flags();
-        assert!(!flags.contains(&"--iptables=false".to_owned()), "{flags:?}");
+        let flags = settings(r#"{"iptables": false}"#).flags();
+        assert!(!flags.iter().any(|f| f.starts_with("--iptables")), "{flags:?}");
         let flags = settings(r#"{"storage-driver": "vfs"}"#).flags();
-        assert!(flags.contains(&"--iptables=false".to_owned()), "{flags:?}");
-        assert!(flags.contains(&"--bridge=none".to_owned()), "{flags:?}");
+        assert!(!flags.iter().any(|f| f.starts_with("--iptables")), "{flags:?}");
+        assert!(!flags.iter().any(|f| f.starts_with("--bridge")), "{flags:?}");
         assert!(flags.contains(&format!("--containerd={CONTAINERD_SOCKET}")), "{flags:?}");
+        assert!(flags.contains(&"--userland-proxy-path=/sbin/cairn-port-proxy".to_owned()));
         assert!(!flags.iter().any(|f| f.starts_with("--storage-driver")), "{flags:?}");
     }
 
