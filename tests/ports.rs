@@ -71,6 +71,13 @@ fn page(port: u16, deadline: Duration) -> String {
     }
 }
 
+/// `docker run -d` of the image's httpd serving /www as `name`, published as `publish`; the
+/// container's id.
+fn web_server(docker: &Docker, name: &str, publish: &str) -> String {
+    let image = "cairn-test/net:1";
+    docker.ok(&["run", "-d", "--name", name, "-p", publish, image, "httpd", "-f", "-h", "/www"])
+}
+
 /// The published ports in the status.
 fn published(s: &Value) -> Vec<Value> {
     s["docker"]["ports"].as_array().cloned().unwrap_or_default()
@@ -120,19 +127,7 @@ fn containers_reach_out_and_publish_ports_on_the_host_and_reach_nothing_of_cairn
     // first connect.
     let web = free_port();
     let publish = format!("127.0.0.1:{web}:80");
-    docker.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "-p",
-        &publish,
-        "cairn-test/net:1",
-        "httpd",
-        "-f",
-        "-h",
-        "/www",
-    ]);
+    web_server(&docker, "web", &publish);
     TcpStream::connect(("127.0.0.1", web)).expect("the port is open as docker run returns");
     assert_eq!(page(web, Duration::from_secs(60)), "hello from a container\n");
     let ps = docker.ok(&["ps", "--format", "{{.Ports}}", "--filter", "name=web"]);
@@ -150,38 +145,14 @@ fn containers_reach_out_and_publish_ports_on_the_host_and_reach_nothing_of_cairn
     assert!(TcpStream::connect(("127.0.0.1", web)).is_err(), "the port closed with its container");
     docker.ok(&["rm", "web"]);
     // And the same port at once for the next container.
-    docker.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
-        "-p",
-        &publish,
-        "cairn-test/net:1",
-        "httpd",
-        "-f",
-        "-h",
-        "/www",
-    ]);
+    web_server(&docker, "web", &publish);
     assert_eq!(page(web, Duration::from_secs(60)), "hello from a container\n");
     docker.ok(&["rm", "-f", "web"]);
 
     // Without an address: the host's loopback, not every address.
     let plain = free_port();
     let spec = format!("{plain}:80");
-    docker.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "plain",
-        "-p",
-        &spec,
-        "cairn-test/net:1",
-        "httpd",
-        "-f",
-        "-h",
-        "/www",
-    ]);
+    web_server(&docker, "plain", &spec);
     assert_eq!(page(plain, Duration::from_secs(60)), "hello from a container\n");
     let s = wait_for(&env, "the plain port", |s| {
         published(s).iter().any(|p| {
@@ -201,19 +172,7 @@ fn containers_reach_out_and_publish_ports_on_the_host_and_reach_nothing_of_cairn
     env.ok(&["set", "external-bind", "true", "--wait", "--timeout", "240"]);
     let wide = free_port();
     let spec = format!("{wide}:80");
-    docker.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "wide",
-        "-p",
-        &spec,
-        "cairn-test/net:1",
-        "httpd",
-        "-f",
-        "-h",
-        "/www",
-    ]);
+    web_server(&docker, "wide", &spec);
     wait_for(&env, "the port on every address", |s| {
         published(s).iter().any(|p| p["host"] == format!("0.0.0.0:{wide}"))
     });
@@ -345,19 +304,7 @@ fn containers_reach_out_and_publish_ports_on_the_host_and_reach_nothing_of_cairn
     // same container, without restarting it.
     let kept = free_port();
     let spec = format!("127.0.0.1:{kept}:80");
-    let id = docker.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "kept",
-        "-p",
-        &spec,
-        "cairn-test/net:1",
-        "httpd",
-        "-f",
-        "-h",
-        "/www",
-    ]);
+    let id = web_server(&docker, "kept", &spec);
     assert_eq!(page(kept, Duration::from_secs(60)), "hello from a container\n");
     let started = docker.ok(&["inspect", "--format", "{{.State.StartedAt}}", "kept"]);
     let up_pid = status(&env)["pid"].as_u64().expect("pid");

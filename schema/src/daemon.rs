@@ -50,6 +50,10 @@ const RELOAD: ApplyClass = ApplyClass::DaemonReload;
 const RESTART: ApplyClass = ApplyClass::DaemonRestart;
 const LOG_LEVELS: &[&str] = &["debug", "info", "warn", "error", "fatal"];
 
+/// Why daemon.json may not choose dockerd's userland proxy.
+const PROXY_IS_CAIRNS: &str = "is set by cairn: dockerd's userland proxy is cairn's port proxy, \
+    which publishes each port on the host (without it `docker run -p` would reach no host port)";
+
 const fn k(name: &'static str, ty: JsonType, apply: ApplyClass) -> DaemonKey {
     DaemonKey { name, ty, apply }
 }
@@ -103,22 +107,8 @@ pub static DAEMON_KEYS: &[DaemonKey] = &[
     k("ip-masq", JsonType::Bool, RESTART),
     k("icc", JsonType::Bool, RESTART),
     k("ip", JsonType::String, RESTART),
-    k(
-        "userland-proxy",
-        JsonType::Refused(
-            "is set by cairn: dockerd's userland proxy is cairn's port proxy, which publishes \
-             each port on the host (without it `docker run -p` would reach no host port)",
-        ),
-        RESTART,
-    ),
-    k(
-        "userland-proxy-path",
-        JsonType::Refused(
-            "is set by cairn: dockerd's userland proxy is cairn's port proxy, which publishes \
-             each port on the host",
-        ),
-        RESTART,
-    ),
+    k("userland-proxy", JsonType::Refused(PROXY_IS_CAIRNS), RESTART),
+    k("userland-proxy-path", JsonType::Refused(PROXY_IS_CAIRNS), RESTART),
     k("experimental", JsonType::Bool, RESTART),
     k("data-root", JsonType::DataRoot, RESTART),
     k("storage-driver", JsonType::String, RESTART),

@@ -29,7 +29,8 @@ busybox httpd -f -p "127.0.0.1:$http_port" -h "$work/www" </dev/null >/dev/null 
 
 # The container's image: busybox and iperf3 with its libraries.
 rootfs="$work/rootfs"
-mkdir -p "$rootfs/bin" "$rootfs/usr/bin"
+mkdir -p "$rootfs/bin" "$rootfs/usr/bin" "$rootfs/tmp"
+chmod 1777 "$rootfs/tmp"  # iperf3 keeps a temporary file per stream
 cp /bin/busybox "$rootfs/bin/busybox"
 for applet in sh nc cut printf; do ln -s busybox "$rootfs/bin/$applet"; done
 cp "$(command -v iperf3)" "$rootfs/usr/bin/iperf3"
@@ -51,7 +52,7 @@ d run -d --restart always --name server -p "$published:5201" bench/iperf3:1 iper
 mbits() {
   local out i
   for i in $(seq 60); do
-    if out=$(iperf3 -c 127.0.0.1 -p "$1" -t "$secs" -f m $2 2>/dev/null); then
+    if out=$(iperf3 -c 127.0.0.1 -p "$1" -t "$secs" -f m $2 2>>"$work/iperf3.err"); then
       awk '/receiver/ { for (i = 1; i <= NF; i++) if ($(i) == "Mbits/sec") print $(i-1) }' <<<"$out"
       return
     fi
@@ -94,10 +95,10 @@ measure() {  # $1: cairn or slirp
 for i in $(seq "$runs"); do
   "$cairn" set network nat --wait --timeout 600 >/dev/null 2>&1 || true
   measure cairn
-  "$cairn" set network hostnet --wait --timeout 600 >/dev/null
+  "$cairn" set network hostnet --wait --timeout 600 >/dev/null 2>&1
   measure slirp
 done
-"$cairn" set network nat --wait --timeout 600 >/dev/null
+"$cairn" set network nat --wait --timeout 600 >/dev/null 2>&1
 lat=() accepted=0
 for i in $(seq 20); do
   read -r seconds first < <(publish_latency)

@@ -24,8 +24,10 @@ use cairn_channel::ports::{Answer, Binding, Proto};
 /// The name dockerd runs the proxy by: a link to the agent's binary in the image.
 pub const PATH: &str = "/sbin/cairn-port-proxy";
 
-/// Pause between attempts to publish again after the control plane went away.
-const REPUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// Pause before publishing again after the control plane went away, doubled after each
+/// refusal (another process took the host's port meanwhile) up to [`REPUBLISH_AT_MOST`].
+const REPUBLISH_AFTER: Duration = Duration::from_secs(1);
+const REPUBLISH_AT_MOST: Duration = Duration::from_secs(30);
 /// How long a UDP peer without traffic keeps its flow to the container.
 const UDP_IDLE: Duration = Duration::from_secs(90);
 
@@ -155,8 +157,10 @@ fn keep_published(
     loop {
         let mut sink = Vec::new();
         let _ = publish.read_to_end(&mut sink);
+        let mut pause = REPUBLISH_AFTER;
         loop {
-            std::thread::sleep(REPUBLISH_EVERY);
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(REPUBLISH_AT_MOST);
             // Stopping: [`unpublish`] took the stream.
             if current.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
                 return;
