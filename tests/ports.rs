@@ -130,6 +130,10 @@ fn containers_reach_out_and_publish_ports_on_the_host_and_reach_nothing_of_cairn
     web_server(&docker, "web", &publish);
     TcpStream::connect(("127.0.0.1", web)).expect("the port is open as docker run returns");
     assert_eq!(page(web, Duration::from_secs(60)), "hello from a container\n");
+    // It came through the NAT (virtio-net), from the gateway to the container's address.
+    wait_for(&env, "the NAT's count of connections in", |s| {
+        s["network"]["counters"]["forwarded_in"].as_u64() >= Some(1)
+    });
     let ps = docker.ok(&["ps", "--format", "{{.Ports}}", "--filter", "name=web"]);
     assert!(ps.contains(&format!("127.0.0.1:{web}->80/tcp")), "{ps}");
     let s = wait_for(&env, "the port in status", |s| {
@@ -299,6 +303,13 @@ fn containers_reach_out_and_publish_ports_on_the_host_and_reach_nothing_of_cairn
             );
         }
     }
+
+    // Under qemu's own network (no NAT) the channel carries a published port's connections.
+    env.ok(&["set", "network", "hostnet", "--wait", "--timeout", "240"]);
+    let hostnet = free_port();
+    let spec = format!("127.0.0.1:{hostnet}:80");
+    web_server(&docker, "hostnet", &spec);
+    assert_eq!(page(hostnet, Duration::from_secs(60)), "hello from a container\n");
 
     // The control plane killed and started again: the published port answers again, from the
     // same container, without restarting it.

@@ -36,7 +36,7 @@ mod tests;
 #[cfg(test)]
 mod tests_live;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -229,6 +229,10 @@ pub enum Command {
     /// A connection accepted on a forwarded TCP port, for the
     /// guest's `port`.
     TcpIn { stream: HostConn, port: u16 },
+    /// A connection accepted on a port a container published, for the container's address
+    /// behind the guest (`172.17.0.2:80`): the NAT connects to it from the gateway through
+    /// the guest, which routes it to its bridge (dockerd's rules accept published ports).
+    TcpTo { stream: HostConn, to: SocketAddrV4 },
     /// A datagram from `peer` on a forwarded UDP port (`socket`), for the guest's `port`.
     UdpIn { socket: Arc<std::net::UdpSocket>, peer: SocketAddr, port: u16, payload: Vec<u8> },
 }

@@ -122,6 +122,8 @@ impl Stack {
         });
         // Accept TCP for every destination: the listening sockets decide which.
         iface.set_any_ip(true);
+        // What is beyond the guest (its containers' bridges) is reached through it.
+        let _ = iface.routes_mut().add_default_ipv4_route(config.guest);
         let tcp = tcp::Flows::new(&config.limits, wake);
         let udp = udp::Flows::new(config.limits.udp_flows, replies);
         Stack {
@@ -299,21 +301,27 @@ impl Stack {
         self.out.push(frame::udp(self.config.gateway_mac, mac, visible, guest, &reply.payload));
     }
 
+    /// A host connection into the guest (or through it, to a container's address), from the
+    /// gateway.
+    fn tcp_in(&mut self, stream: super::HostConn, to: SocketAddrV4) {
+        let Some(from) = self.free_port() else {
+            return Stats::add(&self.stats.over_limit, 1);
+        };
+        if self.tcp.inbound(stream, from, to, &mut self.iface, &mut self.sockets) {
+            Stats::add(&self.stats.forwarded_in, 1);
+        } else {
+            Stats::add(&self.stats.over_limit, 1);
+        }
+    }
+
     /// Carries out a command of the control plane.
     pub fn command(&mut self, command: Command) {
         match command {
             Command::Reconfigure(config) => self.reconfigure(config),
             Command::TcpIn { stream, port } => {
-                let guest = SocketAddrV4::new(self.config.guest, port);
-                let Some(from) = self.free_port() else {
-                    return Stats::add(&self.stats.over_limit, 1);
-                };
-                if self.tcp.inbound(stream, from, guest, &mut self.iface, &mut self.sockets) {
-                    Stats::add(&self.stats.forwarded_in, 1);
-                } else {
-                    Stats::add(&self.stats.over_limit, 1);
-                }
+                self.tcp_in(stream, SocketAddrV4::new(self.config.guest, port));
             }
+            Command::TcpTo { stream, to } => self.tcp_in(stream, to),
             Command::UdpIn { socket, peer, port, payload } => {
                 let Some(mac) = self.guest_mac else { return self.dropped() };
                 if payload.len() > frame::udp_room(self.config.mtu) {

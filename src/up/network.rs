@@ -51,6 +51,7 @@ impl Controller {
         if self.hostnet(&rev)? {
             self.forwards.apply("");
             self.published.0.set_forwards(Vec::new());
+            self.published.0.attach_nat(None);
             // The boot of `rev` takes its forwards.
             self.status.network = Some(self.hostnet_status(&rev, Some(&rev))?);
             return Ok(None);
@@ -59,6 +60,7 @@ impl Controller {
         let runtime = self.nat_thread.handle().clone();
         let nat = net::Nat::spawn(config.clone(), &runtime);
         self.forwards.attach(nat.control.clone());
+        self.published.0.attach_nat(Some(nat.control.clone()));
         self.nat = Some((nat.control, nat.stats));
         self.show_network(&rev, config)?;
         if self.native {
