@@ -266,10 +266,10 @@ fn containers_reach_out_and_publish_ports_on_the_host_and_reach_nothing_of_cairn
     }
 
     // Nothing of cairn from a container: no engine API, no 9P, on any address the guest has.
-    // A port counts as reached when it answers the engine's ping or a 9P Tversion (the NAT
-    // completes a handshake to the gateway before it knows the host refuses, so a connect
-    // alone proves nothing there). The host's page server is the probe's own check: it must
-    // be found, at the gateway.
+    // A port counts as reached when it answers the engine's ping or a 9P Tversion, not when
+    // it merely accepts. The host's page server is the probe's own check: it must be found, at
+    // the gateway. And a closed host port is closed through the gateway too: the NAT refuses
+    // the SYN itself (a port probe must not take it for an open port).
     let probe = r#"for a in 10.0.2.15 172.17.0.1 10.0.2.2; do for p in 2375 2376 564 5640 @PAGE@; do
         n=$(printf 'GET /_ping HTTP/1.0\r\n\r\n' | nc -w 3 $a $p 2>/dev/null | wc -c)
         [ "$n" -gt 0 ] && echo "engine API at $a:$p"
@@ -281,6 +281,11 @@ fn containers_reach_out_and_publish_ports_on_the_host_and_reach_nothing_of_cairn
     // (The page server answers whatever it is sent, a Tversion too.)
     let expected = format!("engine API at 10.0.2.2:{host_page}\n9P at 10.0.2.2:{host_page}\ndone");
     assert_eq!(open.trim(), expected, "a container reached more than the host's page: {open}");
+    let closed = free_port();
+    let probe =
+        format!("nc -w 5 host.docker.internal {closed} </dev/null && echo open || echo closed");
+    let said = docker.ok(&["run", "--rm", "cairn-test/net:1", "sh", "-c", &probe]);
+    assert_eq!(said.trim(), "closed", "a closed host port through the gateway");
     // Nor as another user of the host: the run directory, where every socket is, is the
     // owner's alone (root can check as nobody; the mode is checked either way).
     let run = env.home().join("run");

@@ -227,17 +227,21 @@ impl Stack {
                     return self.malformed();
                 };
                 let allowed = self.config.outbound || dst == self.config.gateway;
-                // A SYN nobody listens for is answered with a reset by smoltcp.
+                // A SYN waits for the host's connection (see tcp); smoltcp answers one that
+                // nobody listens for with a reset.
                 if segment.syn() && !segment.ack() && allowed {
                     let key = tcp::Key {
                         guest: SocketAddrV4::new(src, segment.src_port()),
                         visible: SocketAddrV4::new(dst, segment.dst_port()),
                     };
                     let real = self.real(key.visible);
-                    if !self.tcp.on_syn(key, real, &mut self.sockets) {
-                        return Stats::add(&self.stats.over_limit, 1);
+                    match self.tcp.on_syn(key, real, bytes, &mut self.sockets) {
+                        tcp::Syn::New => Stats::add(&self.stats.tcp_opened, 1),
+                        tcp::Syn::Waiting => {}
+                        tcp::Syn::Pass(bytes) => self.device.rx.push_back(bytes),
+                        tcp::Syn::OverLimit => Stats::add(&self.stats.over_limit, 1),
                     }
-                    Stats::add(&self.stats.tcp_opened, 1);
+                    return;
                 }
                 self.device.rx.push_back(bytes);
             }
@@ -368,6 +372,7 @@ impl Stack {
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         let pumped = self.tcp.pump(&mut self.sockets);
         Stats::add(&self.stats.tcp_refused, pumped.refused);
+        self.device.rx.extend(pumped.replay);
         self.iface.poll(now, &mut self.device, &mut self.sockets);
         self.udp.sweep(self.config.limits.udp_idle);
         self.forwarded.sweep(self.config.limits.udp_idle);

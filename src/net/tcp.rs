@@ -1,9 +1,12 @@
-//! TCP through the NAT. The guest's SYN to any destination makes a smoltcp socket listen on
-//! exactly that destination, so smoltcp completes the handshake as that address; meanwhile a
-//! task connects to the real destination on the host. Bytes then flow through two bounded
-//! channels, and each side waits when the other is full (smoltcp's window closes towards the
-//! guest, the task stops reading towards the host). A refused or timed-out host connection
-//! resets the guest's; a FIN on either side is passed on as a FIN on the other.
+//! TCP through the NAT. The guest's SYN to any destination starts a task that connects to the
+//! real destination on the host, and the SYN is held until it is known: connected, a smoltcp
+//! socket listens on exactly that destination and the SYN is replayed to it, so smoltcp
+//! completes the handshake as that address; refused or timed out, the SYN is replayed with no
+//! one listening and smoltcp answers it with a reset, so the guest's connect fails as it would
+//! against the host itself (a port probe such as `nc -z host.docker.internal 5432` says closed;
+//! slirp and VPNKit do the same). Bytes then flow through two bounded channels, and each side
+//! waits when the other is full (smoltcp's window closes towards the guest, the task stops
+//! reading towards the host). A FIN on either side is passed on as a FIN on the other.
 //!
 //! A forwarded port works the other way round: the host connection is already there, and a
 //! smoltcp socket connects from the gateway into the guest; the copying is the same.
@@ -37,6 +40,9 @@ struct Flow {
     socket: SocketHandle,
     /// The host connection's outcome, until it is known.
     connected: Option<oneshot::Receiver<bool>>,
+    /// The guest's SYN, held until the host connection's outcome is known, and where its
+    /// socket will listen.
+    held: Option<(Vec<u8>, IpListenEndpoint)>,
     /// Towards the host; dropped when the guest has sent its FIN.
     to_host: Option<mpsc::Sender<Vec<u8>>>,
     /// From the host; gone when the host has closed its side.
@@ -73,6 +79,22 @@ impl Drop for Flow {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Pumped {
     pub refused: u64,
+    /// Held SYNs whose outcome is known, for the interface to take now: a socket listens for
+    /// each that connected, none for those refused (smoltcp resets them).
+    pub replay: Vec<Vec<u8>>,
+}
+
+/// What became of a SYN from the guest.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Syn {
+    /// A new flow: held until the host connection's outcome is known.
+    New,
+    /// A retransmission while the host connection is on its way: dropped, the held one will do.
+    Waiting,
+    /// A retransmission after it connected: for the interface, whose socket listens.
+    Pass(Vec<u8>),
+    /// The flow limit is reached: dropped.
+    OverLimit,
 }
 
 #[derive(Debug)]
@@ -207,6 +229,7 @@ impl Flows {
         let flow = Flow {
             socket: handle,
             connected,
+            held: None,
             to_host: Some(to_host),
             from_host: Some(from_host),
             pending: Vec::new(),
@@ -219,28 +242,33 @@ impl Flows {
         self.flows.insert(key, flow);
     }
 
-    /// A SYN from the guest: makes a socket listen for it and starts the host connection,
-    /// unless the flow exists (a retransmitted SYN). False when the flow limit is reached.
-    pub fn on_syn(&mut self, key: Key, real: SocketAddr, sockets: &mut SocketSet<'static>) -> bool {
-        if self.flows.contains_key(&key) {
-            return true;
+    /// A SYN from the guest (`frame`): starts the host connection and holds the SYN until it
+    /// is known, unless the flow exists (a retransmitted SYN).
+    pub fn on_syn(
+        &mut self,
+        key: Key,
+        real: SocketAddr,
+        frame: Vec<u8>,
+        sockets: &mut SocketSet<'static>,
+    ) -> Syn {
+        if let Some(flow) = self.flows.get(&key) {
+            return if flow.held.is_some() { Syn::Waiting } else { Syn::Pass(frame) };
         }
         if self.flows.len() >= self.limit {
-            return false;
+            return Syn::OverLimit;
         }
-        let mut socket = self.socket();
         let endpoint =
             IpListenEndpoint { addr: Some((*key.visible.ip()).into()), port: key.visible.port() };
-        if socket.listen(endpoint).is_err() {
-            return false;
-        }
-        let handle = sockets.add(socket);
+        let handle = sockets.add(self.socket());
         let (connected_tx, connected) = oneshot::channel();
         let timeout = self.connect_timeout;
         self.insert(key, handle, Some(connected), move |to_host, from_host, wake| {
             dial(real, timeout, connected_tx, to_host, from_host, wake)
         });
-        true
+        if let Some(flow) = self.flows.get_mut(&key) {
+            flow.held = Some((frame, endpoint));
+        }
+        Syn::New
     }
 
     /// A connection to a forwarded port: `stream` (accepted on the host) is joined to a new
@@ -320,12 +348,24 @@ fn pump_one(
             Err(oneshot::error::TryRecvError::Closed) => Some(false),
         };
         match outcome {
-            Some(true) => flow.connected = None,
+            Some(true) => {
+                flow.connected = None;
+                if let Some((syn, endpoint)) = flow.held.take() {
+                    if socket.listen(endpoint).is_err() {
+                        return false;
+                    }
+                    pumped.replay.push(syn);
+                }
+            }
             Some(false) => {
                 pumped.refused += 1;
+                // Replayed with no one listening: smoltcp resets it.
+                pumped.replay.extend(flow.held.take().map(|(syn, _)| syn));
                 socket.abort();
                 return false;
             }
+            // Still connecting: the socket does not listen yet.
+            None if flow.held.is_some() => return true,
             None => {}
         }
     }

@@ -292,11 +292,17 @@ async fn a_refused_host_connection_resets_the_guests() {
     let mut nat = nat(config());
     let mut guest = Guest::configured();
     let handle = guest.connect(port, 49153);
+    // Refused as the host refused it: a reset for the SYN, never a handshake first (a port
+    // probe would take that for an open port).
+    let established = std::cell::Cell::new(false);
     guest
         .until(&mut nat, "a reset", |g| {
-            g.sockets.get_mut::<tcp::Socket>(handle).state() == tcp::State::Closed
+            let state = g.sockets.get_mut::<tcp::Socket>(handle).state();
+            established.set(established.get() || state == tcp::State::Established);
+            state == tcp::State::Closed
         })
         .await;
+    assert!(!established.get(), "the guest saw the connection established before the reset");
     assert_eq!(Stats::get(&nat.stats.tcp_refused), 1);
 }
 
