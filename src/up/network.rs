@@ -158,6 +158,8 @@ impl Controller {
     /// Gives the running NAT `commit`'s network settings and forwarded ports, live.
     pub(super) fn reconfigure_network(&mut self, commit: ObjectId) -> Result<(), Error> {
         let rev = commit.to_string();
+        // Under either network: a port published from now on follows the new key.
+        self.configure_published(&rev)?;
         let Some((control, _)) = &self.nat else {
             if self.hostnet(&rev)? {
                 let booted = self.booted.map(|c| c.to_string());
@@ -178,7 +180,6 @@ impl Controller {
         let forwards = String::from_utf8_lossy(&forwards);
         self.forwards.apply(&forwards);
         self.published.0.set_forwards(forwards.lines().filter_map(Forward::parse).collect());
-        self.configure_published(rev)?;
         let mode = if config.outbound { "nat" } else { "none" };
         self.status.network = Some(status::Network {
             mode: mode.into(),
@@ -209,7 +210,6 @@ impl Controller {
 
     /// The published ports into the status, when their list changed.
     fn copy_published(&mut self) -> bool {
-        self.network_seen = Instant::now();
         let (version, ports) = self.published.0.status();
         let Some(docker) = &mut self.status.docker else { return false };
         if version == self.published.1 {
