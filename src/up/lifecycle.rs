@@ -132,12 +132,12 @@ impl Controller {
         Ok(())
     }
 
-    /// Keeps `channel` as the current VM's, with a task that reports it coming and going.
     /// What the channel of a VM serves: /Database, and the ports its containers publish.
     fn channel_services(&self) -> crate::channel::Services {
         crate::channel::Services { fs: self.server.fs.clone(), published: self.published.0.clone() }
     }
 
+    /// Keeps `channel` as the current VM's, with a task that reports it coming and going.
     fn attach_channel(&mut self, channel: HostChannel) {
         let watcher = events::watch_channel(
             self.sessions.subscribe(),
