@@ -28,31 +28,32 @@ pub fn run(db: Db, listeners: Listeners) -> Result<(), Error> {
         .map_err(Error::Runtime)?;
     runtime.block_on(async move {
         let fs = Arc::new(cairn_9p::Fs::new(Arc::new(db)));
+        // Everything that takes a descriptor is set up before the first line is printed and
+        // before any listener accepts: a burst of clients at the announced port could
+        // otherwise use up the descriptors while the unix socket or the signal handlers were
+        // still to come, and the server would end instead of waiting for them to go.
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(Error::Runtime)?;
+        let tcp = match listeners.tcp {
+            Some(address) => Some(bind_tcp(address).await?),
+            None => None,
+        };
+        let unix = match &listeners.socket {
+            Some(path) => Some((cairn_9p::transport::bind_unix(path)?, path)),
+            None => None,
+        };
         let mut tasks = tokio::task::JoinSet::new();
-        if let Some(address) = listeners.tcp {
-            // 9P has no authentication: whoever reaches the port reads and changes the
-            // configuration, other users of this host included.
-            if address.ip().is_loopback() {
-                tracing::warn!(%address, "serving 9P on TCP, as asked: every user of this host can reach it; the unix socket is private to you");
-            } else {
-                tracing::warn!(%address, "serving 9P beyond loopback, as asked: anyone who reaches it can change the configuration");
-            }
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
-                .map_err(|source| Error::Listen { address: address.to_string(), source })?;
-            let bound = listener.local_addr().map_err(|source| Error::Listen { address: address.to_string(), source })?;
+        if let Some((listener, bound)) = tcp {
             announce(&format!("tcp {bound}"));
             tasks.spawn(cairn_9p::transport::serve_tcp(fs.clone(), listener));
         }
-        if let Some(path) = listeners.socket {
-            let listener = cairn_9p::transport::bind_unix(&path)?;
+        if let Some((listener, path)) = unix {
             announce(&format!("unix {}", path.display()));
             tasks.spawn(cairn_9p::transport::serve_unix_listener(fs.clone(), listener));
         }
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(Error::Runtime)?;
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+            _ = interrupt.recv() => tracing::info!("interrupted"),
             _ = terminate.recv() => tracing::info!("terminated"),
             Some(done) = tasks.join_next() => {
                 if let Ok(Err(e)) = done {
@@ -62,6 +63,20 @@ pub fn run(db: Db, listeners: Listeners) -> Result<(), Error> {
         }
         Ok(())
     })
+}
+
+/// Binds the TCP listener, warning that 9P has no authentication: whoever reaches the port
+/// reads and changes the configuration, other users of this host included.
+async fn bind_tcp(address: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), Error> {
+    if address.ip().is_loopback() {
+        tracing::warn!(%address, "serving 9P on TCP, as asked: every user of this host can reach it; the unix socket is private to you");
+    } else {
+        tracing::warn!(%address, "serving 9P beyond loopback, as asked: anyone who reaches it can change the configuration");
+    }
+    let listen_err = |source| Error::Listen { address: address.to_string(), source };
+    let listener = tokio::net::TcpListener::bind(address).await.map_err(listen_err)?;
+    let bound = listener.local_addr().map_err(listen_err)?;
+    Ok((listener, bound))
 }
 
 /// Prints a listener's line for scripts. A reader that went away is no reason to stop

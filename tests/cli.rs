@@ -251,10 +251,15 @@ fn edit_validates_on_save() {
     assert_eq!(env.ok(&["get", "daemon"]), "{\n  \"debug\": true\n}\n");
     let head = env.head();
     let bad = editor(r#"printf '{"debug": "very"}\n' > "$1""#);
+    // The refused edit is kept for the user; here it is kept inside the test's directory,
+    // which goes with the test, instead of the host's /tmp.
+    let tmp = env.dir.path().join("tmp");
+    std::fs::create_dir(&tmp).expect("a temporary directory");
     let out = env
         .command(&["edit", "daemon"])
         .env("EDITOR", format!("sh {bad}"))
         .env_remove("VISUAL")
+        .env("TMPDIR", &tmp)
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(3));
@@ -263,6 +268,10 @@ fn edit_validates_on_save() {
         stderr.contains("your edit is kept in") && stderr.contains("wrong type for debug"),
         "{stderr}"
     );
+    let kept: Vec<_> = std::fs::read_dir(&tmp).expect("read").flatten().map(|e| e.path()).collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(stderr.contains(&kept[0].display().to_string()), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&kept[0]).expect("read"), "{\"debug\": \"very\"}\n");
     assert_eq!(env.head(), head);
 }
 

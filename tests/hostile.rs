@@ -97,6 +97,7 @@ fn a_loose_cairn_home_is_tightened_with_a_message() {
 fn a_9p_server_out_of_descriptors_recovers() {
     use std::io::BufRead;
     let env = Env::new();
+    let log = env.home().join("serve.log");
     // Few descriptors: the clients below exhaust them, and accept() fails with EMFILE.
     let script = format!(
         "ulimit -n 48; exec {} serve --tcp 127.0.0.1:0",
@@ -106,11 +107,11 @@ fn a_9p_server_out_of_descriptors_recovers() {
         .args(["-c", &script])
         .env("CAIRN_HOME", env.home())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("a log file"))
         .spawn()
         .expect("serve runs");
     let stdout = child.stdout.take().expect("stdout");
-    let _serve = crate::util::Killed(child);
+    let mut serve = crate::util::Killed(child);
     let mut address = String::new();
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line.expect("a line");
@@ -119,6 +120,11 @@ fn a_9p_server_out_of_descriptors_recovers() {
             break;
         }
     }
+    assert!(
+        !address.is_empty(),
+        "serve announced no TCP address:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     let mut held = Vec::new();
     for _ in 0..80 {
         if let Ok(stream) = std::net::TcpStream::connect(&address) {
@@ -133,6 +139,12 @@ fn a_9p_server_out_of_descriptors_recovers() {
     let mut answered = false;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     while std::time::Instant::now() < deadline {
+        // A server that ended (it once did, when the clients came before its unix socket
+        // was bound) fails here with its log, not after the whole deadline.
+        if let Ok(Some(status)) = serve.0.try_wait() {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("the server ended ({status}) after running out of descriptors:\n{log}");
+        }
         let out = Command::new("diodcat")
             .args(["-s", &address, "-a", "/", "-t", "5", "branch/master/ro/memory"])
             .output()
