@@ -21,6 +21,19 @@ const CASES: &[(&str, &[&str])] = &[
     ("mtu", &["575", "65536", "big", ""]),
     ("external-bind", &["yes", "", "TRUE", "1"]),
     (
+        "file-sharing",
+        &[
+            "src",
+            "/",
+            "/tmp\n/tmp/x",
+            "/tmp/x\n/tmp",
+            "/usr/local/src",
+            "/tmp/../etc",
+            "/nonexistent-dir",
+        ],
+    ),
+    ("filesystem", &["osxfs", "", "virtiofs 9p"]),
+    (
         "proxy.http",
         &["proxy:3128", "ftp://proxy", "http://", "http://a b", "http://[::1", "http://proxy:0"],
     ),
@@ -57,7 +70,6 @@ const CASES: &[(&str, &[&str])] = &[
             ".etc.passwd = x",
         ],
     ),
-    ("filesystem", &["virtiofs", "ext4", ""]),
     ("disk", &["lots", "1G", "-1", "99T", ""]),
 ];
 

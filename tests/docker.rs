@@ -49,13 +49,36 @@ fn dockerd_pid(s: &Value) -> u64 {
     s["guest"]["dockerd_pid"].as_u64().unwrap_or_default()
 }
 
+/// The engine of a fresh `cairn up` of the docker flavour, through the image's own CLI.
+pub fn engine(env: &Env) -> Docker {
+    let built = env
+        .command(&["guest", "build", "--flavour", "docker"])
+        .env("CAIRN_CACHE", crate::up::cache())
+        .output()
+        .expect("runs");
+    let built = crate::util::succeeded(built, "cairn guest build");
+    let cli = built.lines().find_map(|l| l.strip_prefix("docker ")).expect("the image's CLI");
+    up_detached(env, "docker");
+    let docker = Docker {
+        cli: PathBuf::from(cli),
+        host: format!("unix://{}", env.home().join("run/docker.sock").display()),
+    };
+    wait_for(env, "the engine", |s| s["guest"]["dockerd"] == "running");
+    docker
+}
+
 /// A tar of a root filesystem with busybox-static as `sh`, `echo` and `cat`, for `docker
 /// import`, and `extra` bytes of random data in /payload (an image of a size that counts).
 pub fn busybox_tar(dir: &Path, extra: usize) -> PathBuf {
+    busybox_tar_with(dir, &["sh", "echo", "cat"], extra)
+}
+
+/// [`busybox_tar`] with busybox as each of `applets`.
+pub fn busybox_tar_with(dir: &Path, applets: &[&str], extra: usize) -> PathBuf {
     let root = dir.join("rootfs");
     std::fs::create_dir_all(root.join("bin")).expect("mkdir");
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
-    for applet in ["sh", "echo", "cat"] {
+    for applet in applets {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
     }
     if extra > 0 {

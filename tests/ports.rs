@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::docker::Docker;
+use crate::docker::{engine, Docker};
 use crate::up::{status, up_detached, wait_for, Down};
 use crate::util::Env;
 
@@ -88,24 +88,6 @@ fn run_fails(docker: &Docker, args: &[&str]) -> String {
     let out = docker.run(args);
     assert!(!out.status.success(), "docker {args:?} succeeded");
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// The engine of a fresh `cairn up`, through the image's own CLI.
-fn engine(env: &Env) -> Docker {
-    let built = env
-        .command(&["guest", "build", "--flavour", "docker"])
-        .env("CAIRN_CACHE", crate::up::cache())
-        .output()
-        .expect("runs");
-    let built = crate::util::succeeded(built, "cairn guest build");
-    let cli = built.lines().find_map(|l| l.strip_prefix("docker ")).expect("the image's CLI");
-    up_detached(env, "docker");
-    let docker = Docker {
-        cli: PathBuf::from(cli),
-        host: format!("unix://{}", env.home().join("run/docker.sock").display()),
-    };
-    wait_for(env, "the engine", |s| s["guest"]["dockerd"] == "running");
-    docker
 }
 
 #[test]

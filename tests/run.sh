@@ -10,6 +10,8 @@
 #   erofs-utils              mkfs.erofs makes the guest image's read-only system disk
 #   debian-archive-keyring   verifies Debian 13's archive (the image builder's own apt state)
 #   apt lists                the 9P tests' tiny guest takes the host's own kernel package
+#   virtiofsd                shares host directories with the guest (crates.io, pinned: Debian 12
+#                            has none; it links libseccomp and libcap-ng, hence their -dev)
 #   x86_64-unknown-none      the native VMM's test guest is built without SSE for bare metal
 #                            (rustup; without it the test builds it for the host target instead)
 set -euo pipefail
@@ -23,6 +25,10 @@ command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86 seabios ipxe-
 command -v cpio >/dev/null || need+=(cpio)
 command -v iasl >/dev/null || need+=(acpica-tools)
 command -v mkfs.erofs >/dev/null || need+=(erofs-utils)
+if ! command -v virtiofsd >/dev/null; then
+  [ -f /usr/include/seccomp.h ] || need+=(libseccomp-dev)
+  [ -f /usr/include/cap-ng.h ] || need+=(libcap-ng-dev)
+fi
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
 lists=$(apt-cache policy linux-image-amd64 2>/dev/null | awk '/Candidate:/{print $2}')
 if [ ${#need[@]} -gt 0 ] || [ -z "$lists" ] || [ "$lists" = "(none)" ]; then
@@ -36,6 +42,7 @@ if [ ${#need[@]} -gt 0 ] || [ -z "$lists" ] || [ "$lists" = "(none)" ]; then
     exit 1
   fi
 fi
+command -v virtiofsd >/dev/null || cargo install --quiet --locked virtiofsd --version 1.14.0
 rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-none \
   || rustup target add x86_64-unknown-none \
   || echo "tests/run.sh: no x86_64-unknown-none; the VMM test guest is built for the host" >&2

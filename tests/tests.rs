@@ -17,4 +17,5 @@ mod migration;
 mod native;
 mod network;
 mod ports;
+mod sharing;
 mod up;

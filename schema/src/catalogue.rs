@@ -40,6 +40,8 @@ pub enum Default {
     Cpus(u64),
     /// The schema version this cairn writes.
     SchemaVersion,
+    /// The home directory of the user running cairn, and /tmp.
+    HomeAndTmp,
 }
 
 impl Key {
@@ -50,6 +52,7 @@ impl Key {
             Default::MemoryMib(mib) => mib.min(host.ram_mib).to_string(),
             Default::Cpus(n) => n.min(host.cores).max(1).to_string(),
             Default::SchemaVersion => crate::version::CURRENT_VERSION.to_string(),
+            Default::HomeAndTmp => crate::shares::default_text(),
         }
     }
 
@@ -262,13 +265,30 @@ pub static KEYS: &[Key] = &[
         internal: false,
     },
     Key {
+        name: "file-sharing",
+        path: "file-sharing",
+        kind: Kind::Shares,
+        default: Default::HomeAndTmp,
+        summary: "Host directories that containers can mount.",
+        description: "Host directories, one absolute path per line, that the VM mounts at the \
+            same paths, so that `docker run -v \"$PWD\":/src` works from inside any of them. \
+            Files written in a container belong on the host to the user running cairn. \
+            $CAIRN_HOME, if inside one, is seen empty and read-only. Default: your home \
+            directory and /tmp. Changing it reboots the VM.",
+        options: &[],
+        apply: ApplyClass::Reboot,
+        internal: false,
+    },
+    Key {
         name: "filesystem",
         path: "filesystem",
-        kind: Kind::Choice(&["9p"]),
-        default: Default::Text("9p"),
-        summary: "How /Database reaches the VM.",
-        description: "The file system protocol that serves the database to the guest at \
-            /Database. Only 9p today. Changing it reboots the VM.",
+        kind: Kind::Choice(&["virtiofs", "9p", "none"]),
+        default: Default::Text("virtiofs"),
+        summary: "How shared directories reach the VM.",
+        description: "How the directories of file-sharing reach the VM: virtiofs (virtiofsd, \
+            fast, with file events), 9p (qemu's own 9P server, slower; a fallback where \
+            virtiofsd is missing) or none (nothing shared). /Database has its own transport \
+            either way. Changing it reboots the VM.",
         options: &[],
         apply: ApplyClass::Reboot,
         internal: false,

@@ -29,6 +29,7 @@ pub mod daemon;
 mod error;
 pub mod json;
 pub mod migrate;
+pub mod shares;
 pub mod sysctl;
 pub mod tree;
 pub mod value;

@@ -10,6 +10,8 @@
 //! - v2: `net/mtu` (1500), `net/dns` one server per line, `memory` defaults to 2048 MiB.
 //! - v3: `disk`, the size of the engine's data disk (64 GiB).
 //! - v4: `net/external-bind` (false): where containers' published ports listen on the host.
+//! - v5: `file-sharing` (home and /tmp); `filesystem` changes meaning from /Database's
+//!   transport (only ever `9p`) to how shared directories reach the VM (`virtiofs`).
 
 use crate::catalogue::by_name;
 use crate::tree::defaults;
@@ -32,6 +34,7 @@ pub fn migrate(
             1 => v1_to_v2(tree, user_changed, host, &mut notes)?,
             2 => v2_to_v3(tree, host, &mut notes),
             3 => v3_to_v4(tree, host, &mut notes),
+            4 => v4_to_v5(tree, host, &mut notes),
             other => unreachable!("no migration from v{other}; version_of bounds it"),
         }
         version += 1;
@@ -45,6 +48,11 @@ pub fn migrate(
 /// build upgrade fixtures.
 pub fn initial_tree(version: u32, host: &Host) -> Tree {
     let mut tree = defaults(host);
+    if version <= 4 {
+        tree.remove("file-sharing");
+        tree.insert("filesystem".into(), b"9p\n".to_vec());
+        tree.insert("schema-version".into(), format!("{version}\n").into_bytes());
+    }
     if version <= 3 {
         tree.remove("net/external-bind");
         tree.insert("schema-version".into(), format!("{version}\n").into_bytes());
@@ -80,6 +88,28 @@ fn v3_to_v4(tree: &mut Tree, host: &Host, notes: &mut Vec<String>) {
     if !tree.contains_key(key.path) {
         tree.insert(key.path.into(), key.default_bytes(host));
         notes.push("external-bind: added with its default false".into());
+    }
+}
+
+/// v5 adds `file-sharing` at its default and gives `filesystem` its new meaning. Its only
+/// value before was `9p`, which said how /Database reached the guest (it still does, on a
+/// transport of its own): no user chose a way to share directories, so it becomes the new
+/// default, virtiofs.
+fn v4_to_v5(tree: &mut Tree, host: &Host, notes: &mut Vec<String>) {
+    let sharing = by_name("file-sharing").expect("file-sharing is in the catalogue");
+    if !tree.contains_key(sharing.path) {
+        let default = sharing.default_bytes(host);
+        let shown = String::from_utf8_lossy(&default).trim().replace('\n', ", ");
+        tree.insert(sharing.path.into(), default);
+        notes.push(format!("file-sharing: added with its default {shown}"));
+    }
+    let filesystem = by_name("filesystem").expect("filesystem is in the catalogue");
+    if tree.get(filesystem.path).is_none_or(|v| v.as_slice() == b"9p\n") {
+        tree.insert(filesystem.path.into(), filesystem.default_bytes(host));
+        notes.push(
+            "filesystem: 9p -> virtiofs (it now says how shared directories reach the VM; /Database keeps its own transport)"
+                .into(),
+        );
     }
 }
 
@@ -150,9 +180,10 @@ mod tests {
         assert_eq!(tree["etc/hostname"], b"mine\n");
         assert_eq!(tree["net/dns"], b"1.1.1.1\n8.8.8.8\n");
         assert_eq!(tree["net/mtu"], b"1500\n");
-        assert_eq!(tree["schema-version"], b"4\n");
+        assert_eq!(tree["schema-version"], b"5\n");
         assert_eq!(tree["disk"], b"65536\n");
         assert_eq!(tree["net/external-bind"], b"false\n");
+        assert_eq!(tree["filesystem"], b"virtiofs\n");
     }
 
     #[test]
@@ -161,10 +192,13 @@ mod tests {
         tree.insert("etc/hostname".into(), b"mine\n".to_vec());
         let before = tree.clone();
         let notes = migrate(&mut tree, &|_| false, &HOST).expect("migrates");
-        assert_eq!(notes.len(), 4, "{notes:?}");
+        assert_eq!(notes.len(), 7, "{notes:?}");
         let changed: Vec<&String> =
             tree.keys().filter(|k| before.get(*k) != tree.get(*k)).collect();
-        assert_eq!(changed, ["disk", "net/external-bind", "schema-version"]);
+        assert_eq!(
+            changed,
+            ["disk", "file-sharing", "filesystem", "net/external-bind", "schema-version"]
+        );
     }
 
     #[test]
@@ -174,11 +208,34 @@ mod tests {
         tree.insert("etc/hostname".into(), b"mine\n".to_vec());
         let before = tree.clone();
         let notes = migrate(&mut tree, &|_| false, &HOST).expect("migrates");
-        assert_eq!(notes, ["external-bind: added with its default false", "schema-version: v4"]);
+        assert_eq!(
+            notes[..2],
+            ["external-bind: added with its default false", "schema-version: v4"]
+        );
         let changed: Vec<&String> =
             tree.keys().filter(|k| before.get(*k) != tree.get(*k)).collect();
-        assert_eq!(changed, ["net/external-bind", "schema-version"]);
-        validate_tree(&tree, &|_| true, &HOST, Validation::default()).expect("valid v4 tree");
+        assert_eq!(changed, ["file-sharing", "filesystem", "net/external-bind", "schema-version"]);
+        validate_tree(&tree, &|_| true, &HOST, Validation::default()).expect("valid v5 tree");
+    }
+
+    #[test]
+    fn v4_gets_file_sharing_and_filesystem_means_sharing() {
+        let mut tree = initial_tree(4, &HOST);
+        assert!(!tree.contains_key("file-sharing"));
+        assert_eq!(tree["filesystem"], b"9p\n");
+        tree.insert("etc/hostname".into(), b"mine\n".to_vec());
+        let before = tree.clone();
+        let notes = migrate(&mut tree, &|_| false, &HOST).expect("migrates");
+        assert!(notes[0].starts_with("file-sharing: added with its default "), "{notes:?}");
+        assert!(notes[1].starts_with("filesystem: 9p -> virtiofs"), "{notes:?}");
+        assert_eq!(notes[2], "schema-version: v5");
+        let changed: Vec<&String> =
+            tree.keys().filter(|k| before.get(*k) != tree.get(*k)).collect();
+        assert_eq!(changed, ["file-sharing", "filesystem", "schema-version"]);
+        assert_eq!(tree["file-sharing"], crate::shares::default_text().as_bytes());
+        tree.insert("etc/hostname".into(), defaults(&HOST)["etc/hostname"].clone());
+        assert_eq!(tree, defaults(&HOST));
+        validate_tree(&tree, &|_| true, &HOST, Validation::default()).expect("valid v5 tree");
     }
 
     #[test]

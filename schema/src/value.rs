@@ -37,6 +37,8 @@ pub enum Kind {
     Sysctl,
     /// The schema version of the tree.
     SchemaVersion,
+    /// Host directories, one per line (see [`crate::shares`]).
+    Shares,
 }
 
 /// A bound that may depend on the host.
@@ -79,6 +81,24 @@ const MAX_DOCUMENT: usize = 1 << 20;
 /// Parses `input` (what a user typed, or the content of a file) for `key` and returns the
 /// canonical bytes to store, or why it is refused.
 pub fn normalize(key: &Key, input: &[u8], host: &Host, v: Validation) -> Result<Vec<u8>, Error> {
+    normalize_as(key, input, host, v, Fresh::Input)
+}
+
+/// Whether a value is new input or already in a tree: some checks look at the host as it is
+/// now (a shared directory must exist), which a stored value may have outlived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fresh {
+    Input,
+    Stored,
+}
+
+fn normalize_as(
+    key: &Key,
+    input: &[u8],
+    host: &Host,
+    v: Validation,
+    fresh: Fresh,
+) -> Result<Vec<u8>, Error> {
     let limit = if is_document(key.kind) { MAX_DOCUMENT } else { MAX_SCALAR };
     let Ok(text) = std::str::from_utf8(input) else {
         let lossy = String::from_utf8_lossy(input);
@@ -157,6 +177,7 @@ pub fn normalize(key: &Key, input: &[u8], host: &Host, v: Validation) -> Result<
             lines(out)
         }
         Kind::DaemonJson => crate::daemon::normalize(key.name, text, v)?,
+        Kind::Shares => lines(crate::shares::parse(key.name, text, fresh == Fresh::Input)?),
         Kind::Sysctl => lines(sysctl(key, text, host)?),
         Kind::SchemaVersion => match trimmed.parse::<u32>() {
             Ok(n) if (1..=CURRENT_VERSION).contains(&n) => line(n.to_string()),
@@ -171,12 +192,12 @@ pub fn normalize(key: &Key, input: &[u8], host: &Host, v: Validation) -> Result<
 
 /// Checks bytes found in a tree: valid for the key, canonical or not.
 pub fn check_stored(key: &Key, stored: &[u8], host: &Host) -> Result<(), Error> {
-    normalize(key, stored, host, Validation { force: true }).map(drop)
+    normalize_as(key, stored, host, Validation { force: true }, Fresh::Stored).map(drop)
 }
 
 /// The canonical form of a default, which is valid by construction (a catalogue test checks).
 pub(crate) fn normalize_default(key: &Key, input: &str, host: &Host) -> Vec<u8> {
-    normalize(key, input.as_bytes(), host, Validation { force: true })
+    normalize_as(key, input.as_bytes(), host, Validation { force: true }, Fresh::Stored)
         .unwrap_or_else(|_| input.as_bytes().to_vec())
 }
 
@@ -195,6 +216,7 @@ pub fn allowed(key: &Key, host: &Host) -> String {
         Kind::DaemonJson => "a JSON object with the keys of dockerd's daemon.json".into(),
         Kind::Sysctl => "lines NAME = VALUE, such as vm.max_map_count = 262144; # comments".into(),
         Kind::SchemaVersion => format!("1 to {}", CURRENT_VERSION),
+        Kind::Shares => crate::shares::ALLOWED.into(),
     }
 }
 
@@ -212,6 +234,7 @@ pub fn type_name(kind: Kind) -> &'static str {
         Kind::DaemonJson => "JSON object",
         Kind::Sysctl => "sysctl lines",
         Kind::SchemaVersion => "integer",
+        Kind::Shares => "list of directories",
     }
 }
 
@@ -224,9 +247,14 @@ pub fn to_json(key: &Key, stored: &[u8]) -> Json {
         Kind::Int { .. } | Kind::SchemaVersion => {
             trimmed.parse::<u64>().map(Json::from).unwrap_or_else(|_| Json::from(trimmed))
         }
-        Kind::PortForwards | Kind::IpList | Kind::HostList | Kind::Sysctl => Json::Array(
-            text.lines().filter(|l| !l.trim().is_empty()).map(|l| Json::from(l.trim())).collect(),
-        ),
+        Kind::PortForwards | Kind::IpList | Kind::HostList | Kind::Sysctl | Kind::Shares => {
+            Json::Array(
+                text.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| Json::from(l.trim()))
+                    .collect(),
+            )
+        }
         Kind::DaemonJson => serde_json::from_str(&text).unwrap_or_else(|_| Json::from(trimmed)),
         Kind::Hostname | Kind::Choice(_) | Kind::ProxyUrl => Json::from(trimmed),
     }
@@ -237,8 +265,10 @@ pub fn to_json(key: &Key, stored: &[u8]) -> Json {
 /// strings for lists, an object for daemon.json; a string for anything). `null`, or a list
 /// where one value belongs, is refused rather than stored as the text "null" or "\[4096\]".
 pub fn from_json(key: &Key, value: &Json) -> Result<String, Error> {
-    let list =
-        matches!(key.kind, Kind::PortForwards | Kind::IpList | Kind::HostList | Kind::Sysctl);
+    let list = matches!(
+        key.kind,
+        Kind::PortForwards | Kind::IpList | Kind::HostList | Kind::Sysctl | Kind::Shares
+    );
     let refuse = |problem: &str| {
         let wanted = match key.kind {
             Kind::Int { .. } | Kind::SchemaVersion => "a number (or a string)",
@@ -295,7 +325,12 @@ pub fn display(key: &Key, stored: &[u8]) -> String {
 fn is_document(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::PortForwards | Kind::IpList | Kind::HostList | Kind::DaemonJson | Kind::Sysctl
+        Kind::PortForwards
+            | Kind::IpList
+            | Kind::HostList
+            | Kind::DaemonJson
+            | Kind::Sysctl
+            | Kind::Shares
     )
 }
 
@@ -531,7 +566,8 @@ mod tests {
             r#"hypervisor: "vbox" is not one of the choices (allowed: native, qemu)"#
         );
         assert!(norm("network", "bridge").is_err());
-        assert!(norm("filesystem", "virtiofs").is_err());
+        assert_eq!(norm("filesystem", "virtiofs").unwrap(), "virtiofs\n");
+        assert!(norm("filesystem", "osxfs").is_err());
     }
 
     #[test]

@@ -52,6 +52,7 @@ impl Controller {
         ));
         // The guest's network carries on through a new NAT: qemu still listens.
         self.start_network(booted)?;
+        self.show_adopted_shares(booted)?;
         // What the guest runs is planned against master like any new head, and its last
         // report (from this boot) says where it is.
         self.target = None;
@@ -76,7 +77,8 @@ impl Controller {
         // say anything about this one.
         self.report = None;
         self.stale_boot = self.latest_report().map(|r| r.boot_id);
-        let spec = self.spec_for(commit)?;
+        let mut spec = self.spec_for(commit)?;
+        self.serve_shares(commit, &mut spec, progress)?;
         self.prepare_disk(commit, progress)?;
         let port = self.start_network(commit)?;
         progress(&format!(
@@ -195,6 +197,8 @@ impl Controller {
             // socket otherwise.
             net: (!hostnet).then(|| self.run.net()),
             hostfwd: if hostnet { self.hostnet_forwards(&rev)? } else { Vec::new() },
+            shares: Vec::new(),
+            share_args: String::new(),
         })
     }
 

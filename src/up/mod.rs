@@ -30,6 +30,7 @@ mod lifecycle;
 mod logfile;
 mod network;
 mod reports;
+mod sharing;
 mod start;
 pub mod status;
 
@@ -161,6 +162,8 @@ struct Controller {
     log_checked: Instant,
     /// The engine's persistent data disk.
     data_disk: PathBuf,
+    /// The virtiofsd of each directory the current VM shares.
+    virtiofsd: Vec<crate::vm::virtiofsd::Virtiofsd>,
 }
 
 impl Controller {
@@ -240,7 +243,7 @@ impl Controller {
             due.push(self.head_seen + COALESCE);
         }
         due.extend(self.restart_at);
-        if self.nat.is_some() || self.status.docker.is_some() {
+        if self.nat.is_some() || self.status.docker.is_some() || !self.virtiofsd.is_empty() {
             due.push(self.network_seen + network::REFRESH);
         }
         if let Some(overdue) = self.native_deadline() {

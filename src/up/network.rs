@@ -205,7 +205,8 @@ impl Controller {
             return false;
         }
         let ports = self.copy_published();
-        self.copy_network_status() | ports
+        let shares = self.check_virtiofsd();
+        self.copy_network_status() | ports | shares
     }
 
     /// The published ports into the status, when their list changed.

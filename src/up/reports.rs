@@ -62,6 +62,9 @@ impl Controller {
             disk_size_bytes: report.disk_size_bytes,
             disk_used_bytes: report.disk_used_bytes,
         });
+        if let Some(sharing) = &mut self.status.sharing {
+            sharing.take_report(&report.shares);
+        }
         let had_docker = self.status.docker.is_some();
         self.show_docker(&report);
         if let (false, Some(docker)) = (had_docker, &mut self.status.docker) {

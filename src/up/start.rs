@@ -123,6 +123,7 @@ impl Controller {
             booted_at: Instant::now(),
             log_checked: Instant::now(),
             data_disk: crate::vm::disk::path(&options.home),
+            virtiofsd: Vec::new(),
             net_task: None,
             nat: None,
             network_seen: Instant::now(),

@@ -215,6 +215,9 @@ pub struct Status {
     /// Present when the guest runs the Docker engine.
     #[serde(default)]
     pub docker: Option<Docker>,
+    /// The host directories the VM shares, and how each fares.
+    #[serde(default)]
+    pub sharing: Option<crate::vm::shares::Sharing>,
 }
 
 impl Status {

@@ -6,7 +6,9 @@ pub mod native;
 pub mod qemu;
 pub mod qmp;
 pub mod record;
+pub mod shares;
 pub mod verdicts;
+pub mod virtiofsd;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -73,6 +75,27 @@ pub struct VmSpec {
     /// qemu's own user network's forwards (`hostfwd=` values, `tcp:127.0.0.1:8080-:80`), from
     /// the `port-forwarding` key; unused with the NAT, which forwards live.
     pub hostfwd: Vec<String>,
+    /// The devices of the host directories the guest mounts (qemu only).
+    pub shares: Vec<SharedDevice>,
+    /// The kernel command line's words that tell the guest where to mount them
+    /// ([`cairn_channel::shares::Boot::kernel_args`]).
+    pub share_args: String,
+}
+
+/// One shared directory as a device of the VM, found by the guest by its tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedDevice {
+    pub tag: String,
+    pub via: SharedVia,
+}
+
+/// What serves a shared directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedVia {
+    /// virtiofsd, listening on this socket.
+    Virtiofs(PathBuf),
+    /// qemu's own 9P server, on this directory.
+    NineP(PathBuf),
 }
 
 /// How qemu runs the guest.

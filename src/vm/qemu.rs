@@ -37,8 +37,9 @@ const SYSTEM_DRIVE: &str = "system";
 pub fn command(spec: &VmSpec, accel: Accel) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     let append = format!(
-        "console=ttyS0 quiet panic=-1 rdinit=/init cairn.db=channel cairn.channel=virtio-serial:{} cairn.ip=10.0.2.15/24 cairn.gw=10.0.2.2{}",
+        "console=ttyS0 quiet panic=-1 rdinit=/init cairn.db=channel cairn.channel=virtio-serial:{} cairn.ip=10.0.2.15/24 cairn.gw=10.0.2.2{}{}",
         crate::channel::PORT_NAME,
+        spec.share_args,
         super::extra_kernel_args()
     );
     // TCG runs every vCPU on one host thread: with a thread per vCPU (MTTCG), qemu 7.2 lets a
@@ -100,12 +101,51 @@ pub fn command(spec: &VmSpec, accel: Accel) -> Command {
             "virtserialport,bus=serial0.0,chardev=channel,name={}",
             crate::channel::PORT_NAME
         ))
+        .args(shared_devices(spec))
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     if accel == Accel::Kvm {
         cmd.args(["-cpu", "host"]);
     }
     cmd
+}
+
+/// The arguments for the shared directories: vhost-user-fs devices on virtiofsd's sockets
+/// (they need the guest's memory in a shareable memfd, which virtiofsd maps), and qemu's own
+/// 9P server (`-virtfs`; security_model=none: files keep the owners the host gives them, and
+/// links are links on the host).
+fn shared_devices(spec: &VmSpec) -> Vec<String> {
+    let mut args = Vec::new();
+    if spec.shares.iter().any(|s| matches!(s.via, super::SharedVia::Virtiofs(_))) {
+        args.extend([
+            "-object".to_owned(),
+            format!("memory-backend-memfd,id=mem,size={}M,share=on", spec.memory_mib),
+            "-numa".to_owned(),
+            "node,memdev=mem".to_owned(),
+        ]);
+    }
+    for (index, share) in spec.shares.iter().enumerate() {
+        match &share.via {
+            super::SharedVia::Virtiofs(socket) => args.extend([
+                "-chardev".to_owned(),
+                format!("socket,id=fs{index},path={}", qemu_escape(socket)),
+                "-device".to_owned(),
+                format!("vhost-user-fs-pci,chardev=fs{index},tag={}", share.tag),
+            ]),
+            super::SharedVia::NineP(dir) => args.extend([
+                "-fsdev".to_owned(),
+                format!("local,id=fs{index},path={},security_model=none", qemu_escape(dir)),
+                "-device".to_owned(),
+                format!("virtio-9p-pci,fsdev=fs{index},mount_tag={}", share.tag),
+            ]),
+        }
+    }
+    args
+}
+
+/// A path as a value of a qemu option list, where a comma is written twice.
+fn qemu_escape(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
 }
 
 impl Qemu {
@@ -269,7 +309,32 @@ mod tests {
             qmp: "/qmp".into(),
             net: None,
             hostfwd: Vec::new(),
+            shares: Vec::new(),
+            share_args: String::new(),
         }
+    }
+
+    #[test]
+    fn shares_get_their_devices_and_virtiofs_shared_memory() {
+        let mut with = spec(None);
+        with.shares = vec![
+            crate::vm::SharedDevice {
+                tag: "share0".into(),
+                via: crate::vm::SharedVia::Virtiofs("/run/virtiofs-share0.sock".into()),
+            },
+            crate::vm::SharedDevice {
+                tag: "share1".into(),
+                via: crate::vm::SharedVia::NineP("/srv/a,b".into()),
+            },
+        ];
+        with.share_args = " cairn.sharing=virtiofs cairn.share=share0:/tmp".into();
+        let a = args(&with);
+        assert!(a.contains(&"memory-backend-memfd,id=mem,size=2048M,share=on".to_owned()), "{a:?}");
+        assert!(a.contains(&"vhost-user-fs-pci,chardev=fs0,tag=share0".to_owned()), "{a:?}");
+        assert!(a.contains(&"local,id=fs1,path=/srv/a,,b,security_model=none".to_owned()), "{a:?}");
+        let append = a.iter().skip_while(|x| *x != "-append").nth(1).expect("append");
+        assert!(append.contains(" cairn.sharing=virtiofs cairn.share=share0:/tmp"), "{append}");
+        assert!(!args(&spec(None)).iter().any(|x| x.contains("memory-backend")));
     }
 
     fn args(spec: &VmSpec) -> Vec<String> {

@@ -71,6 +71,17 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             ),
         }
     }
+    if let Some(sharing) = &status.sharing {
+        println!("sharing:     {}", sharing.mode);
+        for share in &sharing.shares {
+            println!("  shared:    {} {}", share.path, share.state);
+        }
+        for hidden in &sharing.hidden {
+            println!(
+                "  hidden:    {hidden} (empty and read-only in the VM: it holds the configuration)"
+            );
+        }
+    }
     if let Some(net) = &status.network {
         print_network(net);
     }

@@ -24,7 +24,7 @@ pub fn mount(source: &str, target: &str, fstype: &str, data: &str) -> Result<(),
     mount_with(source, target, fstype, 0, data)
 }
 
-fn mount_with(
+pub(crate) fn mount_with(
     source: &str,
     target: &str,
     fstype: &str,

@@ -19,6 +19,7 @@ pub mod port_proxy;
 mod ports;
 mod power;
 pub mod report;
+mod shares;
 mod state;
 
 use std::io::Read;
@@ -97,13 +98,14 @@ pub use channel::Device as ChannelDevice;
 
 /// What the kernel command line tells the agent (`cairn.db=channel` or `cairn.db=virtio:TAG`,
 /// `cairn.channel=virtio-serial:NAME` or `cairn.channel=vsock:PORT`, `cairn.ip=ADDR/LEN`,
-/// `cairn.gw=ADDR`).
+/// `cairn.gw=ADDR`, and the shared directories of [`cairn_channel::shares`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub db: DbTransport,
     pub channel: Option<ChannelDevice>,
     pub address: String,
     pub gateway: String,
+    pub shares: cairn_channel::shares::Boot,
 }
 
 impl Config {
@@ -114,8 +116,12 @@ impl Config {
             channel: None,
             address: "10.0.2.15/24".into(),
             gateway: "10.0.2.2".into(),
+            shares: cairn_channel::shares::Boot::default(),
         };
         for word in cmdline.split_whitespace() {
+            if config.shares.take_word(word).map_err(Error::Boot)? {
+                continue;
+            }
             if let Some(db) = word.strip_prefix("cairn.db=") {
                 let bad = || Error::Boot(format!("cairn.db={db}: expected channel or virtio:TAG"));
                 config.db = match db.strip_prefix("virtio:") {
@@ -192,6 +198,10 @@ pub fn run() -> ! {
         }
         disk::Disk::Refused(why) => say(&format!("data disk: {why}")),
     }
+    let shares = shares::mount_all(&config.shares);
+    for line in &shares {
+        say(&format!("share {line}"));
+    }
     // The engine runs on the data disk or not at all: on the VM's memory its images and
     // volumes would vanish at the next reboot.
     let engine = if disk.is_mounted() { engine::Engine::new() } else { None };
@@ -200,7 +210,7 @@ pub fn run() -> ! {
     }
     loop {
         mount_database(&config, channel.as_ref());
-        if let Err(e) = follow(Path::new("/Database"), engine.as_ref(), &disk) {
+        if let Err(e) = follow(Path::new("/Database"), engine.as_ref(), &disk, &shares) {
             // The server went away (the control plane restarted) or the stream broke: a new
             // mount is a new stream, on the channel's next session.
             say(&format!("{e}; mounting /Database again"));
@@ -228,7 +238,12 @@ fn halt(why: &str) -> ! {
 }
 
 /// Applies and reports every head of master as it comes, until the stream breaks.
-fn follow(db: &Path, engine: Option<&engine::Engine>, disk: &disk::Disk) -> Result<(), Error> {
+fn follow(
+    db: &Path,
+    engine: Option<&engine::Engine>,
+    disk: &disk::Disk,
+    shares: &[String],
+) -> Result<(), Error> {
     let live_path = db.join("branch/master/head.live");
     let mut live = std::fs::File::open(&live_path)
         .map_err(|e| Error::Database(format!("opening {}: {e}", live_path.display())))?;
@@ -243,7 +258,8 @@ fn follow(db: &Path, engine: Option<&engine::Engine>, disk: &disk::Disk) -> Resu
         if head.len() != 40 || !head.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::Database(format!("head.live gave {head:?}")));
         }
-        let report = apply_commit(db, &head, engine, disk);
+        let mut report = apply_commit(db, &head, engine, disk);
+        report.shares = shares.to_vec();
         if let Some((key, why)) = report.first_error() {
             say(&format!("{head}: {key}: {why}"));
         }

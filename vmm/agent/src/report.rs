@@ -131,6 +131,9 @@ pub struct Report {
     pub disk: String,
     pub disk_size_bytes: u64,
     pub disk_used_bytes: u64,
+    /// The shared directories as mounted at boot, one line each: `PATH: mounted (virtiofs)`
+    /// or `PATH: not mounted: why`.
+    pub shares: Vec<String>,
     /// Per key (friendly name), how applying it went.
     pub results: BTreeMap<String, Outcome>,
 }
@@ -167,6 +170,7 @@ impl Report {
             ("disk", line(&self.disk.replace('\n', " "))),
             ("disk-size-bytes", line(&self.disk_size_bytes.to_string())),
             ("disk-used-bytes", line(&self.disk_used_bytes.to_string())),
+            ("shares", self.shares.iter().flat_map(|s| line(&s.replace('\n', " "))).collect()),
             ("results", results.into_bytes()),
         ]
     }
@@ -209,6 +213,8 @@ impl Report {
             disk: text("disk"),
             disk_size_bytes: text("disk-size-bytes").parse().unwrap_or(0),
             disk_used_bytes: text("disk-used-bytes").parse().unwrap_or(0),
+            // Absent from the reports of agents older than file sharing.
+            shares: text("shares").lines().map(str::to_owned).collect(),
             results,
         })
     }
@@ -245,6 +251,7 @@ mod tests {
             disk: "mounted (/dev/vda)".into(),
             disk_size_bytes: 64 << 30,
             disk_used_bytes: 1 << 20,
+            shares: vec!["/home/me: mounted (virtiofs)".into(), "/tmp: not mounted: gone".into()],
             results: BTreeMap::new(),
         };
         report.results.insert("hostname".into(), Outcome::Applied);
@@ -257,6 +264,7 @@ mod tests {
         assert_eq!(back.dockerd_pid, 731);
         assert_eq!((back.disk.as_str(), back.disk_size_bytes), ("mounted (/dev/vda)", 64 << 30));
         assert_eq!(back.dockerd, Dockerd::OnPrevious("bad file".into()));
+        assert_eq!(back.shares, report.shares);
         for state in [
             Dockerd::Unknown,
             Dockerd::Absent,

@@ -16,11 +16,13 @@
 //! - [`session`]: yamux over the handshaken stream; streams opened and accepted by service.
 //! - [`service`]: the line that names the service a stream is for.
 //! - [`ports`]: published ports: the proxy's request, the host's answer, forwarded traffic.
+//! - [`shares`]: the host directories a boot shares, on the guest's kernel command line.
 
 pub mod handshake;
 pub mod ports;
 pub mod service;
 pub mod session;
+pub mod shares;
 
 pub use service::Service;
 pub use session::{Inbound, Session, Stream};

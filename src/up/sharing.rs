@@ -1,0 +1,107 @@
+//! The host directories a boot shares: planned from the commit the VM boots for, served by
+//! one virtiofsd per directory (or by qemu's own 9P server), shown in the status.
+
+use cairn_channel::shares::Transport;
+use cairn_db::ObjectId;
+
+use super::Controller;
+use crate::vm::shares::Plan;
+use crate::vm::virtiofsd::{self, Virtiofsd};
+use crate::vm::{SharedDevice, SharedVia, VmSpec};
+use crate::Error;
+
+/// Why the embedded VMM shares nothing.
+const NATIVE: &str = "the embedded VMM has no virtiofs device yet (hypervisor=native); qemu shares";
+
+impl Controller {
+    /// The plan of `commit`'s file-sharing and filesystem.
+    fn plan_shares(&self, commit: ObjectId) -> Result<Plan, Error> {
+        let rev = commit.to_string();
+        let text = |path: &str| -> Result<String, Error> {
+            let raw = self.db.read(&rev, path)?.unwrap_or_default();
+            Ok(String::from_utf8_lossy(&raw).into_owned())
+        };
+        let home = self.run.0.parent().unwrap_or(&self.run.0).to_owned();
+        let plan = Plan::new(text("filesystem")?.trim(), &text("file-sharing")?, &home);
+        Ok(if self.native { plan.unsupported(NATIVE) } else { plan })
+    }
+
+    /// Starts what serves `commit`'s shares (virtiofsd, before qemu connects to it) and puts
+    /// the devices in `spec`. A share that cannot be served is reported and left out; the
+    /// others are shared anyway.
+    pub(super) fn serve_shares(
+        &mut self,
+        commit: ObjectId,
+        spec: &mut VmSpec,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<(), Error> {
+        // The last boot's daemons served a VM that has stopped.
+        self.virtiofsd.clear();
+        let mut plan = self.plan_shares(commit)?;
+        if plan.boot.transport == Some(Transport::Virtiofs) && !plan.boot.shares.is_empty() {
+            match virtiofsd::binary() {
+                Some(binary) => self.start_virtiofsd(&binary, &mut plan),
+                None => {
+                    let why = "virtiofsd is not installed (cargo install virtiofsd, or Debian's virtiofsd; or set filesystem 9p)";
+                    for tag in plan.boot.shares.clone().iter().map(|s| s.tag.clone()) {
+                        plan.failed(&tag, why);
+                    }
+                }
+            }
+        }
+        spec.shares = plan
+            .boot
+            .shares
+            .iter()
+            .map(|share| SharedDevice {
+                tag: share.tag.clone(),
+                via: match plan.boot.transport {
+                    Some(Transport::NineP) => SharedVia::NineP(share.path.clone().into()),
+                    _ => SharedVia::Virtiofs(crate::vm::shares::socket(&self.run.0, &share.tag)),
+                },
+            })
+            .collect();
+        spec.share_args = plan.boot.kernel_args();
+        for share in &plan.status.shares {
+            progress(&format!("sharing {}: {}", share.path, share.state));
+        }
+        self.status.sharing = Some(plan.status);
+        Ok(())
+    }
+
+    fn start_virtiofsd(&mut self, binary: &std::path::Path, plan: &mut Plan) {
+        for share in plan.boot.shares.clone() {
+            let socket = crate::vm::shares::socket(&self.run.0, &share.tag);
+            let log = self.run.0.join(format!("virtiofs-{}.log", share.tag));
+            match Virtiofsd::start(binary, &share.path, &socket, &plan.boot.hidden, &log) {
+                Ok(daemon) => self.virtiofsd.push(daemon),
+                Err(why) => plan.failed(&share.tag, &why),
+            }
+        }
+    }
+
+    /// The sharing of a VM taken over from an earlier control plane: its boot's plan, until
+    /// the guest's report says what it mounted.
+    pub(super) fn show_adopted_shares(&mut self, booted: ObjectId) -> Result<(), Error> {
+        self.status.sharing = Some(self.plan_shares(booted)?.status);
+        Ok(())
+    }
+
+    /// Notes a virtiofsd that ended under a running VM: its share is gone until a reboot.
+    /// Whether the status changed.
+    pub(super) fn check_virtiofsd(&mut self) -> bool {
+        let ended: Vec<String> = self
+            .virtiofsd
+            .iter_mut()
+            .filter_map(|d| (!d.running()).then(|| d.dir().to_owned()))
+            .collect();
+        self.virtiofsd.retain(|d| !ended.iter().any(|e| e == d.dir()));
+        let Some(sharing) = &mut self.status.sharing else { return false };
+        let mut changed = false;
+        for share in sharing.shares.iter_mut().filter(|s| ended.contains(&s.path)) {
+            share.state = "virtiofsd ended: the share is gone until the VM reboots".into();
+            changed = true;
+        }
+        changed
+    }
+}
