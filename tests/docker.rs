@@ -75,7 +75,31 @@ pub fn busybox_tar(dir: &Path, extra: usize) -> PathBuf {
 
 /// [`busybox_tar`] with busybox as each of `applets`.
 pub fn busybox_tar_with(dir: &Path, applets: &[&str], extra: usize) -> PathBuf {
+    busybox_tar_and(dir, applets, extra, &[])
+}
+
+/// [`busybox_tar_with`] and the fixtures `programs` (tests/fixtures/NAME.rs), built static,
+/// in /bin.
+pub fn busybox_tar_and(dir: &Path, applets: &[&str], extra: usize, programs: &[&str]) -> PathBuf {
     let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+    for program in programs {
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+        let built = Command::new(rustc)
+            .args([
+                "-O",
+                "-C",
+                "target-feature=+crt-static",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+            ])
+            .arg(crate::util::fixture(&format!("{program}.rs")))
+            .arg("-o")
+            .arg(root.join("bin").join(program))
+            .output()
+            .expect("rustc runs");
+        crate::util::succeeded(built, &format!("rustc {program}.rs"));
+    }
     std::fs::create_dir_all(root.join("bin")).expect("mkdir");
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
     for applet in applets {

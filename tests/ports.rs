@@ -27,27 +27,11 @@ fn free_port() -> u16 {
 /// The test's image: busybox (its httpd, wget, nslookup, nc) with a page at /www, and a
 /// static UDP echo server built here with rustc (busybox's nc has no UDP).
 fn image(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).expect("mkdir");
-    std::fs::create_dir_all(root.join("www")).expect("mkdir");
-    std::fs::write(root.join("www/index.html"), "hello from a container\n").expect("page");
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
-    for applet in ["sh", "httpd", "wget", "nslookup", "nc", "sleep", "cat", "echo", "wc"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
-    }
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let built = Command::new(rustc)
-        .args(["-O", "-C", "target-feature=+crt-static", "--target", "x86_64-unknown-linux-gnu"])
-        .arg(crate::util::fixture("udp_echo.rs"))
-        .arg("-o")
-        .arg(root.join("bin/udp_echo"))
-        .output()
-        .expect("rustc runs");
-    crate::util::succeeded(built, "rustc udp_echo.rs");
-    let tar = dir.join("image.tar");
-    let packed = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status();
-    assert!(packed.expect("tar runs").success());
-    tar
+    let www = dir.join("rootfs/www");
+    std::fs::create_dir_all(&www).expect("mkdir");
+    std::fs::write(www.join("index.html"), "hello from a container\n").expect("page");
+    let applets = ["sh", "httpd", "wget", "nslookup", "nc", "sleep", "cat", "echo", "wc"];
+    crate::docker::busybox_tar_and(dir, &applets, 0, &["udp_echo"])
 }
 
 /// GET / from the host's `port`, retried until `deadline` (the container's httpd starts after

@@ -158,6 +158,9 @@ impl Controller {
             let clean = vm.stop(Duration::from_secs(10));
             progress(if clean { "the guest powered off" } else { "the VM was killed" });
         }
+        // What served its shares (virtiofsd ends with qemu's connection; this reaps it).
+        self.file_events = None;
+        self.virtiofsd.clear();
         self.drop_channel();
         let _ = std::fs::remove_file(self.run.vm_record());
     }
@@ -207,6 +210,8 @@ impl Controller {
     pub(super) fn on_vm_exit(&mut self, progress: &mut dyn FnMut(&str)) -> Result<bool, Error> {
         let Some(mut vm) = self.vm.take() else { return Ok(false) };
         let exit = vm.exited().unwrap_or_else(|| "it ended".into());
+        self.file_events = None;
+        self.virtiofsd.clear();
         self.drop_channel();
         let _ = std::fs::remove_file(self.run.vm_record());
         if self.native && self.report.is_none() {

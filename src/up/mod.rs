@@ -164,6 +164,8 @@ struct Controller {
     data_disk: PathBuf,
     /// The virtiofsd of each directory the current VM shares.
     virtiofsd: Vec<crate::vm::virtiofsd::Virtiofsd>,
+    /// The watch that sends the shares' host file events to the guest.
+    file_events: Option<crate::vm::file_events::FileEvents>,
 }
 
 impl Controller {
@@ -243,7 +245,7 @@ impl Controller {
             due.push(self.head_seen + COALESCE);
         }
         due.extend(self.restart_at);
-        if self.nat.is_some() || self.status.docker.is_some() || !self.virtiofsd.is_empty() {
+        if self.nat.is_some() || self.status.docker.is_some() || self.file_events.is_some() {
             due.push(self.network_seen + network::REFRESH);
         }
         if let Some(overdue) = self.native_deadline() {

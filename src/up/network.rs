@@ -205,7 +205,7 @@ impl Controller {
             return false;
         }
         let ports = self.copy_published();
-        let shares = self.check_virtiofsd();
+        let shares = self.refresh_shares();
         self.copy_network_status() | ports | shares
     }
 

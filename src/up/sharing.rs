@@ -5,6 +5,7 @@ use cairn_channel::shares::Transport;
 use cairn_db::ObjectId;
 
 use super::Controller;
+use crate::vm::file_events::FileEvents;
 use crate::vm::shares::Plan;
 use crate::vm::virtiofsd::{self, Virtiofsd};
 use crate::vm::{SharedDevice, SharedVia, VmSpec};
@@ -37,6 +38,7 @@ impl Controller {
     ) -> Result<(), Error> {
         // The last boot's daemons served a VM that has stopped.
         self.virtiofsd.clear();
+        self.file_events = None;
         let mut plan = self.plan_shares(commit)?;
         if plan.boot.transport == Some(Transport::Virtiofs) && !plan.boot.shares.is_empty() {
             match virtiofsd::binary() {
@@ -66,7 +68,26 @@ impl Controller {
             progress(&format!("sharing {}: {}", share.path, share.state));
         }
         self.status.sharing = Some(plan.status);
+        self.watch_shares(&plan.boot);
         Ok(())
+    }
+
+    /// Starts sending the host's file events of `boot`'s shares to the guest.
+    fn watch_shares(&mut self, boot: &cairn_channel::shares::Boot) {
+        let paths: Vec<String> = boot.shares.iter().map(|s| s.path.clone()).collect();
+        let Some(sharing) = &mut self.status.sharing else { return };
+        if paths.is_empty() {
+            sharing.events = "none: nothing is shared".into();
+            return;
+        }
+        let sessions = self.sessions.subscribe();
+        match FileEvents::start(&paths, &boot.hidden, sessions, &self.server.runtime) {
+            Ok(events) => {
+                sharing.events = "forwarded (0 sent, 0 dropped)".into();
+                self.file_events = Some(events);
+            }
+            Err(why) => sharing.events = format!("off: {why}"),
+        }
     }
 
     fn start_virtiofsd(&mut self, binary: &std::path::Path, plan: &mut Plan) {
@@ -83,13 +104,15 @@ impl Controller {
     /// The sharing of a VM taken over from an earlier control plane: its boot's plan, until
     /// the guest's report says what it mounted.
     pub(super) fn show_adopted_shares(&mut self, booted: ObjectId) -> Result<(), Error> {
-        self.status.sharing = Some(self.plan_shares(booted)?.status);
+        let plan = self.plan_shares(booted)?;
+        self.status.sharing = Some(plan.status);
+        self.watch_shares(&plan.boot);
         Ok(())
     }
 
-    /// Notes a virtiofsd that ended under a running VM: its share is gone until a reboot.
-    /// Whether the status changed.
-    pub(super) fn check_virtiofsd(&mut self) -> bool {
+    /// Notes a virtiofsd that ended under a running VM (its share is gone until a reboot),
+    /// and the file events' counts. Whether the status changed.
+    pub(super) fn refresh_shares(&mut self) -> bool {
         let ended: Vec<String> = self
             .virtiofsd
             .iter_mut()
@@ -98,6 +121,15 @@ impl Controller {
         self.virtiofsd.retain(|d| !ended.iter().any(|e| e == d.dir()));
         let Some(sharing) = &mut self.status.sharing else { return false };
         let mut changed = false;
+        if let Some(events) = &self.file_events {
+            let (sent, dropped) = (
+                events.counters.sent.load(std::sync::atomic::Ordering::Relaxed),
+                events.counters.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            );
+            let now = format!("forwarded ({sent} sent, {dropped} dropped)");
+            changed |= sharing.events != now;
+            sharing.events = now;
+        }
         for share in sharing.shares.iter_mut().filter(|s| ended.contains(&s.path)) {
             share.state = "virtiofsd ended: the share is gone until the VM reboots".into();
             changed = true;

@@ -124,6 +124,7 @@ impl Controller {
             log_checked: Instant::now(),
             data_disk: crate::vm::disk::path(&options.home),
             virtiofsd: Vec::new(),
+            file_events: None,
             net_task: None,
             nat: None,
             network_seen: Instant::now(),

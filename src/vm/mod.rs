@@ -2,6 +2,7 @@
 //! run Linux (`up` says why it uses qemu otherwise).
 
 pub mod disk;
+pub mod file_events;
 pub mod native;
 pub mod qemu;
 pub mod qmp;

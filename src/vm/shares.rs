@@ -24,6 +24,9 @@ pub struct Sharing {
     /// $CAIRN_HOME when a share holds it: the guest sees it empty and read-only.
     #[serde(default)]
     pub hidden: Vec<String>,
+    /// Host file events for the guest: `forwarded (N sent, M dropped)`, or why not.
+    #[serde(default)]
+    pub events: String,
 }
 
 /// A state before the guest has said anything.

@@ -73,6 +73,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
     }
     if let Some(sharing) = &status.sharing {
         println!("sharing:     {}", sharing.mode);
+        if !sharing.events.is_empty() {
+            println!("  events:    {}", sharing.events);
+        }
         for share in &sharing.shares {
             println!("  shared:    {} {}", share.path, share.state);
         }

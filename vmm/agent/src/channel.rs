@@ -174,6 +174,9 @@ async fn serve_inbound(service: Service, mut stream: cairn_channel::Stream) {
     if service.name == cairn_channel::ports::FORWARD {
         return super::ports::serve_forward(service, stream).await;
     }
+    if service.name == cairn_channel::file_events::SERVICE {
+        return super::file_events::serve(stream).await;
+    }
     let Some((_, socket)) = SOCKETS.iter().find(|(name, _)| *name == service.name) else {
         say(&format!("channel: no service {:?} in the guest", service.name));
         return;

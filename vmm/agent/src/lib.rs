@@ -14,6 +14,7 @@ mod channel;
 mod children;
 mod disk;
 mod engine;
+mod file_events;
 mod network;
 pub mod port_proxy;
 mod ports;
@@ -198,10 +199,14 @@ pub fn run() -> ! {
         }
         disk::Disk::Refused(why) => say(&format!("data disk: {why}")),
     }
-    let shares = shares::mount_all(&config.shares);
-    for line in &shares {
+    let mounted = shares::mount_all(&config.shares);
+    for line in &mounted.lines {
         say(&format!("share {line}"));
     }
+    if let Err(e) = file_events::follow_guest_writes(&mounted.paths) {
+        say(&format!("shares: the guest's own writes will come back as events: {e}"));
+    }
+    let shares = mounted.lines;
     // The engine runs on the data disk or not at all: on the VM's memory its images and
     // volumes would vanish at the next reboot.
     let engine = if disk.is_mounted() { engine::Engine::new() } else { None };

@@ -11,26 +11,40 @@ use cairn_channel::shares::{Boot, Transport};
 
 use crate::boot::mount_with;
 
-/// Mounts every share and hides what the host hides; one line per share for the report,
-/// `PATH: mounted (virtiofs)` or `PATH: not mounted: why`.
-pub fn mount_all(boot: &Boot) -> Vec<String> {
-    let Some(transport) = boot.transport else { return Vec::new() };
+/// The shares as mounted.
+#[derive(Debug, Default)]
+pub struct Mounted {
+    /// One line per share for the report: `PATH: mounted (virtiofs)` or `PATH: not mounted:
+    /// why`.
+    pub lines: Vec<String>,
+    /// The paths mounted.
+    pub paths: Vec<String>,
+}
+
+/// Mounts every share and hides what the host hides.
+pub fn mount_all(boot: &Boot) -> Mounted {
+    let Some(transport) = boot.transport else { return Mounted::default() };
     let mut lines = Vec::new();
+    let mut paths = Vec::new();
     for share in &boot.shares {
         let mounted = match transport {
             Transport::Virtiofs => mount_with(&share.tag, &share.path, "virtiofs", 0, ""),
-            // cache=mmap: no page cache of the data (the host changes files under the guest),
-            // but programs may still map them.
+            // cache=none: the host changes files under the guest. (cache=mmap, which lets
+            // programs map files, lost data here: Debian 13's kernel, a 64 MiB `dd` over an
+            // existing file came out short on the host and read back otherwise in the guest.)
             Transport::NineP => mount_with(
                 &share.tag,
                 &share.path,
                 "9p",
                 0,
-                "trans=virtio,version=9p2000.L,msize=524288,cache=mmap",
+                "trans=virtio,version=9p2000.L,msize=524288,cache=none",
             ),
         };
         let line = match mounted {
-            Ok(()) => format!("{}: mounted ({})", share.path, transport.as_str()),
+            Ok(()) => {
+                paths.push(share.path.clone());
+                format!("{}: mounted ({})", share.path, transport.as_str())
+            }
             Err(e) => format!("{}: not mounted: {e}", share.path),
         };
         lines.push(line);
@@ -41,9 +55,10 @@ pub fn mount_all(boot: &Boot) -> Vec<String> {
             // Nothing of a share that should hide the database may stay open: unmount it.
             lines.push(format!("{hidden}: could not be hidden ({e}); its share is unmounted"));
             unmount_share_of(boot, hidden);
+            paths.retain(|p| !cairn_schema::shares::inside(hidden, p));
         }
     }
-    lines
+    Mounted { lines, paths }
 }
 
 /// Detaches the share that holds `path`.
