@@ -132,12 +132,17 @@ fn logs_until(docker: &Docker, name: &str, what: &str, seen: impl Fn(&str) -> bo
 
 /// Host changes reach an inotify watch in a container; the guest's own writes do not come
 /// back from the host as events.
-fn events_reach_the_guest(docker: &Docker, dir: &Path, what: &str) {
+fn events_reach_the_guest(docker: &Docker, env: &Env, dir: &Path, what: &str) {
     std::fs::create_dir_all(dir).expect("mkdir");
     let name = format!("watch-{what}");
     let volume = format!("{}:/s", dir.display());
     docker.ok(&["run", "-d", "--name", &name, "-v", &volume, IMAGE, "/bin/inotify_watch", "/s"]);
     logs_until(docker, &name, &format!("{what}: the watcher"), |l| l.contains("watching"));
+    // The host watches what containers mount, once dockerd says the container started.
+    let dir_text = dir.display().to_string();
+    wait_for(env, &format!("{what}: the host watching {dir_text}"), |s| {
+        s["sharing"]["watched"].as_array().is_some_and(|w| w.iter().any(|d| d == dir_text.as_str()))
+    });
     let lines_about =
         |logs: &str, file: &str| logs.lines().filter(|l| l.ends_with(&format!(" {file}"))).count();
 
@@ -209,7 +214,7 @@ fn host_directories_are_shared_both_ways_over_virtiofs_and_9p() {
 
     files_both_ways(&docker, &shared.path().join("virtiofs"), "virtiofs");
     cairn_home_is_hidden(&docker, &env, "virtiofs");
-    events_reach_the_guest(&docker, &shared.path().join("events-virtiofs"), "virtiofs");
+    events_reach_the_guest(&docker, &env, &shared.path().join("events-virtiofs"), "virtiofs");
     // Whatever user a container runs as, its files belong on the host to cairn's user.
     let open = shared.path().join("open");
     std::fs::create_dir(&open).expect("mkdir");
@@ -225,7 +230,7 @@ fn host_directories_are_shared_both_ways_over_virtiofs_and_9p() {
     wait_for(&env, "the shares over 9p", |s| s["sharing"]["shares"][1]["state"] == "mounted (9p)");
     files_both_ways(&docker, &shared.path().join("9p"), "9p");
     cairn_home_is_hidden(&docker, &env, "9p");
-    events_reach_the_guest(&docker, &shared.path().join("events-9p"), "9p");
+    events_reach_the_guest(&docker, &env, &shared.path().join("events-9p"), "9p");
 
     // Nothing shared: the container sees the guest's own empty directory.
     env.ok(&["set", "filesystem", "none", "--wait", "--timeout", "300"]);

@@ -83,7 +83,7 @@ impl Controller {
         let sessions = self.sessions.subscribe();
         match FileEvents::start(&paths, &boot.hidden, sessions, &self.server.runtime) {
             Ok(events) => {
-                sharing.events = "forwarded (0 sent, 0 dropped)".into();
+                sharing.events = "forwarded for the directories containers mount".into();
                 self.file_events = Some(events);
             }
             Err(why) => sharing.events = format!("off: {why}"),
@@ -126,9 +126,15 @@ impl Controller {
                 events.counters.sent.load(std::sync::atomic::Ordering::Relaxed),
                 events.counters.dropped.load(std::sync::atomic::Ordering::Relaxed),
             );
-            let now = format!("forwarded ({sent} sent, {dropped} dropped)");
-            changed |= sharing.events != now;
+            let watched = events.watched.lock().map(|w| w.clone()).unwrap_or_default();
+            let now = format!(
+                "forwarded for {} director{} containers mount ({sent} sent, {dropped} dropped)",
+                watched.len(),
+                if watched.len() == 1 { "y" } else { "ies" }
+            );
+            changed |= sharing.events != now || sharing.watched != watched;
             sharing.events = now;
+            sharing.watched = watched;
         }
         for share in sharing.shares.iter_mut().filter(|s| ended.contains(&s.path)) {
             share.state = "virtiofsd ended: the share is gone until the VM reboots".into();

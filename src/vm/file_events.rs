@@ -1,6 +1,7 @@
-//! File events of the shared directories, for the guest: notify (inotify) watches each share
-//! on the host, and what changed goes to the agent as lines of a `file-events` stream
-//! ([`cairn_channel::file_events`]), which makes the guest's own inotify see them.
+//! File events of the shared directories, for the guest: notify (inotify) watches on the host
+//! what containers bind-mount from the shares ([`super::bind_mounts`]), and what changed goes
+//! to the agent as lines of a `file-events` stream ([`cairn_channel::file_events`]), which
+//! makes the guest's own inotify see them.
 //!
 //! - Only changes of content and names are sent: created, written, renamed, removed. Changes
 //!   of metadata alone are not, and that is what breaks the loop: the agent raises a guest
@@ -38,9 +39,13 @@ pub struct Counters {
 
 /// The watch of one boot's shares. Dropping it stops the watch and the sender.
 pub struct FileEvents {
-    _watcher: notify::RecommendedWatcher,
+    /// The directories watched now (the thread that owns the watcher ends with this sender).
+    _roots: std::sync::mpsc::Sender<Vec<String>>,
+    follower: tokio::task::JoinHandle<()>,
     sender: tokio::task::JoinHandle<()>,
     pub counters: Arc<Counters>,
+    /// What is watched, for the status.
+    pub watched: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl std::fmt::Debug for FileEvents {
@@ -52,13 +57,13 @@ impl std::fmt::Debug for FileEvents {
 impl Drop for FileEvents {
     fn drop(&mut self) {
         self.sender.abort();
+        self.follower.abort();
     }
 }
 
 impl FileEvents {
-    /// Watches `shares` (recursively; a watch that cannot be set up is an error naming the
-    /// directory) and sends their changes, outside `hidden`, to the agent of the current
-    /// session.
+    /// Watches what containers mount of `shares` (recursively) and sends its changes,
+    /// outside `hidden`, to the agent of the current session.
     pub fn start(
         shares: &[String],
         hidden: &[String],
@@ -69,26 +74,64 @@ impl FileEvents {
         let (tx, rx) = mpsc::channel(QUEUE);
         let hidden: Vec<PathBuf> = hidden.iter().map(PathBuf::from).collect();
         let dropped = counters.clone();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                let Ok(event) = event else { return };
-                for change in changes(event) {
-                    if hidden.iter().any(|h| within(change.path(), h)) {
-                        continue;
-                    }
-                    if tx.try_send(change).is_err() {
-                        dropped.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else { return };
+            for change in changes(event) {
+                if hidden.iter().any(|h| within(change.path(), h)) {
+                    continue;
                 }
-            })
-            .map_err(|e| format!("starting the watch: {e}"))?;
-        for share in shares {
-            watcher
-                .watch(std::path::Path::new(share), RecursiveMode::Recursive)
-                .map_err(|e| format!("watching {share}: {e}"))?;
-        }
+                if tx.try_send(change).is_err() {
+                    dropped.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+        .map_err(|e| format!("starting the watch: {e}"))?;
+        let watched = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (roots, wanted) = std::sync::mpsc::channel::<Vec<String>>();
+        let shown = watched.clone();
+        std::thread::Builder::new()
+            .name("file-watch".into())
+            .spawn(move || keep_watching(watcher, wanted, &shown))
+            .map_err(|e| format!("a thread: {e}"))?;
+        let to_watch = roots.clone();
+        let follower = runtime.spawn(super::bind_mounts::follow(
+            sessions.clone(),
+            shares.to_vec(),
+            move |dirs| {
+                let _ = to_watch.send(dirs);
+            },
+        ));
         let sender = runtime.spawn(send(rx, sessions, counters.clone()));
-        Ok(FileEvents { _watcher: watcher, sender, counters })
+        Ok(FileEvents { _roots: roots, follower, sender, counters, watched })
+    }
+}
+
+/// Owns the watcher: watches each set of directories it is sent (a recursive watch walks the
+/// tree, which is no work for the async runtime), until the sender goes.
+fn keep_watching(
+    mut watcher: notify::RecommendedWatcher,
+    wanted: std::sync::mpsc::Receiver<Vec<String>>,
+    shown: &std::sync::Mutex<Vec<String>>,
+) {
+    let mut now: Vec<String> = Vec::new();
+    for dirs in wanted {
+        for gone in now.iter().filter(|d| !dirs.contains(d)) {
+            let _ = watcher.unwatch(std::path::Path::new(gone));
+        }
+        let mut kept = Vec::new();
+        for dir in &dirs {
+            let ok = now.contains(dir)
+                || watcher.watch(std::path::Path::new(dir), RecursiveMode::Recursive).is_ok();
+            if ok {
+                kept.push(dir.clone());
+            } else {
+                tracing::warn!(%dir, "no file events for it: the watch could not be set up (fs.inotify.max_user_watches?)");
+            }
+        }
+        now = kept;
+        if let Ok(mut shown) = shown.lock() {
+            shown.clone_from(&now);
+        }
     }
 }
 

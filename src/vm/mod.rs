@@ -1,6 +1,7 @@
 //! VM backends: qemu as a child process, and the embedded VMM (vmm/) where the host's KVM can
 //! run Linux (`up` says why it uses qemu otherwise).
 
+pub mod bind_mounts;
 pub mod disk;
 pub mod file_events;
 pub mod native;

@@ -24,9 +24,13 @@ pub struct Sharing {
     /// $CAIRN_HOME when a share holds it: the guest sees it empty and read-only.
     #[serde(default)]
     pub hidden: Vec<String>,
-    /// Host file events for the guest: `forwarded (N sent, M dropped)`, or why not.
+    /// Host file events for the guest: `forwarded for N directories containers mount (N
+    /// sent, M dropped)`, or why not.
     #[serde(default)]
     pub events: String,
+    /// The directories watched for them: those containers bind-mount.
+    #[serde(default)]
+    pub watched: Vec<String>,
 }
 
 /// A state before the guest has said anything.
