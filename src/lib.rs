@@ -16,6 +16,7 @@
 //! - [`up`]: the control loop of `cairn up`, and its status.
 
 pub mod channel;
+pub mod engine_api;
 pub mod home;
 pub mod host;
 mod json_file;

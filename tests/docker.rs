@@ -49,8 +49,8 @@ fn dockerd_pid(s: &Value) -> u64 {
     s["guest"]["dockerd_pid"].as_u64().unwrap_or_default()
 }
 
-/// The engine of a fresh `cairn up` of the docker flavour, through the image's own CLI.
-pub fn engine(env: &Env) -> Docker {
+/// Builds the docker flavour's image; the Docker CLI that came with its engine.
+pub fn build_image(env: &Env) -> PathBuf {
     let built = env
         .command(&["guest", "build", "--flavour", "docker"])
         .env("CAIRN_CACHE", crate::up::cache())
@@ -58,11 +58,28 @@ pub fn engine(env: &Env) -> Docker {
         .expect("runs");
     let built = crate::util::succeeded(built, "cairn guest build");
     let cli = built.lines().find_map(|l| l.strip_prefix("docker ")).expect("the image's CLI");
+    PathBuf::from(cli)
+}
+
+/// Bytes that do not compress (xorshift), so that what holds them takes their size.
+pub fn incompressible(len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for chunk in data.chunks_mut(8) {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
+    }
+    data
+}
+
+/// The engine of a fresh `cairn up` of the docker flavour, through the image's own CLI.
+pub fn engine(env: &Env) -> Docker {
+    let cli = build_image(env);
     up_detached(env, "docker");
-    let docker = Docker {
-        cli: PathBuf::from(cli),
-        host: format!("unix://{}", env.home().join("run/docker.sock").display()),
-    };
+    let docker =
+        Docker { cli, host: format!("unix://{}", env.home().join("run/docker.sock").display()) };
     wait_for(env, "the engine", |s| s["guest"]["dockerd"] == "running");
     docker
 }
@@ -106,16 +123,8 @@ pub fn busybox_tar_and(dir: &Path, applets: &[&str], extra: usize, programs: &[&
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("symlink");
     }
     if extra > 0 {
-        let mut payload = vec![0u8; extra];
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        for chunk in payload.chunks_mut(8) {
-            // xorshift: incompressible, so that the layer takes its size on the disk.
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
-        }
-        std::fs::write(root.join("payload"), payload).expect("payload");
+        // Incompressible, so that the layer takes its size on the disk.
+        std::fs::write(root.join("payload"), incompressible(extra)).expect("payload");
     }
     let tar = dir.join("busybox.tar");
     let packed = Command::new("tar")
@@ -136,13 +145,7 @@ fn dockerd_follows_daemon_json_by_reload_and_restart_and_survives_a_bad_file() {
     let env = Env::new();
     let _down = Down(&env);
     // The image first, for its Docker CLI: the one on PATH when `up` makes its context.
-    let built = env
-        .command(&["guest", "build", "--flavour", "docker"])
-        .env("CAIRN_CACHE", crate::up::cache())
-        .output()
-        .expect("runs");
-    let built = crate::util::succeeded(built, "cairn guest build");
-    let cli = built.lines().find_map(|l| l.strip_prefix("docker ")).expect("the image's CLI");
+    let cli = build_image(&env);
     std::fs::create_dir_all(env.bin()).expect("mkdir");
     std::os::unix::fs::symlink(cli, env.bin().join("docker")).expect("symlink");
     let manifest: Value = serde_json::from_slice(

@@ -43,19 +43,6 @@ fn sha256(path: &Path) -> String {
     out.split_whitespace().next().expect("a hash").to_owned()
 }
 
-/// 64 MiB that do not compress, written on the host.
-fn write_big(path: &Path) {
-    let mut data = vec![0u8; 64 << 20];
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    for chunk in data.chunks_mut(8) {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
-    }
-    std::fs::write(path, data).expect("write");
-}
-
 /// Files, directories and links both ways through the share at `dir`.
 fn files_both_ways(docker: &Docker, dir: &Path, what: &str) {
     std::fs::create_dir_all(dir).expect("mkdir");
@@ -87,7 +74,7 @@ fn files_both_ways(docker: &Docker, dir: &Path, what: &str) {
     assert!(!dir.join("renamed-host").exists(), "{what}: the guest's delete");
 
     // 64 MiB each way, the same bytes on both sides.
-    write_big(&dir.join("big-host"));
+    std::fs::write(dir.join("big-host"), crate::docker::incompressible(64 << 20)).expect("write");
     let theirs = sh(docker, dir, "sha256sum /s/big-host");
     assert!(theirs.starts_with(&sha256(&dir.join("big-host"))), "{what}: {theirs}");
     // Twice: the second writes over the first (9p with cache=mmap once lost data so).

@@ -358,15 +358,8 @@ async fn udp_flow(
 
 /// The name of the running container with address `ip`, from the engine's container list.
 async fn container_with(session: &Session, ip: IpAddr) -> Option<String> {
-    let mut stream = session.open(&Service::new(cairn_agent::DOCKER_SERVICE, &[])).await.ok()?;
-    stream.write_all(b"GET /containers/json HTTP/1.0\r\nHost: docker\r\n\r\n").await.ok()?;
-    let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply))
-        .await
-        .ok()?
-        .ok()?;
-    let at = reply.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let containers: Vec<serde_json::Value> = serde_json::from_slice(&reply[at + 4..]).ok()?;
+    let containers = crate::engine_api::get_json(session, "/containers/json").await?;
+    let containers = containers.as_array()?;
     let ip = ip.to_string();
     containers.iter().find_map(|c| {
         let networks = c.pointer("/NetworkSettings/Networks")?.as_object()?;

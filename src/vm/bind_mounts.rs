@@ -8,13 +8,12 @@
 
 use std::time::Duration;
 
-use cairn_channel::{Service, Session};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use cairn_channel::Session;
+use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 
 /// dockerd's events of containers starting and ending (`filters` JSON, URL-encoded).
-const EVENTS: &str = "GET /events?filters=%7B%22type%22%3A%5B%22container%22%5D%2C%22event%22%3A%5B%22start%22%2C%22die%22%5D%7D HTTP/1.0\r\nHost: docker\r\n\r\n";
-const CONTAINERS: &str = "GET /containers/json HTTP/1.0\r\nHost: docker\r\n\r\n";
+const EVENTS: &str = "/events?filters=%7B%22type%22%3A%5B%22container%22%5D%2C%22event%22%3A%5B%22start%22%2C%22die%22%5D%7D";
 /// Pause before asking again when the engine or the session is away.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -33,12 +32,7 @@ pub async fn follow(
             }
             continue;
         };
-        if let Some(mut events) = open(&session, EVENTS).await {
-            // Skip the reply's header; each line after it is an event.
-            let mut header = String::new();
-            while events.read_line(&mut header).await.is_ok_and(|n| n > 2) {
-                header.clear();
-            }
+        if let Some(mut events) = crate::engine_api::get_lines(&session, EVENTS).await {
             if let Some(sources) = bind_sources(&session).await {
                 roots(covering(&sources, &shares));
             }
@@ -54,26 +48,11 @@ pub async fn follow(
     }
 }
 
-async fn open(
-    session: &Session,
-    request: &str,
-) -> Option<tokio::io::BufReader<cairn_channel::Stream>> {
-    let mut stream = session.open(&Service::new(cairn_agent::DOCKER_SERVICE, &[])).await.ok()?;
-    stream.write_all(request.as_bytes()).await.ok()?;
-    Some(tokio::io::BufReader::new(stream))
-}
-
 /// The bind mounts' sources of the running containers.
 async fn bind_sources(session: &Session) -> Option<Vec<String>> {
-    let mut stream = open(session, CONTAINERS).await?;
-    let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply))
-        .await
-        .ok()?
-        .ok()?;
-    let at = reply.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let containers: Vec<serde_json::Value> = serde_json::from_slice(&reply[at + 4..]).ok()?;
+    let containers = crate::engine_api::get_json(session, "/containers/json").await?;
     let sources = containers
+        .as_array()?
         .iter()
         .flat_map(|c| c["Mounts"].as_array().cloned().unwrap_or_default())
         .filter(|m| m["Type"] == "bind")

@@ -53,21 +53,29 @@ impl Plan {
             "9p" => Some(Transport::NineP),
             _ => None,
         };
-        let home_text = home.display().to_string();
+        // Compared as the host resolves them: a share reached through a symbolic link holds
+        // $CAIRN_HOME as surely as one named plainly.
+        let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+        let home_real = real(home).display().to_string();
+        let inside = cairn_schema::shares::inside;
         let mut boot = Boot { transport, ..Boot::default() };
         let mut status = Sharing { mode: filesystem.to_owned(), ..Sharing::default() };
         let paths = cairn_schema::shares::parse("file-sharing", file_sharing, false);
         for path in paths.unwrap_or_default() {
+            let share_real = real(Path::new(&path)).display().to_string();
             let state = if transport.is_none() {
                 "not shared (filesystem is none)".to_owned()
             } else if !Path::new(&path).is_dir() {
                 "not shared: not a directory on this host".to_owned()
-            } else if cairn_schema::shares::inside(&path, &home_text) {
+            } else if share_real == "/" {
+                "not shared: it leads to the host's whole file system".to_owned()
+            } else if inside(&share_real, &home_real) {
                 "not shared: it is inside $CAIRN_HOME, which no VM may reach".to_owned()
             } else {
                 let tag = format!("share{}", boot.shares.len());
-                if cairn_schema::shares::inside(&home_text, &path) && boot.hidden.is_empty() {
-                    boot.hidden.push(home_text.clone());
+                if inside(&home_real, &share_real) {
+                    // Where the guest (and virtiofsd, through the share's path) finds it.
+                    boot.hidden.push(format!("{path}{}", &home_real[share_real.len()..]));
                 }
                 boot.shares.push(Share { tag, path: path.clone() });
                 SHARED.to_owned()
@@ -145,6 +153,24 @@ mod tests {
         assert!(inside.boot.hidden.is_empty());
         let none = Plan::new("none", &other, &home);
         assert!(none.boot.shares.is_empty() && none.boot.kernel_args().is_empty());
+    }
+
+    #[test]
+    fn a_share_through_a_link_still_hides_cairn_home() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real");
+        let home = real.join("me/cairn");
+        std::fs::create_dir_all(&home).expect("mkdir");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let plan = Plan::new("virtiofs", &link.display().to_string(), &home);
+        assert_eq!(plan.boot.hidden, [format!("{}/me/cairn", link.display())]);
+        let inner = Plan::new("virtiofs", &link.join("me/cairn").display().to_string(), &home);
+        assert!(inner.status.shares[0].state.contains("inside $CAIRN_HOME"), "{:?}", inner.status);
+        let root = dir.path().join("root");
+        std::os::unix::fs::symlink("/", &root).expect("symlink");
+        let whole = Plan::new("virtiofs", &root.display().to_string(), &home);
+        assert!(whole.status.shares[0].state.contains("whole file system"), "{:?}", whole.status);
     }
 
     #[test]
