@@ -6,8 +6,8 @@
 //! - Only changes of content and names are sent: created, written, renamed, removed. Changes
 //!   of metadata alone are not, and that is what breaks the loop: the agent raises a guest
 //!   event by setting a file's times to what they are, which virtiofsd does on the host too.
-//! - Bursts are coalesced: the events of [`GATHER`] after the first go as one batch, one line a
-//!   path, at most [`MAX_BATCH`] of them; more are dropped and counted.
+//! - Bursts are coalesced: the events of `GATHER` (50 ms) after the first go as one batch, one line a
+//!   path, at most `MAX_BATCH` (4096) of them; more are dropped and counted.
 //! - $CAIRN_HOME, hidden in the guest, says nothing of itself.
 
 use std::collections::BTreeMap;
