@@ -35,6 +35,7 @@ async fn layout_and_reads() {
         [
             "disk",
             "etc",
+            "file-sharing",
             "filesystem",
             "hypervisor",
             "memory",
