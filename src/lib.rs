@@ -12,6 +12,7 @@
 //! - [`net`]: the guest's network, a user-space NAT on smoltcp.
 //! - [`process`]: the process-level system calls of the command line (signals, setsid).
 //! - [`plan`]: what a change means for the VM (its apply classes).
+//! - [`shell`]: `cairn shell`'s end: a process in the VM over the guest agent's channel.
 //! - [`vm`]: VM backends (qemu today).
 //! - [`up`]: the control loop of `cairn up`, and its status.
 
@@ -24,6 +25,7 @@ pub mod net;
 pub mod plan;
 pub mod process;
 pub mod serve;
+pub mod shell;
 pub mod up;
 pub mod vm;
 
@@ -73,6 +75,12 @@ pub enum Error {
     AlreadyUp { pid: u32 },
     #[error("the database has no configuration on master")]
     NoConfig,
+    #[error("the VM is not running, so it cannot be {0}")]
+    NotRunning(&'static str),
+    #[error("the shell in the VM: {0}")]
+    ShellFailed(String),
+    #[error("the shell session was cut: {0}")]
+    ShellCut(String),
     #[error("{key}: {value:?} in the database is not a number")]
     BadSetting { key: String, value: String },
 }

@@ -12,6 +12,7 @@ mod disk;
 mod docker;
 mod external_git;
 mod hostile;
+mod in_vm;
 mod linux_guest;
 mod migration;
 mod native;

@@ -200,10 +200,27 @@ pub enum Command {
     DockerEnv,
     /// Stop `cairn up` and its VM.
     Down,
-    /// Stop, start or restart the VM while `cairn up` keeps running.
+    /// Stop, start, restart, pause or resume the VM while `cairn up` keeps running.
     Vm {
         #[arg(value_enum)]
         action: VmAction,
+    },
+    /// A root shell in the VM, in its own namespaces (not a container's), or CMD run there.
+    ///
+    /// Without CMD, on a terminal: an interactive shell on a terminal of its own in the guest
+    /// (Ctrl-C, job control and the window size reach it). With CMD: standard input, output
+    /// and error piped, binary-safe, and CMD's exit code as cairn's own:
+    /// `cairn shell -- tar -C /var/lib/docker -c volumes | tar -x`. No engine needed.
+    Shell {
+        /// Give the process a terminal even with CMD (`cairn shell -t -- top`).
+        #[arg(short = 't', long, conflicts_with = "no_tty")]
+        tty: bool,
+        /// Never give it a terminal.
+        #[arg(short = 'T', long)]
+        no_tty: bool,
+        /// The program to run and its arguments [default: root's login shell].
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+        command: Vec<String>,
     },
     /// The VM's console and the control plane's log.
     Logs {
@@ -243,6 +260,10 @@ pub enum VmAction {
     Start,
     Stop,
     Restart,
+    /// Stop the vCPUs: the VM keeps its state and uses no CPU; commits wait for `resume`.
+    Pause,
+    /// Run a paused VM again; its clock is set to the host's.
+    Resume,
 }
 
 /// What `cairn disk` does beyond showing the disk.

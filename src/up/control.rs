@@ -1,5 +1,5 @@
 //! `run/control.sock`: how other cairn commands ask the running `cairn up` to act on its VM
-//! (`cairn vm start|stop|restart`). One line in, one line out: the request's word, then `ok`
+//! (`cairn vm start|stop|restart|pause|resume`). One line in, one line out: the request's word, then `ok`
 //! or `error: why`. The socket lives in the private run directory, mode 0600.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,6 +17,8 @@ pub enum Request {
     VmStart,
     VmStop,
     VmRestart,
+    VmPause,
+    VmResume,
 }
 
 impl Request {
@@ -25,11 +27,13 @@ impl Request {
             Request::VmStart => "vm start",
             Request::VmStop => "vm stop",
             Request::VmRestart => "vm restart",
+            Request::VmPause => "vm pause",
+            Request::VmResume => "vm resume",
         }
     }
 
     pub fn parse(line: &str) -> Option<Request> {
-        [Request::VmStart, Request::VmStop, Request::VmRestart]
+        [Request::VmStart, Request::VmStop, Request::VmRestart, Request::VmPause, Request::VmResume]
             .into_iter()
             .find(|r| r.as_str() == line.trim())
     }

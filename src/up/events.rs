@@ -29,6 +29,8 @@ pub enum Event {
     Channel { generation: u64, up: bool },
     /// A command from the control socket, and where its one-line answer goes.
     Control(super::control::Request, Sender<String>),
+    /// The guest's clock was checked (and corrected).
+    Clock(super::clock::ClockStatus),
     /// A signal asked `cairn up` to stop.
     Stop,
 }

@@ -36,6 +36,12 @@ impl Controller {
         self.status.vm_pid = Some(vm.pid());
         self.status.vm = VmState::Running;
         self.status.adopted = true;
+        // An earlier control plane may have left it paused.
+        self.paused = vm.paused();
+        if self.paused {
+            self.status.vm = VmState::Paused;
+            self.clock.paused();
+        }
         events::watch_process(
             vm.pid(),
             crate::vm::record::process_start_time(vm.pid()),
@@ -69,6 +75,7 @@ impl Controller {
     ) -> Result<(), Error> {
         let commit = commit.ok_or(Error::NoConfig)?;
         self.generation += 1;
+        self.paused = false;
         if let Some(vm) = self.vm.take() {
             vm.stop(Duration::from_secs(5));
         }
@@ -154,6 +161,7 @@ impl Controller {
     pub(super) fn stop_vm(&mut self, progress: &mut dyn FnMut(&str)) {
         // Its end is ours to see now, not the loop's.
         self.generation += 1;
+        self.paused = false;
         if let Some(vm) = self.vm.take() {
             let clean = vm.stop(Duration::from_secs(10));
             progress(if clean { "the guest powered off" } else { "the VM was killed" });
@@ -209,6 +217,7 @@ impl Controller {
     /// embedded VMM's first boot that never reached the agent).
     pub(super) fn on_vm_exit(&mut self, progress: &mut dyn FnMut(&str)) -> Result<bool, Error> {
         let Some(mut vm) = self.vm.take() else { return Ok(false) };
+        self.paused = false;
         let exit = vm.exited().unwrap_or_else(|| "it ended".into());
         self.file_events = None;
         self.virtiofsd.clear();
@@ -251,6 +260,36 @@ impl Controller {
         }
     }
 
+    /// `cairn vm pause`: stops the vCPUs. The control plane goes on serving; commits wait.
+    pub(super) fn pause(&mut self, progress: &mut dyn FnMut(&str)) -> Result<(), Error> {
+        let Some(vm) = &self.vm else { return Err(Error::NotRunning("paused")) };
+        if self.paused {
+            return Ok(());
+        }
+        vm.pause(true)?;
+        self.paused = true;
+        self.clock.paused();
+        self.status.vm = VmState::Paused;
+        progress("paused the VM (cairn vm pause)");
+        Ok(())
+    }
+
+    /// `cairn vm resume`: the vCPUs run again, the guest's clock is stepped to the host's,
+    /// and what was committed meanwhile is planned.
+    pub(super) fn resume(&mut self, progress: &mut dyn FnMut(&str)) -> Result<(), Error> {
+        let Some(vm) = &self.vm else { return Err(Error::NotRunning("resumed")) };
+        if !self.paused {
+            return Ok(());
+        }
+        vm.pause(false)?;
+        self.paused = false;
+        self.clock.resumed();
+        self.status.vm = if self.report.is_some() { VmState::Running } else { VmState::Booting };
+        progress("resumed the VM (cairn vm resume)");
+        self.plan_if_quiet(progress)?;
+        Ok(())
+    }
+
     /// The guest's channel came up or went down.
     pub(super) fn on_channel(&mut self, up: bool) -> bool {
         let changed = up != self.status.channel;
@@ -263,7 +302,11 @@ impl Controller {
 
     /// When a native boot of the built image counts as failed if its agent has not reported.
     pub(super) fn native_deadline(&self) -> Option<Instant> {
-        (self.native && self.built_image && self.vm.is_some() && self.report.is_none())
+        (self.native
+            && self.built_image
+            && self.vm.is_some()
+            && self.report.is_none()
+            && !self.paused)
             .then(|| self.booted_at + NATIVE_REPORT_WITHIN)
     }
 

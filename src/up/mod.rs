@@ -21,6 +21,7 @@
 //!   Docker CLI's context for it.
 //! - [`events`], [`control`], [`status`], [`instance`], `logfile`.
 
+pub mod clock;
 pub mod control;
 mod disk;
 pub mod docker_context;
@@ -166,6 +167,10 @@ struct Controller {
     virtiofsd: Vec<crate::vm::virtiofsd::Virtiofsd>,
     /// The watch that sends the shares' host file events to the guest.
     file_events: Option<crate::vm::file_events::FileEvents>,
+    /// Keeps the guest's clock on the host's.
+    clock: clock::Keeper,
+    /// The VM's vCPUs are stopped (`cairn vm pause`): nothing is planned until it resumes.
+    paused: bool,
 }
 
 impl Controller {
@@ -234,6 +239,10 @@ impl Controller {
                 let _ = reply.send(text);
                 answer.map(|()| true)
             }
+            Event::Clock(reading) => {
+                self.status.clock = Some(reading);
+                Ok(true)
+            }
             Event::Stop => Ok(false),
         }
     }
@@ -293,6 +302,10 @@ impl Controller {
     /// quiet for [`COALESCE`] when it needs a reboot.
     fn plan_if_quiet(&mut self, progress: &mut dyn FnMut(&str)) -> Result<bool, Error> {
         let (Some(head), Some(booted)) = (self.head, self.booted) else { return Ok(false) };
+        // A paused guest applies nothing; the commit is planned when it resumes.
+        if self.paused {
+            return Ok(false);
+        }
         if self.target == Some(head) {
             return Ok(false);
         }
@@ -340,6 +353,8 @@ impl Controller {
                 self.status.vm = VmState::Stopped;
                 self.status.vm_pid = None;
             }
+            control::Request::VmPause => self.pause(progress)?,
+            control::Request::VmResume => self.resume(progress)?,
             control::Request::VmStart if self.vm.is_some() => {}
             control::Request::VmStart | control::Request::VmRestart => {
                 progress(&format!(

@@ -74,7 +74,10 @@ impl Controller {
             progress(&outcome.describe());
             docker.context = outcome.points_here().then(|| super::docker_context::NAME.to_owned());
         }
-        self.status.vm = VmState::Running;
+        // A report written just before a pause is read after it: the VM stays paused.
+        if !self.paused {
+            self.status.vm = VmState::Running;
+        }
         self.backoff = std::time::Duration::from_secs(1);
         if let Some((key, why)) = report.first_error() {
             progress(&format!("guest: {key}: {why}"));

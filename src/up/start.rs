@@ -56,6 +56,10 @@ impl Controller {
         let server = crate::serve::spawn_for_vm(db.clone(), &run.socket(), Box::new(on_stop))?;
         progress(&format!("9P: {}", run.socket().display()));
         super::control::serve(&run.control(), events.clone())?;
+        let sessions = crate::channel::Sessions::default();
+        serve_shell(&run, &server.runtime, &sessions)?;
+        let clock =
+            super::clock::Keeper::start(&server.runtime, sessions.subscribe(), events.clone());
         let orphan = left_running(&run);
         let verdicts_path = crate::vm::verdicts::path(&options.home);
         let mut verdicts = Verdicts::load(&verdicts_path);
@@ -116,7 +120,9 @@ impl Controller {
             docker_cli: image.docker_cli,
             server,
             channel: None,
-            sessions: crate::channel::Sessions::default(),
+            sessions,
+            clock,
+            paused: false,
             docker_socket: None,
             verdicts: verdicts_path,
             built_image: image.built,
@@ -130,6 +136,22 @@ impl Controller {
             network_seen: Instant::now(),
         })
     }
+}
+
+/// `run/shell.sock` for the control plane's whole life: each connection is a shell stream to
+/// the agent of whichever VM runs (a connection made while it boots waits for its channel).
+fn serve_shell(
+    run: &RunDir,
+    runtime: &tokio::runtime::Handle,
+    sessions: &crate::channel::Sessions,
+) -> Result<(), Error> {
+    let listener = {
+        let _entered = runtime.enter();
+        cairn_9p::transport::bind_unix(&run.shell())?
+    };
+    let service = cairn_channel::Service::new(cairn_channel::shell::SERVICE, &[]);
+    runtime.spawn(crate::channel::serve_unix(listener, service, sessions.subscribe()));
+    Ok(())
 }
 
 /// master's moves and the guest's reports, as events.

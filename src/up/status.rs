@@ -52,6 +52,10 @@ impl RunDir {
     pub fn vsock(&self) -> PathBuf {
         self.0.join("vsock.sock")
     }
+    /// `cairn shell`: each connection is a shell stream of the guest agent's channel.
+    pub fn shell(&self) -> PathBuf {
+        self.0.join("shell.sock")
+    }
     /// The guest's Docker engine, for the host's Docker CLI.
     pub fn docker(&self) -> PathBuf {
         self.0.join("docker.sock")
@@ -73,6 +77,8 @@ pub enum VmState {
     Running,
     /// Started again for a configuration change.
     Rebooting,
+    /// Its vCPUs are stopped (`cairn vm pause`): it uses no CPU until `cairn vm resume`.
+    Paused,
     /// It stopped on its own and is started again after a pause.
     Restarting,
     Stopped,
@@ -86,6 +92,7 @@ impl VmState {
             VmState::Booting => "booting",
             VmState::Running => "running",
             VmState::Rebooting => "rebooting",
+            VmState::Paused => "paused",
             VmState::Restarting => "restarting",
             VmState::Stopped => "stopped",
         }
@@ -218,6 +225,9 @@ pub struct Status {
     /// The host directories the VM shares, and how each fares.
     #[serde(default)]
     pub sharing: Option<crate::vm::shares::Sharing>,
+    /// The last check of the guest's clock against the host's.
+    #[serde(default)]
+    pub clock: Option<super::clock::ClockStatus>,
 }
 
 impl Status {

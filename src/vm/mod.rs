@@ -39,6 +39,17 @@ impl Running {
         }
     }
 
+    /// Stops (`true`) or resumes the vCPUs: a paused VM runs no instruction and uses no CPU.
+    pub fn pause(&self, pause: bool) -> Result<(), VmError> {
+        match self {
+            Running::Qemu(vm) => vm.pause(pause).map_err(VmError::Qmp),
+            Running::Native(vm) => {
+                vm.pause(pause);
+                Ok(())
+            }
+        }
+    }
+
     /// Asks the guest to power off, forces the VM down after `grace`; whether the guest
     /// powered off by itself.
     pub fn stop(self, grace: Duration) -> bool {
@@ -122,6 +133,8 @@ impl Accel {
 pub enum VmError {
     #[error("starting qemu-system-x86_64 (install qemu-system-x86)")]
     SpawnQemu(#[source] std::io::Error),
+    #[error("asking qemu through QMP")]
+    Qmp(#[source] std::io::Error),
     #[error("starting the VM on the embedded VMM")]
     Native(#[from] cairn_vmm::machine::Error),
     #[error("{path}")]

@@ -99,9 +99,19 @@ impl Native {
         self.machine.wait_timeout(Duration::ZERO).map(|exit| exit.to_string())
     }
 
+    /// Parks (`true`) or releases the vCPU threads.
+    pub fn pause(&self, pause: bool) {
+        match pause {
+            true => self.machine.pause(),
+            false => self.machine.resume(),
+        }
+    }
+
     /// Asks the guest to shut down (Ctrl-Alt-Del), stops the VM after `grace`. Returns
     /// whether the guest powered off by itself.
     pub fn stop(mut self, grace: Duration) -> bool {
+        // A paused guest would never see the keys.
+        self.machine.resume();
         self.machine.shutdown(grace) == Exit::PowerOff
     }
 }

@@ -192,6 +192,19 @@ impl Qemu {
         }
     }
 
+    /// Stops (`true`) or resumes the vCPUs through QMP.
+    pub fn pause(&self, pause: bool) -> std::io::Result<()> {
+        match pause {
+            true => super::qmp::stop(&self.qmp),
+            false => super::qmp::cont(&self.qmp),
+        }
+    }
+
+    /// Whether the vCPUs are stopped (a VM adopted from an earlier control plane may be).
+    pub fn paused(&self) -> bool {
+        super::qmp::stopped(&self.qmp).unwrap_or(false)
+    }
+
     /// How qemu ended, if it has.
     pub fn exited(&mut self) -> Option<String> {
         match &mut self.process {
@@ -226,6 +239,8 @@ impl Qemu {
         if self.exited().is_some() {
             return false;
         }
+        // A paused guest would never see the keys.
+        let _ = super::qmp::cont(&self.qmp);
         if super::qmp::ctrl_alt_del(&self.qmp).is_ok() && wait(&mut self, grace) {
             return true;
         }

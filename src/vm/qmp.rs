@@ -44,6 +44,23 @@ pub fn ctrl_alt_del(socket: &Path) -> std::io::Result<()> {
     execute(socket, json!({"execute": "send-key", "arguments": {"keys": keys}})).map(drop)
 }
 
+/// Stops the vCPUs (`stop`): the guest runs no instruction, qemu's devices stay as they are.
+pub fn stop(socket: &Path) -> std::io::Result<()> {
+    execute(socket, json!({"execute": "stop"})).map(drop)
+}
+
+/// Lets stopped vCPUs run again (`cont`).
+pub fn cont(socket: &Path) -> std::io::Result<()> {
+    execute(socket, json!({"execute": "cont"})).map(drop)
+}
+
+/// Whether the vCPUs are stopped (`query-status`), as an earlier control plane may have left
+/// them.
+pub fn stopped(socket: &Path) -> std::io::Result<bool> {
+    let status = execute(socket, json!({"execute": "query-status"}))?;
+    Ok(status.get("running").and_then(serde_json::Value::as_bool) == Some(false))
+}
+
 /// Grows the data disk as the guest sees it to `bytes` (the file has been grown already).
 pub fn block_resize(socket: &Path, drive: &str, bytes: u64) -> std::io::Result<()> {
     let arguments = json!({"device": drive, "size": bytes});

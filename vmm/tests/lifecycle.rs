@@ -76,3 +76,44 @@ fn the_vmm_stops_a_guest_that_never_ends() {
     assert!(!machine.running());
     assert_eq!(std::fs::read_to_string(&console).expect("console"), "tiny: hello from PVH\n");
 }
+
+/// CPU time of this whole process (user and system), from getrusage.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the rusage it is given, zeroed and alive for the call.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// CPU time used over `period`.
+fn cpu_over(period: Duration) -> Duration {
+    let before = cpu_time();
+    std::thread::sleep(period);
+    cpu_time().saturating_sub(before)
+}
+
+#[test]
+#[ignore = "needs a usable /dev/kvm: tests/run.sh runs it where one opens"]
+fn a_paused_vm_uses_no_cpu_and_runs_again_when_resumed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut machine, _) = boot(dir.path(), tiny(dir.path(), 4));
+    let period = Duration::from_millis(1000);
+    let running = cpu_over(period);
+    machine.pause();
+    assert!(machine.paused() && machine.running());
+    let paused = cpu_over(period);
+    machine.resume();
+    let resumed = cpu_over(period);
+    eprintln!("CPU over {period:?}: running {running:?}, paused {paused:?}, resumed {resumed:?}");
+    assert!(running > period / 2, "the spinning guest used {running:?}");
+    assert!(paused < Duration::from_millis(50), "paused, the VM used {paused:?}");
+    assert!(resumed > period / 2, "resumed, the guest used {resumed:?}");
+    // A paused VM stops too.
+    machine.pause();
+    assert_eq!(machine.stop(), Exit::Stopped);
+    assert!(!machine.running());
+}

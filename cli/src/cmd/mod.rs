@@ -14,6 +14,7 @@ mod rollback;
 mod schema;
 mod serve;
 mod set;
+mod shell;
 mod status;
 mod up;
 mod wait;
@@ -107,6 +108,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::DockerEnv => up::docker_env(),
         Command::Down => up::down(),
         Command::Vm { action } => up::vm(action),
+        Command::Shell { tty, no_tty, command } => {
+            let tty = match (tty, no_tty) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            shell::run(tty, command)
+        }
         Command::Logs { follow, console, control } => up::logs(follow, console, control),
         Command::Status => status::run(&ctx),
         Command::Disk { command: None } => disk::show(&ctx),

@@ -71,6 +71,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
             ),
         }
     }
+    if let Some(clock) = &status.clock {
+        println!("clock:       {}", describe_clock(clock));
+    }
     if let Some(sharing) = &status.sharing {
         println!("sharing:     {}", sharing.mode);
         if !sharing.events.is_empty() {
@@ -109,6 +112,31 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
         println!("last error:  {key}{}", error.message);
     }
     Ok(())
+}
+
+/// The last check of the guest's clock, in a line.
+fn describe_clock(clock: &cairn::up::clock::ClockStatus) -> String {
+    use cairn::up::clock::Action;
+    let ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        .saturating_sub(clock.at);
+    let when = format!("{} check {ago} s ago", clock.reason.as_str());
+    if let Some(error) = &clock.error {
+        return format!("not checked ({when}): {error}");
+    }
+    let offset = clock.offset_us as f64 / 1000.0;
+    let side = if offset < 0.0 { "behind" } else { "ahead of" };
+    let done = match clock.action {
+        Action::None => "left as it was",
+        Action::Stepped => "stepped to the host's",
+        Action::Slewed => "slewed toward the host's",
+    };
+    format!(
+        "the guest was {:.1} ms {side} the host's ({when}, round trip {:.1} ms); {done}",
+        offset.abs(),
+        clock.round_trip_us as f64 / 1000.0
+    )
 }
 
 fn print_network(net: &cairn::up::status::Network) {

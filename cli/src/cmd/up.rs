@@ -197,6 +197,8 @@ pub fn vm(action: crate::args::VmAction) -> anyhow::Result<()> {
         VmAction::Start => ("start", Request::VmStart),
         VmAction::Stop => ("stop", Request::VmStop),
         VmAction::Restart => ("restart", Request::VmRestart),
+        VmAction::Pause => ("pause", Request::VmPause),
+        VmAction::Resume => ("resume", Request::VmResume),
     };
     let answer = cairn::up::control::ask(&run.control(), request)?;
     if answer != "ok" {
@@ -208,6 +210,8 @@ pub fn vm(action: crate::args::VmAction) -> anyhow::Result<()> {
         let now = Status::load(&run.status()).unwrap_or_default();
         let done = match action {
             VmAction::Stop => now.vm == VmState::Stopped,
+            VmAction::Pause => now.vm == VmState::Paused,
+            VmAction::Resume => now.vm != VmState::Paused,
             _ => now.vm == VmState::Running && boot_of(&now) != boot_of(&before),
         };
         if done {

@@ -12,8 +12,10 @@ mod apply;
 mod boot;
 mod channel;
 mod children;
+mod clock;
 mod disk;
 mod engine;
+mod fd_stream;
 mod file_events;
 mod network;
 pub mod port_proxy;
@@ -21,6 +23,7 @@ mod ports;
 mod power;
 pub mod report;
 mod shares;
+mod shell;
 mod state;
 
 use std::io::Read;

@@ -15,16 +15,20 @@
 //! - [`handshake`]: both ends agree that a fresh session starts at this byte.
 //! - [`session`]: yamux over the handshaken stream; streams opened and accepted by service.
 //! - [`service`]: the line that names the service a stream is for.
+//! - [`clock`]: the guest's clock, read and corrected from the host's.
 //! - [`file_events`]: changes the host sees in the shared directories, for the guest.
 //! - [`ports`]: published ports: the proxy's request, the host's answer, forwarded traffic.
 //! - [`shares`]: the host directories a boot shares, on the guest's kernel command line.
+//! - [`shell`]: `cairn shell`'s process in the guest: its request, streams and exit code.
 
+pub mod clock;
 pub mod file_events;
 pub mod handshake;
 pub mod ports;
 pub mod service;
 pub mod session;
 pub mod shares;
+pub mod shell;
 
 pub use service::Service;
 pub use session::{Inbound, Session, Stream};

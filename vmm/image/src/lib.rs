@@ -271,11 +271,28 @@ pub fn ensure(inputs: &Inputs, progress: &mut dyn FnMut(&str)) -> Result<Image, 
     Ok(Image { kernel, initrd, system, manifest, docker_cli })
 }
 
-/// The busybox applets the image links, for the agent's `ip` and for a human on the console.
-const APPLETS: &[&str] = &[
-    "sh", "ip", "mount", "umount", "ls", "cat", "echo", "mkdir", "ps", "free", "uname", "hostname",
-    "sysctl", "poweroff",
-];
+/// The busybox applets the image links in /bin: every one this busybox has (`busybox --list`),
+/// so that `cairn shell -- date` finds `date` as a Debian system would. A name that some other
+/// entry of the image already takes keeps that entry.
+fn applets(busybox: &Path) -> Result<Vec<String>, Error> {
+    let listed = std::process::Command::new(busybox)
+        .arg("--list")
+        .output()
+        .map_err(|e| Error::Tool(format!("{} --list: {e}", busybox.display())))?;
+    if !listed.status.success() {
+        return Err(Error::Tool(format!("{} --list: {}", busybox.display(), listed.status)));
+    }
+    let text = String::from_utf8_lossy(&listed.stdout);
+    let mut names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|name| !name.is_empty() && !name.contains('/') && *name != "busybox")
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
 
 /// One file of the initramfs.
 #[derive(Debug)]
@@ -332,8 +349,11 @@ fn initramfs(
     // dockerd's userland proxy: the agent's binary, which acts by the name it is run as.
     add(&mut out, "sbin/cairn-port-proxy", LINK, b"/init")?;
     add(&mut out, "bin/busybox", EXE, &read(busybox)?)?;
-    for applet in APPLETS {
-        add(&mut out, &format!("bin/{applet}"), LINK, b"busybox")?;
+    for applet in applets(busybox)? {
+        let name = format!("bin/{applet}");
+        if !extra.iter().any(|(taken, _)| *taken == name) {
+            add(&mut out, &name, LINK, b"busybox")?;
+        }
     }
     // The agent loads them in the order of lib/modules/order: each after its dependencies.
     let mut order = String::new();

@@ -199,9 +199,16 @@ fn internal_error(vcpu: &mut VcpuFd) -> String {
 }
 
 /// Runs `vcpu` until the guest stops or `stop` is set by someone else (the vCPU is kicked out
-/// of KVM_RUN with a signal, see `Machine::stop`).
-pub fn run(vcpu: &mut VcpuFd, io: &Bus, mmio: &Bus, stop: &StopRequest) -> Exit {
+/// of KVM_RUN with a signal, see `Machine::stop`); waits at `gate` while the VM is paused.
+pub fn run(
+    vcpu: &mut VcpuFd,
+    io: &Bus,
+    mmio: &Bus,
+    stop: &StopRequest,
+    gate: &super::pause::PauseGate,
+) -> Exit {
     loop {
+        gate.park_while_paused(stop);
         if let Some(exit) = stop.get() {
             return exit;
         }

@@ -12,6 +12,7 @@ pub mod i8042;
 pub mod layout;
 pub mod legacy;
 pub mod notify;
+pub mod pause;
 pub mod probe;
 
 use std::path::{Path, PathBuf};
@@ -201,6 +202,7 @@ impl EndSignal {
 #[derive(Debug)]
 pub struct Machine {
     stop: StopRequest,
+    pause: pause::PauseGate,
     keyboard: Arc<Mutex<i8042::I8042>>,
     vcpus: Vec<JoinHandle<Exit>>,
     /// The notification thread's stopper and handle, until the VM has ended.
@@ -328,6 +330,7 @@ impl Machine {
         let notifications = (notifier.stopper()?, notifier.spawn()?);
         let mut machine = Machine {
             stop,
+            pause: pause::PauseGate::default(),
             keyboard,
             vcpus: Vec::new(),
             notifications: Some(notifications),
@@ -338,9 +341,10 @@ impl Machine {
         for (id, mut vcpu) in prepared.into_iter().enumerate() {
             let (io, mmio, stop, mem) =
                 (io.clone(), mmio.clone(), machine.stop.clone(), mem.clone());
+            let gate = machine.pause.clone();
             let spawned = std::thread::Builder::new().name(format!("vcpu{id}")).spawn(move || {
                 let _mem = mem;
-                cpu::run(&mut vcpu, &io, &mmio, &stop)
+                cpu::run(&mut vcpu, &io, &mmio, &stop, &gate)
             });
             match spawned {
                 Ok(thread) => machine.vcpus.push(thread),
@@ -376,6 +380,39 @@ impl Machine {
         self.wait()
     }
 
+    /// Pauses the VM: returns once every vCPU has left KVM_RUN and waits (the guest runs no
+    /// instruction and its vCPU threads use no CPU) or the VM has ended.
+    pub fn pause(&self) {
+        self.pause.close();
+        while self.running() && self.pause.parked() < self.vcpus.len() {
+            self.kick_vcpus();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Lets a paused VM run again.
+    pub fn resume(&self) {
+        self.pause.open();
+    }
+
+    /// Whether the VM is paused.
+    pub fn paused(&self) -> bool {
+        self.pause.is_closed()
+    }
+
+    /// Kicks every vCPU thread still running out of KVM_RUN.
+    fn kick_vcpus(&self) {
+        for vcpu in &self.vcpus {
+            use std::os::unix::thread::JoinHandleExt;
+            if !vcpu.is_finished() {
+                // SAFETY: the thread has not been joined, so its pthread_t is valid.
+                unsafe {
+                    libc::pthread_kill(vcpu.as_pthread_t(), kick_signal());
+                }
+            }
+        }
+    }
+
     /// Asks the guest to shut down by typing Ctrl-Alt-Del on its keyboard; it may ignore it.
     pub fn ctrl_alt_del(&self) {
         bus::lock(&self.keyboard).ctrl_alt_del();
@@ -408,17 +445,12 @@ impl Machine {
             return exit.clone();
         }
         while self.stop.wait(Duration::from_secs(3600)).is_none() {}
-        // Every vCPU leaves KVM_RUN: kicked until its thread ends (a kick that lands just
-        // before KVM_RUN is lost, so it is repeated).
-        for vcpu in &self.vcpus {
-            use std::os::unix::thread::JoinHandleExt;
-            while !vcpu.is_finished() {
-                // SAFETY: the thread has not been joined, so its pthread_t is valid.
-                unsafe {
-                    libc::pthread_kill(vcpu.as_pthread_t(), kick_signal());
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
+        // Every vCPU leaves KVM_RUN, or its pause: kicked until its thread ends (a kick that
+        // lands just before KVM_RUN is lost, so it is repeated).
+        while self.vcpus.iter().any(|vcpu| !vcpu.is_finished()) {
+            self.pause.wake();
+            self.kick_vcpus();
+            std::thread::sleep(Duration::from_millis(1));
         }
         for vcpu in self.vcpus.drain(..) {
             let _ = vcpu.join();

@@ -2,6 +2,7 @@
  *   MODE 0  ACPI poweroff: SLP_TYP 5 | SLP_EN (0x34) to the sleep control register 0x3c0
  *   MODE 1  reset through the i8042 (0xfe to port 0x64)
  *   MODE 2  triple fault (an empty IDT, then ud2)
+ *   MODE 4  spin for ever (a vCPU that always wants the CPU)
  *   other   none: halt with interrupts off, for ever
  * Assembled by vmm/tests/lifecycle.rs: as --64 --defsym MODE=n; ld -Ttext=0x100000. */
 .section .note.Xen, "a"
@@ -34,6 +35,8 @@ _start:
 .elseif MODE == 2
   lidt empty_idt
   ud2
+.elseif MODE == 4
+4: jmp 4b
 .endif
 3: hlt
   jmp 3b
