@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`channel`]: the control plane's end of the private channel to the guest agent.
+//! - [`diagnose`]: `cairn diagnose`'s checks and archive.
 //! - [`home`]: where cairn keeps its data (`CAIRN_HOME`, `CAIRN_DB`).
 //! - [`host`]: the machine's limits, which bound settings such as `memory` and `ncpu`.
 //! - [`serve`]: the 9P server on its own (`cairn serve`), and for `cairn up`.
@@ -17,6 +18,7 @@
 //! - [`up`]: the control loop of `cairn up`, and its status.
 
 pub mod channel;
+pub mod diagnose;
 pub mod engine_api;
 pub mod home;
 pub mod host;
@@ -83,6 +85,28 @@ pub enum Error {
     ShellCut(String),
     #[error("{key}: {value:?} in the database is not a number")]
     BadSetting { key: String, value: String },
+}
+
+/// `seconds` since the epoch as `YYYY-MM-DD HH:MM:SSZ` (UTC), for people: logs, history.
+pub fn utc(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 impl Error {

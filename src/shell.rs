@@ -47,7 +47,8 @@ pub fn run(socket: &Path, options: Options) -> Result<i32, Error> {
     if tty {
         follow_window_size(writer);
     }
-    receive(stream, socket)
+    let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
+    receive(stream, socket, &mut stdout, &mut stderr)
 }
 
 /// Writes one frame; the stdin and window threads share the socket's write side.
@@ -92,18 +93,22 @@ fn follow_window_size(writer: Arc<Mutex<UnixStream>>) {
     });
 }
 
-/// Prints what the guest's process writes until its exit code comes.
-fn receive(mut stream: UnixStream, socket: &Path) -> Result<i32, Error> {
+/// Hands what the guest's process writes to `out` and `err` until its exit code comes.
+fn receive(
+    mut stream: UnixStream,
+    socket: &Path,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<i32, Error> {
     let mut decoder = Decoder::default();
     let mut buf = vec![0u8; MAX_PAYLOAD];
-    let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
     loop {
         while let Some(frame) =
             decoder.next_frame().map_err(|e| Error::ShellCut(format!("the guest sent {e}")))?
         {
             match frame {
-                Frame::Stdout(data) => write_out(&mut stdout, &data)?,
-                Frame::Stderr(data) => write_out(&mut stderr, &data)?,
+                Frame::Stdout(data) => write_out(out, &data)?,
+                Frame::Stderr(data) => write_out(err, &data)?,
                 Frame::Exit(code) => return Ok(code),
                 Frame::Failed(why) => return Err(Error::ShellFailed(why)),
                 // The host's own frames never come back.
@@ -116,6 +121,14 @@ fn receive(mut stream: UnixStream, socket: &Path) -> Result<i32, Error> {
             }
             Ok(n) => decoder.push(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(Error::ShellCut("the process did not end in time".into()))
+            }
             Err(e) => return Err(Error::io(socket, e)),
         }
     }
@@ -125,6 +138,32 @@ fn write_out(to: &mut dyn Write, data: &[u8]) -> Result<(), Error> {
     // A reader that went away (`cairn shell -- cat big | head`) ends the session as a
     // pipe would.
     to.write_all(data).and_then(|()| to.flush()).map_err(|e| Error::io(Path::new("output"), e))
+}
+
+/// What a command run with [`capture`] gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Runs `argv` in the VM without a terminal, with nothing on its standard input, and collects
+/// its output (for `cairn diagnose`); gives up after `within`.
+pub fn capture(
+    socket: &Path,
+    argv: &[&str],
+    within: std::time::Duration,
+) -> Result<Captured, Error> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| Error::io(socket, e))?;
+    stream.set_read_timeout(Some(within)).map_err(|e| Error::io(socket, e))?;
+    let request = Request { argv: argv.iter().map(|a| (*a).to_owned()).collect(), tty: None };
+    let mut hello = Frame::Start(request).encode();
+    hello.extend(Frame::StdinEnd.encode());
+    stream.write_all(&hello).map_err(|e| Error::io(socket, e))?;
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let code = receive(stream, socket, &mut stdout, &mut stderr)?;
+    Ok(Captured { code, stdout, stderr })
 }
 
 /// The size of the terminal on standard output, or else standard input.

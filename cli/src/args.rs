@@ -236,6 +236,9 @@ pub enum Command {
     },
     /// The VM and the control plane: state, backend, config head, applied commit, last error.
     Status,
+    /// Checks what cairn runs, one line each ([OK] or [FAIL] why), and writes an archive of
+    /// logs and state for a bug report (secrets masked, mode 0600); exit 1 if a check failed.
+    Diagnose,
     /// The engine's data disk: its size, what it takes on the host, what the guest uses.
     Disk {
         #[command(subcommand)]

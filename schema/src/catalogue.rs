@@ -70,6 +70,10 @@ impl Key {
 /// leaves room for the image to grow a little. Re-measure when the image changes.
 pub const MEMORY_MIN_MIB: u64 = 768;
 
+/// The foreign architectures the guest can run programs of, by Debian's names for them, each
+/// through QEMU's user-mode emulator (`binfmt`).
+pub const FOREIGN_ARCHITECTURES: &[&str] = &["arm64", "arm", "riscv64", "ppc64le", "s390x"];
+
 /// Every setting of the current schema, in the order `list` shows them.
 pub static KEYS: &[Key] = &[
     Key {
@@ -260,6 +264,21 @@ pub static KEYS: &[Key] = &[
             vm.max_map_count = 262144), one per line; lines starting with # are comments. Applied \
             live by the guest agent; a parameter the kernel refuses is reported and the previous \
             value kept.",
+        options: &[],
+        apply: ApplyClass::GuestLive,
+        internal: false,
+    },
+    Key {
+        name: "binfmt",
+        path: "binfmt",
+        kind: Kind::ChoiceSet(FOREIGN_ARCHITECTURES),
+        default: Default::Text("arm64 arm riscv64 ppc64le s390x"),
+        summary: "Foreign architectures containers can run (QEMU user emulation).",
+        description: "The architectures whose programs the VM runs through QEMU's user-mode \
+            emulators (Debian's qemu-user, registered with binfmt_misc and its F flag, so \
+            that they work in containers whose image has no emulator): `docker run \
+            --platform linux/arm64` on this x86-64 VM. Any of arm64, arm, riscv64, ppc64le and \
+            s390x, separated by commas or spaces; empty for none. Applied live.",
         options: &[],
         apply: ApplyClass::GuestLive,
         internal: false,

@@ -12,6 +12,7 @@
 //! - v4: `net/external-bind` (false): where containers' published ports listen on the host.
 //! - v5: `file-sharing` (home and /tmp); `filesystem` changes meaning from /Database's
 //!   transport (only ever `9p`) to how shared directories reach the VM (`virtiofs`).
+//! - v6: `binfmt` (every foreign architecture the image emulates).
 
 use crate::catalogue::by_name;
 use crate::tree::defaults;
@@ -35,6 +36,7 @@ pub fn migrate(
             2 => v2_to_v3(tree, host, &mut notes),
             3 => v3_to_v4(tree, host, &mut notes),
             4 => v4_to_v5(tree, host, &mut notes),
+            5 => v5_to_v6(tree, host, &mut notes),
             other => unreachable!("no migration from v{other}; version_of bounds it"),
         }
         version += 1;
@@ -48,6 +50,10 @@ pub fn migrate(
 /// build upgrade fixtures.
 pub fn initial_tree(version: u32, host: &Host) -> Tree {
     let mut tree = defaults(host);
+    if version <= 5 {
+        tree.remove("binfmt");
+        tree.insert("schema-version".into(), format!("{version}\n").into_bytes());
+    }
     if version <= 4 {
         tree.remove("file-sharing");
         tree.insert("filesystem".into(), b"9p\n".to_vec());
@@ -110,6 +116,17 @@ fn v4_to_v5(tree: &mut Tree, host: &Host, notes: &mut Vec<String>) {
             "filesystem: 9p -> virtiofs (it now says how shared directories reach the VM; /Database keeps its own transport)"
                 .into(),
         );
+    }
+}
+
+/// v6 adds `binfmt` at its default, and touches nothing else.
+fn v5_to_v6(tree: &mut Tree, host: &Host, notes: &mut Vec<String>) {
+    let binfmt = by_name("binfmt").expect("binfmt is in the catalogue");
+    if !tree.contains_key(binfmt.path) {
+        let default = binfmt.default_bytes(host);
+        let shown = String::from_utf8_lossy(&default).trim().replace('\n', ", ");
+        tree.insert(binfmt.path.into(), default);
+        notes.push(format!("binfmt: added with its default {shown}"));
     }
 }
 
@@ -180,10 +197,11 @@ mod tests {
         assert_eq!(tree["etc/hostname"], b"mine\n");
         assert_eq!(tree["net/dns"], b"1.1.1.1\n8.8.8.8\n");
         assert_eq!(tree["net/mtu"], b"1500\n");
-        assert_eq!(tree["schema-version"], b"5\n");
+        assert_eq!(tree["schema-version"], b"6\n");
         assert_eq!(tree["disk"], b"65536\n");
         assert_eq!(tree["net/external-bind"], b"false\n");
         assert_eq!(tree["filesystem"], b"virtiofs\n");
+        assert_eq!(tree["binfmt"], b"arm64\narm\nriscv64\nppc64le\ns390x\n");
     }
 
     #[test]
@@ -192,12 +210,12 @@ mod tests {
         tree.insert("etc/hostname".into(), b"mine\n".to_vec());
         let before = tree.clone();
         let notes = migrate(&mut tree, &|_| false, &HOST).expect("migrates");
-        assert_eq!(notes.len(), 7, "{notes:?}");
+        assert_eq!(notes.len(), 9, "{notes:?}");
         let changed: Vec<&String> =
             tree.keys().filter(|k| before.get(*k) != tree.get(*k)).collect();
         assert_eq!(
             changed,
-            ["disk", "file-sharing", "filesystem", "net/external-bind", "schema-version"]
+            ["binfmt", "disk", "file-sharing", "filesystem", "net/external-bind", "schema-version"]
         );
     }
 
@@ -214,8 +232,11 @@ mod tests {
         );
         let changed: Vec<&String> =
             tree.keys().filter(|k| before.get(*k) != tree.get(*k)).collect();
-        assert_eq!(changed, ["file-sharing", "filesystem", "net/external-bind", "schema-version"]);
-        validate_tree(&tree, &|_| true, &HOST, Validation::default()).expect("valid v5 tree");
+        assert_eq!(
+            changed,
+            ["binfmt", "file-sharing", "filesystem", "net/external-bind", "schema-version"]
+        );
+        validate_tree(&tree, &|_| true, &HOST, Validation::default()).expect("valid v6 tree");
     }
 
     #[test]
@@ -231,11 +252,31 @@ mod tests {
         assert_eq!(notes[2], "schema-version: v5");
         let changed: Vec<&String> =
             tree.keys().filter(|k| before.get(*k) != tree.get(*k)).collect();
-        assert_eq!(changed, ["file-sharing", "filesystem", "schema-version"]);
+        assert_eq!(changed, ["binfmt", "file-sharing", "filesystem", "schema-version"]);
         assert_eq!(tree["file-sharing"], crate::shares::default_text().as_bytes());
         tree.insert("etc/hostname".into(), defaults(&HOST)["etc/hostname"].clone());
         assert_eq!(tree, defaults(&HOST));
         validate_tree(&tree, &|_| true, &HOST, Validation::default()).expect("valid v5 tree");
+    }
+
+    #[test]
+    fn v5_gets_binfmt_and_nothing_else_changes() {
+        let mut tree = initial_tree(5, &HOST);
+        assert!(!tree.contains_key("binfmt"));
+        tree.insert("etc/hostname".into(), b"mine\n".to_vec());
+        let before = tree.clone();
+        let notes = migrate(&mut tree, &|_| false, &HOST).expect("migrates");
+        assert_eq!(
+            notes,
+            [
+                "binfmt: added with its default arm64, arm, riscv64, ppc64le, s390x",
+                "schema-version: v6"
+            ]
+        );
+        let changed: Vec<&String> =
+            tree.keys().filter(|k| before.get(*k) != tree.get(*k)).collect();
+        assert_eq!(changed, ["binfmt", "schema-version"]);
+        validate_tree(&tree, &|_| true, &HOST, Validation::default()).expect("valid v6 tree");
     }
 
     #[test]

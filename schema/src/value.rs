@@ -23,6 +23,8 @@ pub enum Kind {
     Int { min: Limit, max: Limit, unit: &'static str },
     /// One of a fixed set of words.
     Choice(&'static [&'static str]),
+    /// Any of a fixed set of words (none, some or all), stored one per line in the set's order.
+    ChoiceSet(&'static [&'static str]),
     /// A list of `[ADDRESS:]HOSTPORT:GUESTPORT[/PROTO]`.
     PortForwards,
     /// A list of IP addresses.
@@ -142,6 +144,21 @@ fn normalize_as(
             Some(word) => line((*word).to_owned()),
             None => return Err(refuse("is not one of the choices")),
         },
+        Kind::ChoiceSet(words) => {
+            let mut chosen = BTreeSet::new();
+            for item in items(text) {
+                let Some(at) = words.iter().position(|w| *w == item) else {
+                    return Err(Error::refused(
+                        key.name,
+                        item,
+                        "is not one of the choices",
+                        allowed(key, host),
+                    ));
+                };
+                chosen.insert(at);
+            }
+            lines(chosen.into_iter().map(|at| words[at].to_owned()).collect())
+        }
         Kind::PortForwards => lines(port_forwards(key, text, host)?),
         Kind::IpList => {
             let mut seen = BTreeSet::new();
@@ -207,6 +224,9 @@ pub fn allowed(key: &Key, host: &Host) -> String {
         Kind::Hostname => "letters, digits and hyphens, 1 to 63 characters, no hyphen at either end".into(),
         Kind::Int { min, max, .. } => format!("{} to {}", min.resolve(host), max.resolve(host)),
         Kind::Choice(words) => words.join(", "),
+        Kind::ChoiceSet(words) => {
+            format!("any of {} separated by commas or spaces, or empty for none", words.join(", "))
+        }
         Kind::PortForwards => {
             "[ADDRESS:]HOSTPORT:GUESTPORT[/tcp|/udp], ports 1 to 65535, separated by commas or spaces".into()
         }
@@ -227,6 +247,7 @@ pub fn type_name(kind: Kind) -> &'static str {
         Kind::Int { unit: "a size in MiB", .. } => "MiB",
         Kind::Int { .. } => "integer",
         Kind::Choice(_) => "choice",
+        Kind::ChoiceSet(_) => "list of choices",
         Kind::PortForwards => "list of port forwards",
         Kind::IpList => "list of IP addresses",
         Kind::ProxyUrl => "URL",
@@ -247,14 +268,14 @@ pub fn to_json(key: &Key, stored: &[u8]) -> Json {
         Kind::Int { .. } | Kind::SchemaVersion => {
             trimmed.parse::<u64>().map(Json::from).unwrap_or_else(|_| Json::from(trimmed))
         }
-        Kind::PortForwards | Kind::IpList | Kind::HostList | Kind::Sysctl | Kind::Shares => {
-            Json::Array(
-                text.lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .map(|l| Json::from(l.trim()))
-                    .collect(),
-            )
-        }
+        Kind::PortForwards
+        | Kind::IpList
+        | Kind::HostList
+        | Kind::Sysctl
+        | Kind::Shares
+        | Kind::ChoiceSet(_) => Json::Array(
+            text.lines().filter(|l| !l.trim().is_empty()).map(|l| Json::from(l.trim())).collect(),
+        ),
         Kind::DaemonJson => serde_json::from_str(&text).unwrap_or_else(|_| Json::from(trimmed)),
         Kind::Hostname | Kind::Choice(_) | Kind::ProxyUrl => Json::from(trimmed),
     }
@@ -267,7 +288,12 @@ pub fn to_json(key: &Key, stored: &[u8]) -> Json {
 pub fn from_json(key: &Key, value: &Json) -> Result<String, Error> {
     let list = matches!(
         key.kind,
-        Kind::PortForwards | Kind::IpList | Kind::HostList | Kind::Sysctl | Kind::Shares
+        Kind::PortForwards
+            | Kind::IpList
+            | Kind::HostList
+            | Kind::Sysctl
+            | Kind::Shares
+            | Kind::ChoiceSet(_)
     );
     let refuse = |problem: &str| {
         let wanted = match key.kind {
@@ -331,6 +357,7 @@ fn is_document(kind: Kind) -> bool {
             | Kind::DaemonJson
             | Kind::Sysctl
             | Kind::Shares
+            | Kind::ChoiceSet(_)
     )
 }
 

@@ -13,7 +13,7 @@ use crate::error::{quote, Error};
 pub type Tree = BTreeMap<String, Vec<u8>>;
 
 /// The schema version this cairn writes.
-pub const CURRENT_VERSION: u32 = 5;
+pub const CURRENT_VERSION: u32 = 6;
 
 /// The version a tree declares; a tree without `schema-version` predates it and is v1.
 pub fn version_of(tree: &Tree) -> Result<u32, Error> {

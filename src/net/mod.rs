@@ -76,10 +76,13 @@ pub struct Limits {
     pub udp_idle: Duration,
 }
 
+/// The gateway's address on the guest's network: the host's loopback to the guest (slirp's too).
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+
 impl Default for Config {
     fn default() -> Config {
         Config {
-            gateway: Ipv4Addr::new(10, 0, 2, 2),
+            gateway: GATEWAY,
             guest: Ipv4Addr::new(10, 0, 2, 15),
             prefix_len: 24,
             gateway_mac: [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02],

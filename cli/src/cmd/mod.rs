@@ -1,6 +1,7 @@
 //! One module per command; each parses nothing and prints its own data.
 
 mod apply;
+mod diagnose;
 mod diff;
 mod disk;
 mod edit;
@@ -118,6 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Logs { follow, console, control } => up::logs(follow, console, control),
         Command::Status => status::run(&ctx),
+        Command::Diagnose => diagnose::run(&ctx),
         Command::Disk { command: None } => disk::show(&ctx),
         Command::Disk { command: Some(crate::args::DiskCommand::Wipe { yes }) } => {
             disk::wipe(&ctx, yes)

@@ -9,6 +9,7 @@
 //! never exit (the kernel panics when PID 1 does), so every failure is reported and retried.
 
 mod apply;
+mod binfmt;
 mod boot;
 mod channel;
 mod children;
@@ -298,6 +299,7 @@ fn apply_commit(
     report.results.insert("hostname".into(), apply::hostname(&ro));
     report.results.insert("sysctl".into(), apply::sysctl(&ro, Path::new("/proc/sys")));
     report.results.insert("mtu".into(), network::mtu(&ro));
+    report.results.insert("binfmt".into(), binfmt::apply(&ro));
     let (daemon, hash) = match engine {
         Some(engine) => {
             let outcome = match engine::Settings::from_commit(&ro) {

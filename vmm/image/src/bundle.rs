@@ -23,6 +23,8 @@ pub struct Bundle {
     /// shared object in them is copied, and the libraries they name are checked like a
     /// program's.
     pub plugins: &'static [&'static str],
+    /// Plain files the guest reads, copied as they are (QEMU's binfmt_misc registrations).
+    pub data: &'static [&'static str],
 }
 
 /// The data disk's tools: mke2fs, e2fsck and resize2fs, and their libraries.
@@ -35,6 +37,7 @@ pub const DISK: Bundle = Bundle {
     ],
     links: &[],
     plugins: &[],
+    data: &[],
 };
 
 /// The Docker engine: the programs, then every library their ELF headers name (dockerd:
@@ -84,6 +87,39 @@ pub const ENGINE: Bundle = Bundle {
         ("usr/sbin/ip6tables-restore", "xtables-nft-multi"),
     ],
     plugins: &[XTABLES],
+    data: &[],
+};
+
+/// Foreign architectures: Debian 13's static QEMU user-mode emulators (package qemu-user, which
+/// is static since QEMU 10 in Debian; qemu-user-static is its transitional name) for the
+/// architectures the `binfmt` key offers, the links binfmt_misc names as their interpreters,
+/// and Debian's registration lines (magic, mask and the OPF flags: F opens the emulator when it
+/// is registered, so that it works in containers whose image has none). The agent registers
+/// what the key asks for.
+pub const EMULATORS: Bundle = Bundle {
+    packages: &["qemu-user"],
+    programs: &[
+        ("usr/bin/qemu-aarch64", "usr/bin/qemu-aarch64"),
+        ("usr/bin/qemu-arm", "usr/bin/qemu-arm"),
+        ("usr/bin/qemu-riscv64", "usr/bin/qemu-riscv64"),
+        ("usr/bin/qemu-ppc64le", "usr/bin/qemu-ppc64le"),
+        ("usr/bin/qemu-s390x", "usr/bin/qemu-s390x"),
+    ],
+    links: &[
+        ("usr/libexec/qemu-binfmt/aarch64-binfmt-P", "../../bin/qemu-aarch64"),
+        ("usr/libexec/qemu-binfmt/arm-binfmt-P", "../../bin/qemu-arm"),
+        ("usr/libexec/qemu-binfmt/riscv64-binfmt-P", "../../bin/qemu-riscv64"),
+        ("usr/libexec/qemu-binfmt/ppc64le-binfmt-P", "../../bin/qemu-ppc64le"),
+        ("usr/libexec/qemu-binfmt/s390x-binfmt-P", "../../bin/qemu-s390x"),
+    ],
+    plugins: &[],
+    data: &[
+        "usr/share/qemu/binfmt.d/qemu-aarch64.conf",
+        "usr/share/qemu/binfmt.d/qemu-arm.conf",
+        "usr/share/qemu/binfmt.d/qemu-riscv64.conf",
+        "usr/share/qemu/binfmt.d/qemu-ppc64le.conf",
+        "usr/share/qemu/binfmt.d/qemu-s390x.conf",
+    ],
 };
 
 /// Where iptables looks for its extensions (its compiled-in XTABLES_LIBDIR).
@@ -93,7 +129,7 @@ pub const XTABLES: &str = "usr/lib/x86_64-linux-gnu/xtables";
 pub fn of(flavour: Flavour) -> &'static [&'static Bundle] {
     match flavour {
         Flavour::Base => &[&DISK],
-        Flavour::Docker => &[&DISK, &ENGINE],
+        Flavour::Docker => &[&DISK, &ENGINE, &EMULATORS],
     }
 }
 
@@ -148,16 +184,17 @@ pub fn entries(root: &Path, bundles: &[&Bundle]) -> Result<Vec<(String, Entry)>,
         out.push(((*to).to_owned(), Entry::Exe(data)));
     }
     for (link, target) in bundles.iter().flat_map(|b| b.links.iter()) {
+        add_parents(&mut out, link);
         out.push(((*link).to_owned(), Entry::Link((*target).to_owned())));
     }
+    for file in bundles.iter().flat_map(|b| b.data.iter()) {
+        let path = root.join(file);
+        let data = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        add_parents(&mut out, file);
+        out.push(((*file).to_owned(), Entry::File(data)));
+    }
     for dir in bundles.iter().flat_map(|b| b.plugins.iter()) {
-        let mut parent = String::new();
-        for part in dir.split('/') {
-            parent = if parent.is_empty() { part.to_owned() } else { format!("{parent}/{part}") };
-            if !out.iter().any(|(name, _)| *name == parent) {
-                out.push((parent.clone(), Entry::Dir));
-            }
-        }
+        add_parents(&mut out, &format!("{dir}/"));
         let path = root.join(dir);
         let listing = std::fs::read_dir(&path).map_err(|e| Error::io(&path, e))?;
         let mut names: Vec<_> = listing.flatten().map(|e| e.path()).collect();
@@ -219,11 +256,24 @@ pub fn entries(root: &Path, bundles: &[&Bundle]) -> Result<Vec<(String, Entry)>,
                 let target = target.rsplit('/').next().unwrap_or(target).to_owned();
                 needed.entry(target).or_insert(by);
             }
-            Some(Entry::Dir) => {}
+            Some(Entry::Dir | Entry::File(_)) => {}
         }
     }
     out.extend(libraries);
     Ok(out)
+}
+
+/// A directory entry for each directory above `path` that `out` has none for yet (an
+/// initramfs creates no directory by itself).
+fn add_parents(out: &mut Vec<(String, Entry)>, path: &str) {
+    let mut parent = String::new();
+    let Some((dirs, _)) = path.rsplit_once('/') else { return };
+    for part in dirs.split('/') {
+        parent = if parent.is_empty() { part.to_owned() } else { format!("{parent}/{part}") };
+        if !out.iter().any(|(name, _)| *name == parent) {
+            out.push((parent.clone(), Entry::Dir));
+        }
+    }
 }
 
 /// The libraries an ELF file names in its dynamic section (none for a static program).
@@ -243,6 +293,7 @@ mod tests {
         programs: &[("usr/bin/true", "usr/bin/true"), ("usr/bin/ls", "usr/bin/ls")],
         links: &[],
         plugins: &[],
+        data: &[],
     };
 
     fn root_with(dir: &Path, libraries: &[&str]) {

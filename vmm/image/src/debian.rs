@@ -28,11 +28,17 @@ pub const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 /// Package lists older than this are refreshed before a version is looked up.
 const LISTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
-/// The image's own apt state: one directory per suite under the cache.
+/// The image's own apt state: one directory per suite (and foreign architecture) under the
+/// cache.
 #[derive(Debug, Clone)]
 pub struct Apt {
     dir: PathBuf,
+    /// Debian's name of the architecture whose packages this state fetches.
+    arch: &'static str,
 }
+
+/// The guest's own architecture.
+const NATIVE: &str = "amd64";
 
 fn run(command: &mut Command, what: &str) -> Result<String, Error> {
     let output = command.output().map_err(|e| Error::Apt(format!("{what}: {e}")))?;
@@ -47,7 +53,14 @@ impl Apt {
     /// The apt state for [`SUITE`] under `cache`, its sources file written (and the empty
     /// directories and status file that stand in for the host's).
     pub fn new(cache: &Path) -> Result<Apt, Error> {
-        let dir = cache.join("apt").join(SUITE);
+        Apt::for_arch(cache, NATIVE)
+    }
+
+    /// The apt state for [`SUITE`]'s packages of another architecture (`arm64`): a state of
+    /// its own, so that the guest's never sees a foreign candidate.
+    pub fn for_arch(cache: &Path, arch: &'static str) -> Result<Apt, Error> {
+        let name = if arch == NATIVE { SUITE.to_owned() } else { format!("{SUITE}-{arch}") };
+        let dir = cache.join("apt").join(name);
         for sub in ["sources.list.d", "preferences.d", "lists/partial", "cache/archives/partial"] {
             let path = dir.join(sub);
             std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
@@ -64,7 +77,7 @@ impl Apt {
         if !status.exists() {
             std::fs::write(&status, b"").map_err(|e| Error::io(&status, e))?;
         }
-        Ok(Apt { dir })
+        Ok(Apt { dir, arch })
     }
 
     /// An apt command on this state alone.
@@ -80,8 +93,8 @@ impl Apt {
             format!("Dir::State::Lists={d}/lists"),
             format!("Dir::State::status={d}/status"),
             format!("Dir::Cache={d}/cache"),
-            "APT::Architecture=amd64".to_owned(),
-            "APT::Architectures::=amd64".to_owned(),
+            format!("APT::Architecture={}", self.arch),
+            format!("APT::Architectures::={}", self.arch),
             "APT::Default-Release=".to_owned(),
             "Acquire::Languages=none".to_owned(),
         ] {
@@ -147,7 +160,8 @@ impl Apt {
     pub fn fetch(&self, package: &str, version: &str, cache: &Path) -> Result<PathBuf, Error> {
         std::fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
         // apt names files with the version's ':' escaped.
-        let file = cache.join(format!("{package}_{}_amd64.deb", version.replace(':', "%3a")));
+        let file =
+            cache.join(format!("{package}_{}_{}.deb", version.replace(':', "%3a"), self.arch));
         let all = cache.join(format!("{package}_{}_all.deb", version.replace(':', "%3a")));
         for candidate in [&file, &all] {
             if candidate.exists() {

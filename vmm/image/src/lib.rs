@@ -24,6 +24,16 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// The .deb of `package` for the foreign architecture `arch` (Debian's name: `arm64`) from
+/// [`SUITE`], through apt state of its own under `cache`: test images of other architectures
+/// (busybox-static:arm64) come from the same archive, verified the same way, as the guest.
+pub fn foreign_package(cache: &Path, arch: &'static str, package: &str) -> Result<PathBuf, Error> {
+    let apt = debian::Apt::for_arch(cache, arch)?;
+    apt.update(false)?;
+    let version = apt.version(package)?;
+    apt.fetch(package, &version, cache)
+}
+
 /// Lower-case hex of `bytes`.
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -300,6 +310,8 @@ pub enum Entry {
     Dir,
     /// A file, mode 0755 (programs and libraries alike).
     Exe(Vec<u8>),
+    /// A file to read, mode 0644.
+    File(Vec<u8>),
     /// A symbolic link to this target.
     Link(String),
 }
@@ -366,6 +378,7 @@ fn initramfs(
         match entry {
             Entry::Dir => add(&mut out, &name, DIR, &[])?,
             Entry::Exe(data) => add(&mut out, &name, EXE, &data)?,
+            Entry::File(data) => add(&mut out, &name, FILE, &data)?,
             Entry::Link(target) => add(&mut out, &name, LINK, target.as_bytes())?,
         }
     }

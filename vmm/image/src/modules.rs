@@ -60,6 +60,8 @@ pub const WANTED: &[&str] = &[
     "xt_set",
     "ipt_REJECT",
     "ip6t_REJECT",
+    // Foreign architectures: QEMU's user-mode emulators registered with binfmt_misc.
+    "binfmt_misc",
 ];
 
 /// A module file name's canonical form: `-` and `_` are the same to the kernel.

@@ -97,9 +97,10 @@ pub fn build(entries: &[(String, Entry)], staging: &Path, out: &Path) -> Result<
         }
         match entry {
             Entry::Dir => std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?,
-            Entry::Exe(data) => {
+            Entry::Exe(data) | Entry::File(data) => {
+                let mode = if matches!(entry, Entry::Exe(_)) { 0o755 } else { 0o644 };
                 std::fs::write(&path, data).map_err(|e| Error::io(&path, e))?;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
                     .map_err(|e| Error::io(&path, e))?;
             }
             Entry::Link(target) => {
