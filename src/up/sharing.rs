@@ -45,7 +45,8 @@ impl Controller {
                 Some(binary) => self.start_virtiofsd(&binary, &mut plan),
                 None => {
                     let why = "virtiofsd is not installed (cargo install virtiofsd, or Debian's virtiofsd; or set filesystem 9p)";
-                    for tag in plan.boot.shares.clone().iter().map(|s| s.tag.clone()) {
+                    let tags: Vec<String> = plan.boot.shares.iter().map(|s| s.tag.clone()).collect();
+                    for tag in tags {
                         plan.failed(&tag, why);
                     }
                 }
@@ -91,13 +92,27 @@ impl Controller {
     }
 
     fn start_virtiofsd(&mut self, binary: &std::path::Path, plan: &mut Plan) {
-        for share in plan.boot.shares.clone() {
+        let mut started = Vec::new();
+        let mut failed = Vec::new();
+        for share in &plan.boot.shares {
             let socket = crate::vm::shares::socket(&self.run.0, &share.tag);
             let log = self.run.0.join(format!("virtiofs-{}.log", share.tag));
             match Virtiofsd::start(binary, &share.path, &socket, &plan.boot.hidden, &log) {
-                Ok(daemon) => self.virtiofsd.push(daemon),
-                Err(why) => plan.failed(&share.tag, &why),
+                Ok(daemon) => started.push((share.tag.clone(), daemon)),
+                Err(why) => failed.push((share.tag.clone(), why)),
             }
+        }
+        if !started.is_empty() {
+            std::thread::sleep(crate::vm::virtiofsd::START_LOOK);
+        }
+        for (tag, mut daemon) in started {
+            match daemon.ended_at_once() {
+                Some(why) => failed.push((tag, why)),
+                None => self.virtiofsd.push(daemon),
+            }
+        }
+        for (tag, why) in failed {
+            plan.failed(&tag, &why);
         }
     }
 

@@ -72,12 +72,12 @@ impl FileEvents {
     ) -> Result<FileEvents, String> {
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel(QUEUE);
-        let hidden: Vec<PathBuf> = hidden.iter().map(PathBuf::from).collect();
+        let hidden = hidden.to_vec();
         let dropped = counters.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             for change in changes(event) {
-                if hidden.iter().any(|h| within(change.path(), h)) {
+                if hidden.iter().any(|h| cairn_schema::shares::inside(change.path(), h)) {
                     continue;
                 }
                 if tx.try_send(change).is_err() {
@@ -133,10 +133,6 @@ fn keep_watching(
             shown.clone_from(&now);
         }
     }
-}
-
-fn within(path: &str, dir: &std::path::Path) -> bool {
-    std::path::Path::new(path).starts_with(dir)
 }
 
 /// The changes one notify event says, if it says any the guest cares for.

@@ -37,11 +37,16 @@ pub fn binary() -> Option<PathBuf> {
     on_path.chain(SYSTEM_PATHS.iter().map(PathBuf::from)).find(|p| p.is_file())
 }
 
+/// How long after virtiofsd starts a daemon that refuses its arguments or the share has
+/// surely said so and ended ([`Virtiofsd::ended_at_once`]).
+pub const START_LOOK: Duration = Duration::from_millis(50);
+
 /// A running virtiofsd. Dropping it ends it (the VM it served has stopped by then).
 #[derive(Debug)]
 pub struct Virtiofsd {
     child: Child,
     dir: String,
+    log: PathBuf,
 }
 
 impl Virtiofsd {
@@ -82,16 +87,18 @@ impl Virtiofsd {
         unsafe {
             command.pre_exec(move || cover.enter());
         }
-        let mut child =
+        let child =
             command.spawn().map_err(|e| format!("starting {}: {e}", binary.display()))?;
-        // A daemon that refuses its arguments or the share says so at once: a moment's look
-        // turns that into the share's state instead of a guest whose mount fails.
-        std::thread::sleep(Duration::from_millis(50));
-        if let Ok(Some(status)) = child.try_wait() {
-            let said = std::fs::read_to_string(log).unwrap_or_default();
-            return Err(format!("virtiofsd ended ({status}): {}", said.trim()));
-        }
-        Ok(Virtiofsd { child, dir: dir.to_owned() })
+        Ok(Virtiofsd { child, dir: dir.to_owned(), log: log.to_owned() })
+    }
+
+    /// Why it ended, if it has: a daemon that refuses its arguments or the share says so at
+    /// once, so a look [`START_LOOK`] after starting (all of them: one wait for every share)
+    /// turns that into the share's state instead of a guest whose mount fails.
+    pub fn ended_at_once(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok().flatten()?;
+        let said = std::fs::read_to_string(&self.log).unwrap_or_default();
+        Some(format!("virtiofsd ended ({status}): {}", said.trim()))
     }
 
     /// Whether it still runs.
