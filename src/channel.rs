@@ -201,13 +201,19 @@ where
 /// just adopted a VM, or the guest is rebooting) before it is closed.
 const WAIT_FOR_SESSION: Duration = Duration::from_secs(120);
 
+/// Says whether a connection is turned away before it reaches the guest, and with what bytes
+/// (the docker socket answers for a paused VM itself, rather than leave the client hanging).
+pub type Gate = Arc<dyn Fn() -> Option<Vec<u8>> + Send + Sync>;
+
 /// Serves a unix socket whose every connection becomes a stream of `service` to the guest
-/// (the docker socket: each client reaches dockerd's own socket in the guest). A connection
-/// made while there is no session waits for one a while. Runs until aborted.
+/// (the docker socket: each client reaches dockerd's own socket in the guest), unless `gate`
+/// turns it away. A connection made while there is no session waits for one a while. Runs
+/// until aborted.
 pub async fn serve_unix(
     listener: tokio::net::UnixListener,
     service: Service,
     sessions: watch::Receiver<Option<Session>>,
+    gate: Option<Gate>,
 ) {
     loop {
         let mut client = match listener.accept().await {
@@ -219,6 +225,14 @@ pub async fn serve_unix(
                 continue;
             }
         };
+        if let Some(refusal) = gate.as_ref().and_then(|gate| gate()) {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let _ = client.write_all(&refusal).await;
+                let _ = client.shutdown().await;
+            });
+            continue;
+        }
         let service = service.clone();
         let mut sessions = sessions.clone();
         tokio::spawn(async move {

@@ -71,6 +71,7 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     ("disk", &["lots", "1G", "-1", "99T", ""]),
+    ("binfmt", &["x86", "aarch64", "arm64;arm", "ARM64", "arm64 all", "s390"]),
 ];
 
 #[test]
@@ -121,6 +122,12 @@ fn messages_quote_the_value_and_the_range() {
         )
     );
     assert_eq!(env.head(), head, "nothing committed");
+    let err = env.fails(&["set", "binfmt", "arm64 mips"], 3);
+    assert_eq!(
+        err.trim(),
+        "cairn: binfmt: \"mips\" is not one of the choices (allowed: any of arm64, arm, \
+         riscv64, ppc64le, s390x separated by commas or spaces, or empty for none)"
+    );
     let err = env.fails(&["set", "hypervisor", "vbox"], 3);
     assert_eq!(
         err.trim(),

@@ -10,7 +10,7 @@ fn init_writes_every_default_in_one_commit_on_master() {
     let env = Env::new();
     assert_eq!(env.git(&["symbolic-ref", "HEAD"]).trim(), "refs/heads/master");
     assert_eq!(env.git(&["rev-parse", "--is-bare-repository"]).trim(), "true");
-    assert_eq!(env.git(&["log", "--format=%s", "master"]).trim(), "init: defaults for schema v5");
+    assert_eq!(env.git(&["log", "--format=%s", "master"]).trim(), "init: defaults for schema v6");
     let files = env.git(&["ls-tree", "-r", "--name-only", "master"]);
     for key in cairn::schema::KEYS {
         assert!(files.lines().any(|f| f == key.path), "{} missing from {files}", key.path);
@@ -119,14 +119,14 @@ fn log_of_the_branch_and_of_a_key() {
     let subjects: Vec<&str> = log.lines().map(|l| l.rsplit('\t').next().unwrap_or("")).collect();
     assert_eq!(
         subjects,
-        ["smaller", "set hostname=one", "set memory=4096", "init: defaults for schema v5"]
+        ["smaller", "set hostname=one", "set memory=4096", "init: defaults for schema v6"]
     );
     let memory = env.ok(&["log", "memory"]);
     let rows: Vec<Vec<&str>> = memory.lines().map(|l| l.split('\t').collect()).collect();
     assert_eq!(rows.len(), 3, "{memory}");
     assert_eq!(rows[0][2..], ["4096", "3072", "smaller"]);
     assert_eq!(rows[1][2..], ["2048", "4096", "set memory=4096"]);
-    assert_eq!(rows[2][2..], ["(absent)", "2048", "init: defaults for schema v5"]);
+    assert_eq!(rows[2][2..], ["(absent)", "2048", "init: defaults for schema v6"]);
     let git: Vec<String> = env
         .git(&["log", "--format=%H", "master", "--", "memory"])
         .lines()

@@ -313,6 +313,10 @@ fn a_root_shell_and_a_pause_that_keeps_the_clock() {
     let (_, err, code) = shell(&env, &["true"], b"");
     assert_eq!(code, 1, "a shell into a paused VM: {err}");
     assert!(err.contains("paused"), "{err}");
+    // The engine's clients are answered for the VM, not left hanging.
+    let ps = docker.run(&["ps"]);
+    let err = String::from_utf8_lossy(&ps.stderr);
+    assert!(!ps.status.success() && err.contains("the VM is paused"), "docker ps: {err}");
     let cpu = cpu_seconds(qemu);
     let paused_at = Instant::now();
     env.ok(&["set", "hostname", "paused-host"]);

@@ -28,16 +28,17 @@ fn first_write_migrates_v1_in_its_own_commit() {
     let old_head = env.head();
     env.ok(&["set", "hostname", "upgraded"]);
     let subjects = env.git(&["log", "--format=%s", "-2", "master"]);
-    assert_eq!(subjects, "set hostname=upgraded\nschema: migrate v1 to v5\n");
+    assert_eq!(subjects, "set hostname=upgraded\nschema: migrate v1 to v6\n");
     assert_eq!(env.git(&["rev-parse", "master~2"]).trim(), old_head);
     let body = env.git(&["log", "-1", "--format=%b", "master~1"]);
     assert!(
         body.contains("mtu: added")
             && body.contains("memory: default 1024 -> 2048")
-            && body.contains("disk: added"),
+            && body.contains("disk: added")
+            && body.contains("binfmt: added"),
         "{body}"
     );
-    assert_eq!(env.git(&["show", "master:schema-version"]), "5\n");
+    assert_eq!(env.git(&["show", "master:schema-version"]), "6\n");
     assert_eq!(env.git(&["show", "master:net/mtu"]), "1500\n");
     assert_eq!(
         env.git(&["show", "master:net/dns"]),
@@ -46,6 +47,7 @@ fn first_write_migrates_v1_in_its_own_commit() {
     );
     assert_eq!(env.git(&["show", "master:memory"]), "2048\n", "never changed: new default");
     assert_eq!(env.git(&["show", "master:disk"]), "65536\n");
+    assert_eq!(env.git(&["show", "master:binfmt"]), "arm64\narm\nriscv64\nppc64le\ns390x\n");
     env.fsck();
 }
 
@@ -53,7 +55,7 @@ fn first_write_migrates_v1_in_its_own_commit() {
 fn a_memory_value_the_user_set_survives_even_if_it_equals_the_old_default() {
     let env = v1_env(true);
     env.ok(&["init"]);
-    assert_eq!(env.git(&["log", "-1", "--format=%s", "master"]).trim(), "schema: migrate v1 to v5");
+    assert_eq!(env.git(&["log", "-1", "--format=%s", "master"]).trim(), "schema: migrate v1 to v6");
     assert_eq!(env.git(&["show", "master:memory"]), "1024\n");
     assert_eq!(env.git(&["show", "master:net/mtu"]), "1500\n");
     // A second init has nothing left to do.

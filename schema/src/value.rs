@@ -531,6 +531,16 @@ mod tests {
     }
 
     #[test]
+    fn a_set_of_choices_is_kept_in_the_catalogue_s_order_once_each() {
+        assert_eq!(norm("binfmt", "s390x, arm64 arm64\narm").as_deref(), Ok("arm64\narm\ns390x\n"));
+        assert_eq!(norm("binfmt", "").as_deref(), Ok(""));
+        assert!(norm("binfmt", "arm64 x86").unwrap_err().starts_with("binfmt: \"x86\" is not one"));
+        let key = by_name("binfmt").expect("binfmt");
+        assert_eq!(to_json(key, b"arm64\narm\n"), serde_json::json!(["arm64", "arm"]));
+        assert_eq!(display(key, b"arm64\narm\n"), "arm64,arm");
+    }
+
+    #[test]
     fn the_disk_never_goes_below_the_disk_as_it_is() {
         let key = by_name("disk").expect("disk");
         let with_disk = Host { disk_mib: 81920, ..HOST };

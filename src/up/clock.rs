@@ -96,10 +96,11 @@ pub struct ClockStatus {
 }
 
 /// What the control loop tells the keeper.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 enum Command {
     Paused,
-    Resumed,
+    /// And who waits for the clock to be set.
+    Resumed(std::sync::mpsc::Sender<()>),
 }
 
 /// The task that keeps the clock; ends with the control plane.
@@ -125,9 +126,12 @@ impl Keeper {
         let _ = self.commands.send(Command::Paused);
     }
 
-    /// The VM runs again: its clock is stepped now.
-    pub fn resumed(&self) {
-        let _ = self.commands.send(Command::Resumed);
+    /// The VM runs again: its clock is stepped now. The receiver hears when it has been (or
+    /// could not be): `cairn vm resume` returns with the guest's clock right.
+    pub fn resumed(&self) -> std::sync::mpsc::Receiver<()> {
+        let (done, waiter) = std::sync::mpsc::channel();
+        let _ = self.commands.send(Command::Resumed(done));
+        waiter
     }
 }
 
@@ -142,6 +146,7 @@ async fn keep(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last = Instant::now();
     loop {
+        let mut waiting = None;
         let reason = tokio::select! {
             changed = sessions.changed() => {
                 if changed.is_err() {
@@ -159,8 +164,9 @@ async fn keep(
                     paused = true;
                     continue;
                 }
-                Some(Command::Resumed) => {
+                Some(Command::Resumed(done)) => {
                     paused = false;
+                    waiting = Some(done);
                     Reason::Resumed
                 }
             },
@@ -187,6 +193,9 @@ async fn keep(
         }
         if events.send(Event::Clock(status)).is_err() {
             return;
+        }
+        if let Some(done) = waiting {
+            let _ = done.send(());
         }
     }
 }

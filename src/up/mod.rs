@@ -169,8 +169,9 @@ struct Controller {
     file_events: Option<crate::vm::file_events::FileEvents>,
     /// Keeps the guest's clock on the host's.
     clock: clock::Keeper,
-    /// The VM's vCPUs are stopped (`cairn vm pause`): nothing is planned until it resumes.
-    paused: bool,
+    /// The VM's vCPUs are stopped (`cairn vm pause`): nothing is planned until it resumes,
+    /// and the docker socket's listener answers for the VM.
+    paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Controller {
@@ -303,7 +304,7 @@ impl Controller {
     fn plan_if_quiet(&mut self, progress: &mut dyn FnMut(&str)) -> Result<bool, Error> {
         let (Some(head), Some(booted)) = (self.head, self.booted) else { return Ok(false) };
         // A paused guest applies nothing; the commit is planned when it resumes.
-        if self.paused {
+        if self.is_paused() {
             return Ok(false);
         }
         if self.target == Some(head) {

@@ -2,6 +2,8 @@
 //! `-netdev stream` socket or the native VMM's virtio-net), given each new commit's mode, MTU,
 //! resolvers and forwarded ports live, and its counters copied into the status.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_agent::report::Report;
@@ -20,6 +22,21 @@ const NO_IPV6: &str = "not forwarded: qemu's own network (network=hostnet) forwa
 
 /// How often the network's counters reach the status file.
 pub(super) const REFRESH: Duration = Duration::from_secs(2);
+
+/// What a Docker client gets while the VM is paused: an answer from the control plane, in
+/// the API's own error format (the CLI prints "Error response from daemon: ..."), rather
+/// than a request that hangs until someone resumes the VM.
+fn paused_reply() -> Vec<u8> {
+    let body = serde_json::json!({
+        "message": "the VM is paused: `cairn vm resume` runs it again"
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
 
 /// The docker socket's state, by whether the guest's channel is up: a connection made while
 /// it is not waits for it.
@@ -122,7 +139,11 @@ impl Controller {
                 match cairn_9p::transport::bind_unix(&socket) {
                     Ok(listener) => {
                         let service = cairn_channel::Service::new(cairn_agent::DOCKER_SERVICE, &[]);
-                        let task = crate::channel::serve_unix(listener, service, sessions);
+                        let paused = self.paused.clone();
+                        let gate: crate::channel::Gate =
+                            Arc::new(move || paused.load(Ordering::Relaxed).then(paused_reply));
+                        let task =
+                            crate::channel::serve_unix(listener, service, sessions, Some(gate));
                         self.docker_socket = Some(self.server.runtime.spawn(task));
                         docker_state(self.status.channel).to_owned()
                     }

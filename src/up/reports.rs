@@ -75,7 +75,7 @@ impl Controller {
             docker.context = outcome.points_here().then(|| super::docker_context::NAME.to_owned());
         }
         // A report written just before a pause is read after it: the VM stays paused.
-        if !self.paused {
+        if !self.is_paused() {
             self.status.vm = VmState::Running;
         }
         self.backoff = std::time::Duration::from_secs(1);

@@ -45,7 +45,8 @@ impl Controller {
                 Some(binary) => self.start_virtiofsd(&binary, &mut plan),
                 None => {
                     let why = "virtiofsd is not installed (cargo install virtiofsd, or Debian's virtiofsd; or set filesystem 9p)";
-                    let tags: Vec<String> = plan.boot.shares.iter().map(|s| s.tag.clone()).collect();
+                    let tags: Vec<String> =
+                        plan.boot.shares.iter().map(|s| s.tag.clone()).collect();
                     for tag in tags {
                         plan.failed(&tag, why);
                     }

@@ -122,7 +122,7 @@ impl Controller {
             channel: None,
             sessions,
             clock,
-            paused: false,
+            paused: Arc::default(),
             docker_socket: None,
             verdicts: verdicts_path,
             built_image: image.built,
@@ -150,7 +150,7 @@ fn serve_shell(
         cairn_9p::transport::bind_unix(&run.shell())?
     };
     let service = cairn_channel::Service::new(cairn_channel::shell::SERVICE, &[]);
-    runtime.spawn(crate::channel::serve_unix(listener, service, sessions.subscribe()));
+    runtime.spawn(crate::channel::serve_unix(listener, service, sessions.subscribe(), None));
     Ok(())
 }
 

@@ -87,8 +87,7 @@ impl Virtiofsd {
         unsafe {
             command.pre_exec(move || cover.enter());
         }
-        let child =
-            command.spawn().map_err(|e| format!("starting {}: {e}", binary.display()))?;
+        let child = command.spawn().map_err(|e| format!("starting {}: {e}", binary.display()))?;
         Ok(Virtiofsd { child, dir: dir.to_owned(), log: log.to_owned() })
     }
 
