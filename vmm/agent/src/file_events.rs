@@ -7,7 +7,11 @@
 //!
 //! A change the guest made itself comes back from the host too (virtiofsd wrote the file): the
 //! agent follows the guest's own writes with fanotify on each shared file system and drops the
-//! host's report of a file the guest wrote within [`ECHO`]. The guest's own
+//! host's report of a file the guest wrote within [`ECHO`]. The guest's kernel queues the
+//! fanotify event as the write returns, long before the host's report comes back (the host
+//! waits 50 ms to coalesce), but the thread that reads the queue may not have run by then
+//! (a busy TCG guest): so the raiser reads what is queued itself before it decides. The
+//! guest's own
 //! mkdir, rename and unlink are not seen that way (fanotify reports them only by file handle),
 //! and come back as an event on the directory.
 
@@ -36,8 +40,23 @@ fn written() -> &'static Mutex<HashMap<(u64, u64), Instant>> {
 }
 
 fn wrote_recently(key: (u64, u64)) -> bool {
+    drain_guest_writes();
     let Ok(map) = written().lock() else { return false };
     map.get(&key).is_some_and(|at| at.elapsed() < ECHO)
+}
+
+/// The fanotify descriptor of the guest's writes (non-blocking), once it is open; reading it
+/// takes the lock, so that the reader thread and the raiser never split a batch.
+fn fanotify() -> &'static OnceLock<Mutex<libc::c_int>> {
+    static FANOTIFY: OnceLock<Mutex<libc::c_int>> = OnceLock::new();
+    &FANOTIFY
+}
+
+/// Records every write the kernel has queued so far.
+fn drain_guest_writes() {
+    let Some(fd) = fanotify().get() else { return };
+    let Ok(fd) = fd.lock() else { return };
+    read_queued(*fd);
 }
 
 /// What counts as the guest writing a file: its first write (the host may report a file
@@ -50,7 +69,7 @@ pub fn follow_guest_writes(mounts: &[String]) -> Result<(), String> {
     if mounts.is_empty() {
         return Ok(());
     }
-    let flags = libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC;
+    let flags = libc::FAN_CLASS_NOTIF | libc::FAN_CLOEXEC | libc::FAN_NONBLOCK;
     let event_flags = (libc::O_RDONLY | libc::O_LARGEFILE | libc::O_CLOEXEC) as libc::c_uint;
     // SAFETY: fanotify_init with constant flags; the descriptor is checked.
     let fd = unsafe { libc::fanotify_init(flags, event_flags) };
@@ -66,16 +85,28 @@ pub fn follow_guest_writes(mounts: &[String]) -> Result<(), String> {
             return Err(format!("fanotify on {mount}: {}", std::io::Error::last_os_error()));
         }
     }
+    if fanotify().set(Mutex::new(fd)).is_err() {
+        return Err("fanotify is followed already".into());
+    }
     std::thread::Builder::new()
         .name("guest-writes".into())
-        .spawn(move || read_fanotify(fd))
+        .spawn(move || loop {
+            let mut poll = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one pollfd of ours, for the call's length.
+            if unsafe { libc::poll(&mut poll, 1, -1) } < 0
+                && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+            {
+                return;
+            }
+            drain_guest_writes();
+        })
         .map(drop)
         .map_err(|e| format!("a thread: {e}"))
 }
 
-/// Records each file the guest writes, by device and inode (a path would be
-/// the one of a container's mount namespace).
-fn read_fanotify(fd: libc::c_int) {
+/// Records each file the guest wrote, by device and inode (a path would be the one of a
+/// container's mount namespace), from what the non-blocking descriptor `fd` has queued.
+fn read_queued(fd: libc::c_int) {
     let size = std::mem::size_of::<libc::fanotify_event_metadata>();
     let mut buf = vec![0u8; 64 * size];
     loop {
@@ -85,6 +116,7 @@ fn read_fanotify(fd: libc::c_int) {
             if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
+            // EAGAIN: nothing more is queued.
             return;
         }
         let mut offset = 0;
