@@ -13,6 +13,8 @@
 //! - [`net`]: the guest's network, a user-space NAT on smoltcp.
 //! - [`process`]: the process-level system calls of the command line (signals, setsid).
 //! - [`plan`]: what a change means for the VM (its apply classes).
+//! - [`settings`]: every key of a commit as `list --json` and the web page show it.
+//! - [`ui`]: `cairn ui`, the settings as a local web page.
 //! - [`shell`]: `cairn shell`'s end: a process in the VM over the guest agent's channel.
 //! - [`vm`]: VM backends (qemu today).
 //! - [`up`]: the control loop of `cairn up`, and its status.
@@ -27,7 +29,9 @@ pub mod net;
 pub mod plan;
 pub mod process;
 pub mod serve;
+pub mod settings;
 pub mod shell;
+pub mod ui;
 pub mod up;
 pub mod vm;
 
@@ -77,6 +81,8 @@ pub enum Error {
     AlreadyUp { pid: u32 },
     #[error("the database has no configuration on master")]
     NoConfig,
+    #[error("--listen {0}: only a loopback address (127.0.0.1, ::1) is allowed: the page changes your configuration")]
+    NotLoopback(String),
     #[error("the VM is not running, so it cannot be {0}")]
     NotRunning(&'static str),
     #[error("the shell in the VM: {0}")]

@@ -26,7 +26,7 @@ pub struct Plan {
 }
 
 /// The step for one path whose content goes from `old` to `new`.
-fn step(path: &str, old: Option<&[u8]>, new: Option<&[u8]>) -> Step {
+pub fn step(path: &str, old: Option<&[u8]>, new: Option<&[u8]>) -> Step {
     match cairn_schema::catalogue::by_path(path) {
         Some(key) if key.path == "etc/docker/daemon.json" => Step {
             key: key.name.to_owned(),
@@ -51,6 +51,16 @@ fn step(path: &str, old: Option<&[u8]>, new: Option<&[u8]>) -> Step {
 fn plan_of(from: &str, to: &str, steps: Vec<Step>) -> Plan {
     let action = steps.iter().map(|s| s.class).max().unwrap_or(ApplyClass::None);
     Plan { from: from.to_owned(), to: to.to_owned(), action, steps }
+}
+
+/// The plan in the words `cairn plan` prints: `reboot: memory (reboot), hostname (guest-live)`.
+pub fn words(plan: &Plan) -> String {
+    if plan.steps.is_empty() {
+        return "nothing: no value changes".into();
+    }
+    let steps: Vec<String> =
+        plan.steps.iter().map(|s| format!("{} ({})", s.key, s.class.as_str())).collect();
+    format!("{}: {}", plan.action.as_str(), steps.join(", "))
 }
 
 /// The plan from commit `from` to commit `to` (any revisions the database resolves).

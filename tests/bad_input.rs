@@ -72,6 +72,7 @@ const CASES: &[(&str, &[&str])] = &[
     ),
     ("disk", &["lots", "1G", "-1", "99T", ""]),
     ("binfmt", &["x86", "aarch64", "arm64;arm", "ARM64", "arm64 all", "s390"]),
+    ("auto-pause", &["-1", "1441", "soon", "", "5m", "1.5"]),
 ];
 
 #[test]

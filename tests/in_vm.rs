@@ -177,7 +177,7 @@ fn all_text(dir: &Path) -> String {
 }
 
 #[test]
-fn a_root_shell_and_a_pause_that_keeps_the_clock() {
+fn a_root_shell_other_architectures_diagnostics_and_a_pause_that_keeps_the_clock() {
     let _vm = crate::util::one_vm_at_a_time();
     let env = Env::new();
     let down = Down(&env);
@@ -305,6 +305,28 @@ fn a_root_shell_and_a_pause_that_keeps_the_clock() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("diagnose --json");
     assert_eq!(json["passed"], true, "{json:#}");
 
+    // auto-pause: no container runs, so the VM sleeps once the key allows it; a docker
+    // command wakes it and is answered.
+    env.ok(&["set", "auto-pause", "1"]);
+    let slept = wait_for(&env, "auto-pause", |s| s["vm"] == "paused");
+    assert_eq!(slept["paused"]["idle"], true, "{:#}", slept["paused"]);
+    let started = Instant::now();
+    assert_eq!(docker.ok(&["ps", "-q"]).trim(), "", "no container runs");
+    eprintln!("a docker command to an auto-paused VM answered in {:?}", started.elapsed());
+    wait_for(&env, "the VM awake", |s| s["vm"] == "running");
+    env.ok(&["set", "auto-pause", "0"]);
+
+    // The settings page shows the VM, and its pause as it happens.
+    let page = crate::ui::Ui::start(&env);
+    let vm = page.get("/api/settings").json()["vm"].clone();
+    assert_eq!(
+        (vm["state"].as_str(), vm["backend"].as_str()),
+        (Some("running"), Some("qemu")),
+        "{vm}"
+    );
+    let mut page_events = page.events();
+    assert!(page_events.next("vm").contains("\"running\""));
+
     // Pause: qemu uses no CPU; the control plane still takes commits; resume applies them.
     let before = status(&env);
     let qemu = before["vm_pid"].as_u64().expect("qemu's pid");
@@ -313,6 +335,8 @@ fn a_root_shell_and_a_pause_that_keeps_the_clock() {
     let (_, err, code) = shell(&env, &["true"], b"");
     assert_eq!(code, 1, "a shell into a paused VM: {err}");
     assert!(err.contains("paused"), "{err}");
+    let paused_vm: serde_json::Value = serde_json::from_str(&page_events.next("vm")).expect("JSON");
+    assert_eq!(paused_vm["state"], "paused", "the page's live events");
     // The engine's clients are answered for the VM, not left hanging.
     let ps = docker.run(&["ps"]);
     let err = String::from_utf8_lossy(&ps.stderr);

@@ -48,6 +48,7 @@ fn first_write_migrates_v1_in_its_own_commit() {
     assert_eq!(env.git(&["show", "master:memory"]), "2048\n", "never changed: new default");
     assert_eq!(env.git(&["show", "master:disk"]), "65536\n");
     assert_eq!(env.git(&["show", "master:binfmt"]), "arm64\narm\nriscv64\nppc64le\ns390x\n");
+    assert_eq!(env.git(&["show", "master:auto-pause"]), "0\n");
     env.fsck();
 }
 

@@ -14,6 +14,9 @@
 #                            has none; it links libseccomp and libcap-ng, hence their -dev)
 #   x86_64-unknown-none      the native VMM's test guest is built without SSE for bare metal
 #                            (rustup; without it the test builds it for the host target instead)
+#   chromium, playwright-core  the web page's test in a real browser (Debian's chromium, driven
+#                            by playwright-core from npm with the machine's Node.js; no browser
+#                            is downloaded)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -30,6 +33,9 @@ if ! command -v virtiofsd >/dev/null; then
   [ -f /usr/include/cap-ng.h ] || need+=(libcap-ng-dev)
 fi
 [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 lists=$(apt-cache policy linux-image-amd64 2>/dev/null | awk '/Candidate:/{print $2}')
 if [ ${#need[@]} -gt 0 ] || [ -z "$lists" ] || [ "$lists" = "(none)" ]; then
   if [ "$(id -u)" = 0 ]; then
@@ -43,6 +49,8 @@ if [ ${#need[@]} -gt 0 ] || [ -z "$lists" ] || [ "$lists" = "(none)" ]; then
   fi
 fi
 command -v virtiofsd >/dev/null || cargo install --quiet --locked virtiofsd --version 1.14.0
+[ -d tests/ui/node_modules/playwright-core ] \
+  || npm ci --prefix tests/ui --no-audit --no-fund --loglevel=error
 rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-none \
   || rustup target add x86_64-unknown-none \
   || echo "tests/run.sh: no x86_64-unknown-none; the VMM test guest is built for the host" >&2

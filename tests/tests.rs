@@ -19,4 +19,5 @@ mod native;
 mod network;
 mod ports;
 mod sharing;
+mod ui;
 mod up;

@@ -222,6 +222,16 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// The settings as a local web page: every key, the plan of a change, one commit per save,
+    /// the history with rollback, live. Prints its URL with a fresh token.
+    Ui {
+        /// Where to listen: a loopback address (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// Open the desktop's browser on it (xdg-open).
+        #[arg(long)]
+        open: bool,
+    },
     /// The VM's console and the control plane's log.
     Logs {
         /// Keep printing what is appended.
@@ -236,7 +246,7 @@ pub enum Command {
     },
     /// The VM and the control plane: state, backend, config head, applied commit, last error.
     Status,
-    /// Checks what cairn runs, one line each ([OK] or [FAIL] why), and writes an archive of
+    /// Checks what cairn runs, one line each (`[OK]` or `[FAIL] why`), and writes an archive of
     /// logs and state for a bug report (secrets masked, mode 0600); exit 1 if a check failed.
     Diagnose,
     /// The engine's data disk: its size, what it takes on the host, what the guest uses.

@@ -33,6 +33,8 @@ async fn layout_and_reads() {
     assert_eq!(
         c.ls("branch/master/ro").await.expect("ls ro"),
         [
+            "auto-pause",
+            "binfmt",
             "disk",
             "etc",
             "file-sharing",

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 pub enum ApplyClass {
     /// Nothing to do: bookkeeping such as the schema version.
     None,
+    /// The control plane applies it at once; the guest is not touched (auto-pause).
+    HostLive,
     /// The guest agent applies it live (hostname, sysctl).
     GuestLive,
     /// The network stack reconfigures live, without touching the guest (port forwarding, DNS).
@@ -31,6 +33,7 @@ impl ApplyClass {
     pub fn as_str(self) -> &'static str {
         match self {
             ApplyClass::None => "none",
+            ApplyClass::HostLive => "host-live",
             ApplyClass::GuestLive => "guest-live",
             ApplyClass::NetworkLive => "network-live",
             ApplyClass::DaemonReload => "daemon-reload",
@@ -63,12 +66,14 @@ mod tests {
             None,
             DaemonRestart,
             NetworkLive,
+            HostLive,
         ];
         classes.sort();
         assert_eq!(
             classes,
             vec![
                 None,
+                HostLive,
                 GuestLive,
                 NetworkLive,
                 DaemonReload,

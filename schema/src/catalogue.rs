@@ -284,6 +284,20 @@ pub static KEYS: &[Key] = &[
         internal: false,
     },
     Key {
+        name: "auto-pause",
+        path: "auto-pause",
+        kind: Kind::Int { min: Limit::Fixed(0), max: Limit::Fixed(1440), unit: "a number of minutes" },
+        default: Default::Text("0"),
+        summary: "Pause the VM after this many idle minutes (0: never).",
+        description: "When no container has run for this many minutes, the VM is paused (as \
+            `cairn vm pause` does: it keeps its state and uses no CPU), and the next connection \
+            to the Docker socket or `cairn shell` resumes it. 0, the default, never pauses. From \
+            0 to 1440 (a day). Applied at once by the control plane.",
+        options: &[],
+        apply: ApplyClass::HostLive,
+        internal: false,
+    },
+    Key {
         name: "file-sharing",
         path: "file-sharing",
         kind: Kind::Shares,

@@ -12,7 +12,7 @@
 //! - v4: `net/external-bind` (false): where containers' published ports listen on the host.
 //! - v5: `file-sharing` (home and /tmp); `filesystem` changes meaning from /Database's
 //!   transport (only ever `9p`) to how shared directories reach the VM (`virtiofs`).
-//! - v6: `binfmt` (every foreign architecture the image emulates).
+//! - v6: `binfmt` (every foreign architecture the image emulates) and `auto-pause` (0: never).
 
 use crate::catalogue::by_name;
 use crate::tree::defaults;
@@ -52,6 +52,7 @@ pub fn initial_tree(version: u32, host: &Host) -> Tree {
     let mut tree = defaults(host);
     if version <= 5 {
         tree.remove("binfmt");
+        tree.remove("auto-pause");
         tree.insert("schema-version".into(), format!("{version}\n").into_bytes());
     }
     if version <= 4 {
@@ -119,14 +120,16 @@ fn v4_to_v5(tree: &mut Tree, host: &Host, notes: &mut Vec<String>) {
     }
 }
 
-/// v6 adds `binfmt` at its default, and touches nothing else.
+/// v6 adds `binfmt` and `auto-pause` at their defaults, and touches nothing else.
 fn v5_to_v6(tree: &mut Tree, host: &Host, notes: &mut Vec<String>) {
-    let binfmt = by_name("binfmt").expect("binfmt is in the catalogue");
-    if !tree.contains_key(binfmt.path) {
-        let default = binfmt.default_bytes(host);
-        let shown = String::from_utf8_lossy(&default).trim().replace('\n', ", ");
-        tree.insert(binfmt.path.into(), default);
-        notes.push(format!("binfmt: added with its default {shown}"));
+    for name in ["binfmt", "auto-pause"] {
+        let key = by_name(name).expect("in the catalogue");
+        if !tree.contains_key(key.path) {
+            let default = key.default_bytes(host);
+            let shown = String::from_utf8_lossy(&default).trim().replace('\n', ", ");
+            tree.insert(key.path.into(), default);
+            notes.push(format!("{name}: added with its default {shown}"));
+        }
     }
 }
 
@@ -210,13 +213,11 @@ mod tests {
         tree.insert("etc/hostname".into(), b"mine\n".to_vec());
         let before = tree.clone();
         let notes = migrate(&mut tree, &|_| false, &HOST).expect("migrates");
-        assert_eq!(notes.len(), 9, "{notes:?}");
+        assert_eq!(notes.len(), 10, "{notes:?}");
         let changed: Vec<&String> =
             tree.keys().filter(|k| before.get(*k) != tree.get(*k)).collect();
-        assert_eq!(
-            changed,
-            ["binfmt", "disk", "file-sharing", "filesystem", "net/external-bind", "schema-version"]
-        );
+        let added = ["auto-pause", "binfmt", "disk", "file-sharing", "filesystem"];
+        assert_eq!(changed, [&added[..], &["net/external-bind", "schema-version"]].concat());
     }
 
     #[test]
@@ -234,7 +235,14 @@ mod tests {
             tree.keys().filter(|k| before.get(*k) != tree.get(*k)).collect();
         assert_eq!(
             changed,
-            ["binfmt", "file-sharing", "filesystem", "net/external-bind", "schema-version"]
+            [
+                "auto-pause",
+                "binfmt",
+                "file-sharing",
+                "filesystem",
+                "net/external-bind",
+                "schema-version"
+            ]
         );
         validate_tree(&tree, &|_| true, &HOST, Validation::default()).expect("valid v6 tree");
     }
@@ -252,7 +260,10 @@ mod tests {
         assert_eq!(notes[2], "schema-version: v5");
         let changed: Vec<&String> =
             tree.keys().filter(|k| before.get(*k) != tree.get(*k)).collect();
-        assert_eq!(changed, ["binfmt", "file-sharing", "filesystem", "schema-version"]);
+        assert_eq!(
+            changed,
+            ["auto-pause", "binfmt", "file-sharing", "filesystem", "schema-version"]
+        );
         assert_eq!(tree["file-sharing"], crate::shares::default_text().as_bytes());
         tree.insert("etc/hostname".into(), defaults(&HOST)["etc/hostname"].clone());
         assert_eq!(tree, defaults(&HOST));
@@ -270,12 +281,13 @@ mod tests {
             notes,
             [
                 "binfmt: added with its default arm64, arm, riscv64, ppc64le, s390x",
+                "auto-pause: added with its default 0",
                 "schema-version: v6"
             ]
         );
         let changed: Vec<&String> =
             tree.keys().filter(|k| before.get(*k) != tree.get(*k)).collect();
-        assert_eq!(changed, ["binfmt", "schema-version"]);
+        assert_eq!(changed, ["auto-pause", "binfmt", "schema-version"]);
         validate_tree(&tree, &|_| true, &HOST, Validation::default()).expect("valid v6 tree");
     }
 

@@ -1,5 +1,5 @@
 //! The guest's clock, kept on the host's through the agent's clock stream (cairn-channel's
-//! [`clock`](cairn_channel::clock)).
+//! [`cairn_channel::clock`]).
 //!
 //! Nothing in the guest can know how long it was away when its vCPUs stopped (`cairn vm
 //! pause`, qemu's `stop`, a host that slept): a TCG guest stopped 30 s came back 33 s behind and

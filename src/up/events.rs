@@ -29,6 +29,10 @@ pub enum Event {
     Channel { generation: u64, up: bool },
     /// A command from the control socket, and where its one-line answer goes.
     Control(super::control::Request, Sender<String>),
+    /// A client came to a socket of a VM auto-pause paused.
+    Wake,
+    /// How many containers run in the guest now.
+    Containers(usize),
     /// The guest's clock was checked (and corrected).
     Clock(super::clock::ClockStatus),
     /// A signal asked `cairn up` to stop.

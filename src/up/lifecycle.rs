@@ -19,9 +19,6 @@ use crate::Error;
 /// is started on qemu instead (a stock kernel reaches the agent in seconds under KVM).
 const NATIVE_REPORT_WITHIN: Duration = Duration::from_secs(90);
 
-/// How long `cairn vm resume` waits for the guest's clock to be set.
-const CLOCK_ON_RESUME: Duration = Duration::from_secs(3);
-
 impl Controller {
     /// Takes over a VM an earlier control plane left running.
     pub(super) fn adopt(
@@ -40,10 +37,8 @@ impl Controller {
         self.status.vm = VmState::Running;
         self.status.adopted = true;
         // An earlier control plane may have left it paused.
-        self.set_paused(vm.paused());
-        if self.is_paused() {
-            self.status.vm = VmState::Paused;
-            self.clock.paused();
+        if vm.paused() {
+            self.adopted_paused();
         }
         events::watch_process(
             vm.pid(),
@@ -78,7 +73,7 @@ impl Controller {
     ) -> Result<(), Error> {
         let commit = commit.ok_or(Error::NoConfig)?;
         self.generation += 1;
-        self.set_paused(false);
+        self.forget_pause();
         if let Some(vm) = self.vm.take() {
             vm.stop(Duration::from_secs(5));
         }
@@ -164,7 +159,7 @@ impl Controller {
     pub(super) fn stop_vm(&mut self, progress: &mut dyn FnMut(&str)) {
         // Its end is ours to see now, not the loop's.
         self.generation += 1;
-        self.set_paused(false);
+        self.forget_pause();
         if let Some(vm) = self.vm.take() {
             let clean = vm.stop(Duration::from_secs(10));
             progress(if clean { "the guest powered off" } else { "the VM was killed" });
@@ -220,7 +215,7 @@ impl Controller {
     /// embedded VMM's first boot that never reached the agent).
     pub(super) fn on_vm_exit(&mut self, progress: &mut dyn FnMut(&str)) -> Result<bool, Error> {
         let Some(mut vm) = self.vm.take() else { return Ok(false) };
-        self.set_paused(false);
+        self.forget_pause();
         let exit = vm.exited().unwrap_or_else(|| "it ended".into());
         self.file_events = None;
         self.virtiofsd.clear();
@@ -261,46 +256,6 @@ impl Controller {
             }
             _ => Ok(false),
         }
-    }
-
-    pub(super) fn is_paused(&self) -> bool {
-        self.paused.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn set_paused(&self, paused: bool) {
-        self.paused.store(paused, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// `cairn vm pause`: stops the vCPUs. The control plane goes on serving; commits wait.
-    pub(super) fn pause(&mut self, progress: &mut dyn FnMut(&str)) -> Result<(), Error> {
-        let Some(vm) = &self.vm else { return Err(Error::NotRunning("paused")) };
-        if self.is_paused() {
-            return Ok(());
-        }
-        vm.pause(true)?;
-        self.set_paused(true);
-        self.clock.paused();
-        self.status.vm = VmState::Paused;
-        progress("paused the VM (cairn vm pause)");
-        Ok(())
-    }
-
-    /// `cairn vm resume`: the vCPUs run again, the guest's clock is stepped to the host's,
-    /// and what was committed meanwhile is planned.
-    pub(super) fn resume(&mut self, progress: &mut dyn FnMut(&str)) -> Result<(), Error> {
-        let Some(vm) = &self.vm else { return Err(Error::NotRunning("resumed")) };
-        if !self.is_paused() {
-            return Ok(());
-        }
-        vm.pause(false)?;
-        self.set_paused(false);
-        // The guest's clock is set before `cairn vm resume` returns: nobody reads a time from
-        // before the pause. A guest that does not answer in time is corrected when it does.
-        let _ = self.clock.resumed().recv_timeout(CLOCK_ON_RESUME);
-        self.status.vm = if self.report.is_some() { VmState::Running } else { VmState::Booting };
-        progress("resumed the VM (cairn vm resume)");
-        self.plan_if_quiet(progress)?;
-        Ok(())
     }
 
     /// The guest's channel came up or went down.

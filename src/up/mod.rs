@@ -30,6 +30,7 @@ pub mod instance;
 mod lifecycle;
 mod logfile;
 mod network;
+mod pausing;
 mod reports;
 mod sharing;
 mod start;
@@ -169,9 +170,15 @@ struct Controller {
     file_events: Option<crate::vm::file_events::FileEvents>,
     /// Keeps the guest's clock on the host's.
     clock: clock::Keeper,
-    /// The VM's vCPUs are stopped (`cairn vm pause`): nothing is planned until it resumes,
-    /// and the docker socket's listener answers for the VM.
-    paused: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the VM's vCPUs are stopped, and by whom: nothing is planned until it resumes,
+    /// and the sockets' listeners answer for it or wake it.
+    paused: pausing::PauseFlag,
+    /// The `auto-pause` key: pause after this long without a running container.
+    auto_pause: Option<Duration>,
+    /// Since when no container runs (while the VM runs).
+    idle_since: Option<Instant>,
+    /// How many containers dockerd last said run (None: it has not said).
+    running_containers: Option<usize>,
 }
 
 impl Controller {
@@ -207,6 +214,9 @@ impl Controller {
     /// The first VM: the one left running (adopted) or a new boot of master.
     fn begin(&mut self, progress: &mut dyn FnMut(&str)) -> Result<(), Error> {
         let head = self.db.head(cairn_db::CONFIG_BRANCH)?;
+        if let Some(head) = head {
+            self.read_auto_pause(&head.to_string())?;
+        }
         self.head = head;
         self.status.config_head = head.map(|h| h.to_string());
         match self.orphan.take() {
@@ -240,6 +250,8 @@ impl Controller {
                 let _ = reply.send(text);
                 answer.map(|()| true)
             }
+            Event::Wake => self.on_wake(progress),
+            Event::Containers(running) => Ok(self.on_containers(running)),
             Event::Clock(reading) => {
                 self.status.clock = Some(reading);
                 Ok(true)
@@ -261,6 +273,7 @@ impl Controller {
         if let Some(overdue) = self.native_deadline() {
             due.push(overdue);
         }
+        due.extend(self.idle_deadline());
         due.into_iter().min().unwrap_or_else(|| Instant::now() + LOG_CHECK)
     }
 
@@ -274,6 +287,7 @@ impl Controller {
         changed |= self.restart_if_due(progress)?;
         changed |= self.refresh_network();
         changed |= self.native_boot_overdue(progress)?;
+        changed |= self.pause_if_idle(progress)?;
         Ok(changed)
     }
 
@@ -295,6 +309,10 @@ impl Controller {
         self.head = head;
         self.head_seen = Instant::now();
         self.status.config_head = head.map(|h| h.to_string());
+        // auto-pause is the control plane's own: applied at once, whatever the VM does.
+        if let Some(head) = head {
+            self.read_auto_pause(&head.to_string())?;
+        }
         self.plan_if_quiet(progress)?;
         Ok(true)
     }
@@ -354,7 +372,7 @@ impl Controller {
                 self.status.vm = VmState::Stopped;
                 self.status.vm_pid = None;
             }
-            control::Request::VmPause => self.pause(progress)?,
+            control::Request::VmPause => self.pause(pausing::Paused::ByUser, progress)?,
             control::Request::VmResume => self.resume(progress)?,
             control::Request::VmStart if self.vm.is_some() => {}
             control::Request::VmStart | control::Request::VmRestart => {

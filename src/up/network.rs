@@ -2,8 +2,6 @@
 //! `-netdev stream` socket or the native VMM's virtio-net), given each new commit's mode, MTU,
 //! resolvers and forwarded ports live, and its counters copied into the status.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_agent::report::Report;
@@ -139,9 +137,11 @@ impl Controller {
                 match cairn_9p::transport::bind_unix(&socket) {
                     Ok(listener) => {
                         let service = cairn_channel::Service::new(cairn_agent::DOCKER_SERVICE, &[]);
-                        let paused = self.paused.clone();
-                        let gate: crate::channel::Gate =
-                            Arc::new(move || paused.load(Ordering::Relaxed).then(paused_reply));
+                        let gate = super::pausing::gate(
+                            self.paused.clone(),
+                            paused_reply(),
+                            self.events.clone(),
+                        );
                         let task =
                             crate::channel::serve_unix(listener, service, sessions, Some(gate));
                         self.docker_socket = Some(self.server.runtime.spawn(task));

@@ -57,7 +57,17 @@ impl Controller {
         progress(&format!("9P: {}", run.socket().display()));
         super::control::serve(&run.control(), events.clone())?;
         let sessions = crate::channel::Sessions::default();
-        serve_shell(&run, &server.runtime, &sessions)?;
+        let paused = super::pausing::PauseFlag::default();
+        let refusal = cairn_channel::shell::Frame::Failed(
+            "the VM is paused: `cairn vm resume` runs it again".into(),
+        )
+        .encode();
+        let shell_gate = super::pausing::gate(paused.clone(), refusal, events.clone());
+        serve_shell(&run, &server.runtime, &sessions, shell_gate)?;
+        let counted = events.clone();
+        server.runtime.spawn(crate::vm::containers::follow(sessions.subscribe(), move |running| {
+            let _ = counted.send(Event::Containers(running.len()));
+        }));
         let clock =
             super::clock::Keeper::start(&server.runtime, sessions.subscribe(), events.clone());
         let orphan = left_running(&run);
@@ -122,7 +132,10 @@ impl Controller {
             channel: None,
             sessions,
             clock,
-            paused: Arc::default(),
+            paused,
+            auto_pause: None,
+            idle_since: None,
+            running_containers: None,
             docker_socket: None,
             verdicts: verdicts_path,
             built_image: image.built,
@@ -144,13 +157,14 @@ fn serve_shell(
     run: &RunDir,
     runtime: &tokio::runtime::Handle,
     sessions: &crate::channel::Sessions,
+    gate: crate::channel::Gate,
 ) -> Result<(), Error> {
     let listener = {
         let _entered = runtime.enter();
         cairn_9p::transport::bind_unix(&run.shell())?
     };
     let service = cairn_channel::Service::new(cairn_channel::shell::SERVICE, &[]);
-    runtime.spawn(crate::channel::serve_unix(listener, service, sessions.subscribe(), None));
+    runtime.spawn(crate::channel::serve_unix(listener, service, sessions.subscribe(), Some(gate)));
     Ok(())
 }
 

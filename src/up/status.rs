@@ -228,6 +228,17 @@ pub struct Status {
     /// The last check of the guest's clock against the host's.
     #[serde(default)]
     pub clock: Option<super::clock::ClockStatus>,
+    /// Why the VM is paused, while it is.
+    #[serde(default)]
+    pub paused: Option<PauseInfo>,
+}
+
+/// Who paused the VM and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseInfo {
+    /// auto-pause: the next docker command or `cairn shell` resumes it.
+    pub idle: bool,
+    pub why: String,
 }
 
 impl Status {

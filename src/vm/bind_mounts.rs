@@ -6,59 +6,30 @@
 //! of thousands of directories (and inotify needs a watch for each), of which a container
 //! mounts one project.
 
-use std::time::Duration;
-
 use cairn_channel::Session;
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
-
-/// dockerd's events of containers starting and ending (`filters` JSON, URL-encoded).
-const EVENTS: &str = "/events?filters=%7B%22type%22%3A%5B%22container%22%5D%2C%22event%22%3A%5B%22start%22%2C%22die%22%5D%7D";
-/// Pause before asking again when the engine or the session is away.
-const RETRY: Duration = Duration::from_secs(1);
 
 /// Calls `roots` with the directories containers bind-mount from inside `shares` (the
 /// smallest set that covers them) now, and whenever a container starts or ends, for ever.
 pub async fn follow(
-    mut sessions: watch::Receiver<Option<Session>>,
+    sessions: watch::Receiver<Option<Session>>,
     shares: Vec<String>,
     roots: impl Fn(Vec<String>),
 ) {
-    loop {
-        let session = sessions.borrow_and_update().clone().filter(|s| !s.is_closed());
-        let Some(session) = session else {
-            if sessions.changed().await.is_err() {
-                return;
-            }
-            continue;
-        };
-        if let Some(mut events) = crate::engine_api::get_lines(&session, EVENTS).await {
-            if let Some(sources) = bind_sources(&session).await {
-                roots(covering(&sources, &shares));
-            }
-            let mut line = String::new();
-            while events.read_line(&mut line).await.is_ok_and(|n| n > 0) {
-                line.clear();
-                if let Some(sources) = bind_sources(&session).await {
-                    roots(covering(&sources, &shares));
-                }
-            }
-        }
-        tokio::time::sleep(RETRY).await;
-    }
+    super::containers::follow(sessions, move |running| {
+        roots(covering(&bind_sources(running), &shares));
+    })
+    .await
 }
 
-/// The bind mounts' sources of the running containers.
-async fn bind_sources(session: &Session) -> Option<Vec<String>> {
-    let containers = crate::engine_api::get_json(session, "/containers/json").await?;
-    let sources = containers
-        .as_array()?
+/// The bind mounts' sources of the running containers (dockerd's `/containers/json`).
+fn bind_sources(running: &[serde_json::Value]) -> Vec<String> {
+    running
         .iter()
         .flat_map(|c| c["Mounts"].as_array().cloned().unwrap_or_default())
         .filter(|m| m["Type"] == "bind")
         .filter_map(|m| m["Source"].as_str().map(str::to_owned))
-        .collect();
-    Some(sources)
+        .collect()
 }
 
 /// The sources inside a share, without those inside another, sorted.

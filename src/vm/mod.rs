@@ -2,6 +2,7 @@
 //! run Linux (`up` says why it uses qemu otherwise).
 
 pub mod bind_mounts;
+pub mod containers;
 pub mod disk;
 pub mod file_events;
 pub mod native;

@@ -2,7 +2,6 @@
 
 use cairn::db::CONFIG_BRANCH;
 use cairn::schema::{value, Key, Tree, KEYS};
-use serde_json::json;
 
 use super::Ctx;
 use crate::output::{self, Mode};
@@ -23,29 +22,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
     };
     match ctx.mode {
         Mode::Json => {
-            let rows: Vec<_> = KEYS
-                .iter()
-                .map(|key| {
-                    json!({
-                        "key": key.name,
-                        "path": key.path,
-                        "value": match bounded.too_large.get(key.path) {
-                            Some(_) => serde_json::Value::Null,
-                            None => value::to_json(key, &stored(key)),
-                        },
-                        "default": value::to_json(key, &key.default_bytes(host)),
-                        "changed": changed(key),
-                        "options": key.options.iter().filter_map(|o| cairn::schema::by_name(o).ok())
-                            .map(|o| (o.name.to_owned(), value::to_json(o, &stored(o))))
-                            .collect::<serde_json::Map<_, _>>(),
-                        "apply": key.apply.as_str(),
-                        "invalid": invalid.get(key.name),
-                        "summary": key.summary,
-                        "description": squash(key.description),
-                    })
-                })
-                .collect();
-            output::print_json(&serde_json::Value::Array(rows))
+            output::print_json(&serde_json::Value::Array(cairn::settings::rows(&db, &bounded)))
         }
         Mode::Plain => {
             for key in KEYS {
@@ -85,10 +62,7 @@ pub fn invalid_values(
     bounded: &cairn::db::BoundedSnapshot,
     host: &cairn::schema::Host,
 ) -> Vec<(&'static Key, String)> {
-    cairn::schema::tree::invalid_values(&bounded.snapshot.tree, &bounded.too_large, host)
-        .into_iter()
-        .map(|(key, error)| (key, error.to_string()))
-        .collect()
+    cairn::settings::invalid_values(bounded, host)
 }
 
 /// Says on stderr which stored values the schema refuses: they were written around cairn (git
@@ -113,5 +87,5 @@ fn options(key: &Key, tree: &Tree) -> String {
 
 /// A description without the line breaks of its source.
 pub fn squash(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    cairn::settings::squash(text)
 }

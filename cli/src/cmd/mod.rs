@@ -17,6 +17,7 @@ mod serve;
 mod set;
 mod shell;
 mod status;
+mod ui;
 mod up;
 mod wait;
 
@@ -72,7 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let db_path = cairn::home::db_dir(cli.db.as_deref())?;
     let ctx = Ctx { db_path, mode: output::mode(cli.json) };
-    if !matches!(cli.command, Command::Serve { .. } | Command::Up { .. }) {
+    if !matches!(cli.command, Command::Serve { .. } | Command::Up { .. } | Command::Ui { .. }) {
         // A command whose reader goes away (`cairn list | head`) ends quietly, as Unix tools
         // do. The servers keep SIGPIPE ignored: a client hanging up must not kill them.
         cairn::process::default_sigpipe();
@@ -117,6 +118,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             };
             shell::run(tty, command)
         }
+        Command::Ui { listen, open } => ui::run(&ctx, listen, open),
         Command::Logs { follow, console, control } => up::logs(follow, console, control),
         Command::Status => status::run(&ctx),
         Command::Diagnose => diagnose::run(&ctx),

@@ -13,6 +13,8 @@ pub fn run(tty: Option<bool>, argv: Vec<String>) -> anyhow::Result<()> {
     let status = Status::load(&run.status()).unwrap_or_default();
     match status.vm {
         VmState::Stopped => bail!("the VM is stopped; `cairn vm start` starts it"),
+        // auto-pause's sleep ends with the session's connection.
+        VmState::Paused if status.paused.as_ref().is_some_and(|p| p.idle) => {}
         VmState::Paused => bail!("the VM is paused; `cairn vm resume` runs it again"),
         _ => {}
     }

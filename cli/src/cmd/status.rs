@@ -36,7 +36,12 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<()> {
         return Ok(());
     }
     let none = || "-".to_owned();
-    println!("vm:          {}", status.vm);
+    match &status.paused {
+        Some(paused) if status.vm == cairn::up::status::VmState::Paused => {
+            println!("vm:          paused: {}", paused.why)
+        }
+        _ => println!("vm:          {}", status.vm),
+    }
     if let Some(backend) = status.backend {
         println!("backend:     {} ({})", backend.as_str(), status.backend_reason);
     }

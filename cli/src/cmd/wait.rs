@@ -14,13 +14,7 @@ pub fn print_plan(ctx: &Ctx, plan: &cairn::plan::Plan) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(plan)?);
         return Ok(());
     }
-    if plan.steps.is_empty() {
-        println!("nothing: no value changes");
-        return Ok(());
-    }
-    let steps: Vec<String> =
-        plan.steps.iter().map(|s| format!("{} ({})", s.key, s.class.as_str())).collect();
-    println!("{}: {}", plan.action.as_str(), steps.join(", "));
+    println!("{}", cairn::plan::words(plan));
     Ok(())
 }
 
