@@ -227,7 +227,7 @@ fn published_ports(probe: &Probe<'_>) -> Outcome {
     let ports = probe.status.docker.as_ref().map(|d| d.ports.as_slice()).unwrap_or_default();
     let bad: Vec<String> = ports
         .iter()
-        .filter(|p| p.state != "listening" && !p.state.starts_with("listening"))
+        .filter(|p| !p.state.starts_with("listening"))
         .map(|p| format!("{} -> {}: {}", p.host, p.target, p.state))
         .collect();
     match (ports.len(), bad.is_empty()) {
@@ -283,23 +283,21 @@ pub fn guest_clock_offset(probe: &Probe<'_>) -> Result<(f64, f64), String> {
 }
 
 fn disk(probe: &Probe<'_>) -> Outcome {
-    let guest_line = match probe.status.guest.as_ref() {
-        Some(g) if g.disk_size_bytes > 0 => {
-            let used = g.disk_used_bytes as f64 / g.disk_size_bytes as f64;
-            let line = format!(
-                "data disk {} MiB of {} MiB used ({:.0}%)",
-                g.disk_used_bytes >> 20,
-                g.disk_size_bytes >> 20,
-                used * 100.0
-            );
-            if used > DISK_FULL {
-                return Err(format!("{line}: prune images or grow `disk`"));
-            }
-            line
-        }
-        Some(g) => return Err(format!("the data disk is not in use: {}", g.disk)),
-        None => return Err("the guest has not reported its disk".into()),
+    let Some(guest) = probe.status.guest.as_ref() else {
+        return Err("the guest has not reported its disk".into());
     };
+    if guest.disk_size_bytes == 0 {
+        return Err(format!("the data disk is not in use: {}", guest.disk));
+    }
+    // Now, not as the last report said (images pulled since do not make a report).
+    let (used, size) = guest_df(probe, "/var/lib/docker")
+        .unwrap_or((guest.disk_used_bytes, guest.disk_size_bytes));
+    let share = used as f64 / size.max(1) as f64;
+    let guest_line =
+        format!("data disk {} MiB of {} MiB used ({:.0}%)", used >> 20, size >> 20, share * 100.0);
+    if share > DISK_FULL {
+        return Err(format!("{guest_line}: prune images or grow `disk`"));
+    }
     let free = rustix::fs::statvfs(probe.home)
         .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
         .map_err(|e| format!("the host's free space at {}: {e}", probe.home.display()))?;
@@ -308,6 +306,14 @@ fn disk(probe: &Probe<'_>) -> Outcome {
         true => Ok(line),
         false => Err(format!("{line}: the data disk's file cannot grow")),
     }
+}
+
+/// Bytes used and in all of the file system holding `path` in the guest (busybox `df -k`).
+fn guest_df(probe: &Probe<'_>, path: &str) -> Option<(u64, u64)> {
+    let out = guest(probe, &["df", "-k", path]).ok()?;
+    let fields: Vec<&str> = out.lines().nth(1)?.split_whitespace().collect();
+    let kib = |i: usize| fields.get(i)?.parse::<u64>().ok().map(|k| k * 1024);
+    Some((kib(2)?, kib(1)?))
 }
 
 /// Runs `argv` in the guest; its standard output, or why it failed.
